@@ -1,0 +1,20 @@
+"""The one error shape of the API: an HTTP status, a machine-readable code, a
+message, and details pointing at the offending field."""
+
+from __future__ import annotations
+
+
+class SluiceError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None, **details: object):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = {"field": field, **details} if field else dict(details)
+
+    def body(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+def not_found(kind: str, entity_id: str) -> SluiceError:
+    return SluiceError(404, "NOT_FOUND", f"{kind} {entity_id!r} not found", field=None, id=entity_id)

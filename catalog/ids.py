@@ -1,0 +1,25 @@
+"""Immutable, kind-prefixed identifiers (mdef_, tdefi_, tdef_, site_, ...)."""
+
+from __future__ import annotations
+
+import secrets
+
+PREFIXES = {
+    "org": "org_",
+    "metric": "mdef_",
+    "thing_type": "tdefi_",
+    "thing_type_version": "tdef_",
+    "site": "site_",
+    "fleet": "flt_",
+    "thing": "thg_",
+    "api_key": "key_",
+}
+
+
+def new_id(kind: str) -> str:
+    # 80 random bits: collision-free in practice and short enough to read aloud.
+    return PREFIXES[kind] + secrets.token_hex(10)
+
+
+def request_id() -> str:
+    return "req_" + secrets.token_hex(12)

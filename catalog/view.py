@@ -1,0 +1,173 @@
+"""The in-memory view of the compacted catalog topic, kept in every service.
+
+A background thread reads the catalog topic from the beginning and applies each
+record; the service reports ready once the view has caught up with the end of
+the topic as it was at start. Writers wait on `wait_applied` for read-your-writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Iterator
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+import schemas
+from catalog.resolution import ResolutionTable, build_table
+
+log = logging.getLogger(__name__)
+
+
+class CatalogView:
+    """Entities by (kind, id), with the indexes the stages need.
+
+    Reads are plain dict lookups, safe from any thread (the applier thread
+    replaces values, it never mutates a dict a reader holds).
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._topic = topic
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                # No group: every service reads the whole topic itself and commits nothing.
+                "group.id": "sluice-catalog-view",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+            }
+        )
+        self._entities: dict[tuple[str, str], tuple[str, dict]] = {}
+        self._metric_names: dict[tuple[str, str], str] = {}  # (org, lower name) -> metric id
+        self._key_hashes: dict[str, str] = {}  # secret hash -> api key id
+        self._tables: dict[str, ResolutionTable] = {}
+        self._applied = -1  # offset of the last applied record
+        self._cond = threading.Condition()
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="catalog-view", daemon=True)
+
+    # ----- lifecycle
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until caught up with the topic's end as of start; False on timeout."""
+        return self._ready.wait(timeout)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def wait_applied(self, offset: int, timeout: float = 10.0) -> bool:
+        """Block until the record at `offset` has been applied; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._applied >= offset, timeout)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        partition = TopicPartition(self._topic, 0, OFFSET_BEGINNING)
+        self._consumer.assign([partition])
+        end = None
+        while end is None and not self._stop.is_set():
+            try:
+                _, end = self._consumer.get_watermark_offsets(partition, timeout=5)
+            except Exception as exc:  # broker not reachable yet: keep trying
+                log.warning("catalog view: waiting for the catalog topic: %s", exc)
+        if end == 0:
+            self._ready.set()
+        try:
+            while not self._stop.is_set():
+                for message in self._consumer.consume(1000, timeout=0.2):
+                    if message.error():
+                        if message.error().code() != KafkaError._PARTITION_EOF:
+                            log.error("catalog view: %s", message.error())
+                        continue
+                    self._apply(message.key(), message.value())
+                    with self._cond:
+                        self._applied = message.offset()
+                        self._cond.notify_all()
+                    if end is not None and message.offset() >= end - 1:
+                        self._ready.set()
+        finally:
+            self._consumer.close()
+
+    # ----- applying records
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            return
+        kind, _, entity_id = key.decode().partition("/")
+        previous = self._entities.get((kind, entity_id))
+        if previous is not None:
+            self._unindex(kind, entity_id, *previous)
+        if value is None:  # tombstone
+            self._entities.pop((kind, entity_id), None)
+            return
+        try:
+            record = schemas.decode(schemas.CATALOG_RECORD, value)
+            body = orjson.loads(record["body"])
+        except (schemas.SchemaMismatch, ValueError) as exc:
+            log.error("catalog view: skipping unreadable record %s: %s", key, exc)
+            return
+        self._entities[(kind, entity_id)] = (record["org_id"], body)
+        self._index(kind, entity_id, record["org_id"], body)
+
+    def _index(self, kind: str, entity_id: str, org_id: str, body: dict) -> None:
+        if kind == "metric":
+            self._metric_names[(org_id, body["name"].lower())] = entity_id
+        elif kind == "api_key" and not body.get("revoked"):
+            self._key_hashes[body["hash"]] = entity_id
+        if kind in ("metric", "thing_type_version"):
+            # Resolution tables depend on versions and metrics: rebuild lazily.
+            self._tables = {}
+
+    def _unindex(self, kind: str, entity_id: str, org_id: str, body: dict) -> None:
+        if kind == "metric":
+            self._metric_names.pop((org_id, body["name"].lower()), None)
+        elif kind == "api_key":
+            self._key_hashes.pop(body["hash"], None)
+
+    # ----- reads
+
+    def get(self, kind: str, entity_id: str, org_id: str | None = None) -> dict | None:
+        """The entity's body, or None if absent or (when org_id is given) another org's."""
+        found = self._entities.get((kind, entity_id))
+        if found is None or (org_id is not None and found[0] != org_id):
+            return None
+        return found[1]
+
+    def org_of(self, kind: str, entity_id: str) -> str | None:
+        found = self._entities.get((kind, entity_id))
+        return found[0] if found else None
+
+    def list(self, kind: str, org_id: str) -> Iterator[dict]:
+        for (k, _), (org, body) in list(self._entities.items()):
+            if k == kind and org == org_id:
+                yield body
+
+    def metric_id_by_name(self, org_id: str, name: str) -> str | None:
+        return self._metric_names.get((org_id, name.lower()))
+
+    def api_key_by_hash(self, secret_hash: str) -> dict | None:
+        key_id = self._key_hashes.get(secret_hash)
+        return self.get("api_key", key_id) if key_id else None
+
+    def resolution(self, type_version_id: str) -> ResolutionTable | None:
+        """Name → metric table of a type version, or None if the version is unknown."""
+        tables = self._tables
+        table = tables.get(type_version_id)
+        if table is None:
+            version = self.get("thing_type_version", type_version_id)
+            if version is None:
+                return None
+            metrics = {mid: self.get("metric", mid) for mid in version["metricIds"]}
+            table = build_table(version["metricIds"], {k: v for k, v in metrics.items() if v})
+            tables[type_version_id] = table
+        return table

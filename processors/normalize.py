@@ -1,0 +1,166 @@
+"""The rulebook for `POST /v2/thing/{thingId}/data`: a pure function from one raw
+envelope to its normalized frames, its verdict and its dead letters.
+
+No I/O: it reads the catalog through two lookups it is given, so it is tested
+alone and reused by the benchmark's plain-Python baseline.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import orjson
+
+from catalog.coercion import CoercionError
+from catalog.coercion import COERCERS
+from catalog.resolution import ResolutionTable
+
+# Event times outside [epoch, now + this] are rejected as clock errors.
+MAX_FUTURE_MS = 24 * 3600 * 1000
+
+ThingLookup = Callable[[str, str], "dict | None"]  # (org id, thing id) -> thing body
+TableLookup = Callable[[str], "ResolutionTable | None"]  # type version id -> table
+
+
+@dataclass
+class Outcome:
+    """What one raw request becomes: at most one frame batch, one verdict, dead letters."""
+
+    frames: dict | None
+    verdict: dict | None  # None only for bytes that are not a request at all
+    dead_letters: list[dict] = field(default_factory=list)
+
+    @property
+    def request_id(self) -> str:
+        return self.verdict["request_id"] if self.verdict else self.dead_letters[0]["request_id"]
+
+
+class Rejection(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+def normalize(envelope: dict, thing_lookup: ThingLookup, table_lookup: TableLookup) -> Outcome:
+    """Validate and normalize one thing_data request; never raises for bad input."""
+    now = int(time.time() * 1000)
+    frames_received = 0
+    try:
+        body = _parse(envelope["body"])
+        frames_in = body["frames"]
+        frames_received = len(frames_in)
+        thing = thing_lookup(envelope["org_id"], envelope["thing_id"] or "")
+        if thing is None:
+            raise Rejection(404, "THING_NOT_FOUND", f"thing {envelope['thing_id']!r} not found")
+        version_id = thing.get("thingTypeVersionId")
+        table = table_lookup(version_id) if version_id else None
+        if table is None:
+            raise Rejection(
+                424, "TYPE_NOT_INITIALIZED", "the thing has no initialized thing type", field="thingTypeId"
+            )
+        frames, names = _normalize_frames(frames_in, table, now)
+    except Rejection as rejection:
+        return _rejected(envelope, rejection, frames_received, now)
+    batch = {
+        "request_id": envelope["request_id"],
+        "org_id": envelope["org_id"],
+        "thing_id": envelope["thing_id"],
+        "type_version_id": version_id,
+        "version": envelope["received_at"],
+        "frames": frames,
+    }
+    verdict = _verdict(envelope, "ingested", 200, frames_received, len(frames), names, [], now)
+    return Outcome(batch, verdict)
+
+
+def _parse(raw: bytes) -> dict:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Rejection(400, "INVALID_PAYLOAD", f"body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict) or "frames" not in body:
+        raise Rejection(400, "INVALID_PAYLOAD", "body must be an object with a 'frames' array", field="frames")
+    if not isinstance(body["frames"], list) or not body["frames"]:
+        raise Rejection(400, "INVALID_PAYLOAD", "at least one frame is required", field="frames")
+    return body
+
+
+def _normalize_frames(frames_in: list, table: ResolutionTable, now: int) -> tuple[list[dict], list[str]]:
+    frames: list[dict] = []
+    names: dict[str, None] = {}  # insertion-ordered set of canonical names written
+    latest_allowed = now + MAX_FUTURE_MS
+    for index, frame in enumerate(frames_in):
+        where = f"frames[{index}]"
+        if not isinstance(frame, dict):
+            raise Rejection(400, "INVALID_PAYLOAD", "a frame must be an object", field=where)
+        ts = frame.get("timestamp")
+        if isinstance(ts, bool) or not isinstance(ts, int):
+            raise Rejection(400, "INVALID_TIMESTAMP", "timestamp must be epoch milliseconds", f"{where}.timestamp")
+        if not 0 <= ts <= latest_allowed:
+            raise Rejection(400, "INVALID_TIMESTAMP", f"timestamp {ts} is before 1970 or in the far future",
+                            f"{where}.timestamp")
+        metrics = frame.get("metrics")
+        if not isinstance(metrics, dict) or not metrics:
+            raise Rejection(400, "INVALID_PAYLOAD", "each frame needs at least one metric", f"{where}.metrics")
+        values = []
+        for name, raw_value in metrics.items():
+            resolved = table.get(name.lower())
+            if resolved is None:
+                raise Rejection(400, "UNKNOWN_METRIC",
+                                f"metric {name!r} is not defined on the thing's type", f"{where}.metrics.{name}")
+            try:
+                number, integer, text = COERCERS[resolved.data_type](raw_value)
+                if resolved.enum_values is not None and text not in resolved.enum_values:
+                    raise CoercionError(f"{text!r} is not one of {sorted(resolved.enum_values)}")
+            except CoercionError as exc:
+                raise Rejection(400, "INVALID_VALUE",
+                                f"metric {name!r} in frame {index}: value {raw_value!r}: {exc}",
+                                f"{where}.metrics.{name}") from None
+            values.append({"metric_id": resolved.metric_id, "data_type": resolved.data_type,
+                           "value": number, "value_long": integer, "value_string": text})
+            names[resolved.name] = None
+        frames.append({"ts": ts, "values": values})
+    return frames, list(names)
+
+
+def _rejected(envelope: dict, rejection: Rejection, frames_received: int, now: int) -> Outcome:
+    status = "failed_dependency" if rejection.status == 424 else "rejected"
+    errors = [{"code": rejection.code, "message": rejection.message, "field": rejection.field}]
+    verdict = _verdict(envelope, status, rejection.status, frames_received, 0, [], errors, now)
+    dead = {
+        "request_id": envelope["request_id"],
+        "org_id": envelope["org_id"],
+        "item_index": -1,
+        "reason": rejection.code,
+        "detail": rejection.message,
+        "original": envelope["body"],
+        "rejected_at": now,
+    }
+    return Outcome(None, verdict, [dead])
+
+
+def _verdict(envelope: dict, status: str, http_status: int, received: int, ingested: int,
+             metrics: list[str], errors: list[dict], now: int) -> dict:
+    return {
+        "request_id": envelope["request_id"],
+        "org_id": envelope["org_id"],
+        "thing_id": envelope.get("thing_id"),
+        "route": envelope["route"],
+        "status": status,
+        "http_status": http_status,
+        "frames_received": received,
+        "frames_ingested": ingested,
+        "metrics": metrics,
+        "errors": errors,
+        "received_at": envelope["received_at"],
+        "processed_at": now,
+    }
+
+
+def undecodable(payload: bytes, reason: str) -> Outcome:
+    """A message on the raw topic that is not a request envelope: dead-letter it whole."""
+    dead = {"request_id": "", "org_id": "", "item_index": -1, "reason": "UNDECODABLE",
+            "detail": reason, "original": payload, "rejected_at": int(time.time() * 1000)}
+    return Outcome(None, None, [dead])

@@ -1,0 +1,100 @@
+"""The edge's ASGI application: wiring, error shape, health and readiness."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+import schemas
+from catalog import keys
+from catalog.errors import SluiceError
+from catalog.service import Catalog
+from catalog.view import CatalogView
+from catalog.writer import CatalogWriter
+from config import Settings
+from producers import admin_routes, catalog_routes, ingest_routes, read_routes
+from producers.raw_producer import RawProducer
+from warehouse.backend import Warehouse
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ORG = "org_default"
+
+
+def bootstrap_admin(catalog: Catalog, secret: str) -> None:
+    """Make sure the default org and the platform-admin key for `secret` exist."""
+    catalog.ensure_org(DEFAULT_ORG, "default")
+    if catalog.authenticate(secret) is None:
+        catalog.create_api_key(DEFAULT_ORG, "platform admin",
+                               [keys.PLATFORM_ADMIN, "admin", "write", "read"], secret=secret)
+
+
+def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> FastAPI:
+    topics = schemas.Topics(settings.topic_prefix)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        view = CatalogView(bootstrap, topics.catalog)
+        view.start()
+        if not await run_in_threadpool(view.wait_ready, 60):
+            raise RuntimeError("the catalog view did not catch up within 60 s")
+        writer = CatalogWriter(bootstrap, topics.catalog, view)
+        app.state.catalog = Catalog(view, writer)
+        if settings.admin_key:
+            await run_in_threadpool(bootstrap_admin, app.state.catalog, settings.admin_key)
+        app.state.raw_producer = RawProducer(bootstrap)
+        try:
+            yield
+        finally:
+            app.state.raw_producer.close()
+            writer.close()
+            view.stop()
+
+    app = FastAPI(
+        title="Sluice",
+        version="0.1.0",
+        description="Telemetry ingestion: HTTP edge → Kafka → processors → ClickHouse.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.topics = topics
+    app.state.warehouse = warehouse
+    app.include_router(catalog_routes.router)
+    app.include_router(ingest_routes.router)
+    app.include_router(read_routes.router)
+    app.include_router(admin_routes.router)
+
+    @app.exception_handler(SluiceError)
+    async def sluice_error(request: Request, exc: SluiceError) -> JSONResponse:
+        headers = {}
+        if "retry_after" in exc.details:
+            headers["Retry-After"] = str(exc.details["retry_after"])
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "reason": e["msg"]}
+            for e in exc.errors()
+        ]
+        first = problems[0] if problems else {"field": None, "reason": "invalid request"}
+        error = SluiceError(400, "INVALID_PAYLOAD", f"{first['field']}: {first['reason']}",
+                            field=first["field"], problems=problems)
+        return JSONResponse(error.body(), status_code=400)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz(request: Request) -> JSONResponse:
+        catalog = getattr(request.app.state, "catalog", None)
+        ready = catalog is not None and catalog.view.ready
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    return app

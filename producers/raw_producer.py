@@ -1,0 +1,88 @@
+"""An asyncio face on confluent-kafka's producer for the edge.
+
+`send` resolves only when the broker has acknowledged the message with acks=all
+(idempotent producer), which is what lets the edge answer 202.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from confluent_kafka import KafkaException, Producer
+
+
+class ProducerUnavailable(Exception):
+    """The message was not accepted: local queue full, broker down, or timed out.
+
+    `retry_after` is the seconds a client should wait before retrying.
+    """
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RawProducer:
+    def __init__(self, bootstrap: str, delivery_timeout_ms: int = 10_000) -> None:
+        self._producer = Producer({
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "queue.buffering.max.kbytes": 256 * 1024,
+            # Bounded: a message not delivered in this time fails (503), it never hangs.
+            "delivery.timeout.ms": delivery_timeout_ms,
+        })
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="raw-producer-poll", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> int:
+        """Produce and wait for the broker's ack; returns the offset.
+
+        Raises ProducerUnavailable when the queue is full or delivery fails.
+        """
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def delivered(error, message) -> None:
+            if error is not None:
+                loop.call_soon_threadsafe(_fail, future, error)
+            else:
+                loop.call_soon_threadsafe(_succeed, future, message.offset())
+
+        try:
+            self._producer.produce(topic, key=key, value=value, on_delivery=delivered)
+        except BufferError:
+            raise ProducerUnavailable("the edge's produce queue is full", retry_after=1) from None
+        except KafkaException as exc:
+            raise ProducerUnavailable(f"cannot produce: {exc}", retry_after=5) from None
+        return await future
+
+    def connected(self) -> bool:
+        try:
+            self._producer.list_topics(timeout=2)
+            return True
+        except KafkaException:
+            return False
+
+    def close(self) -> None:
+        self._producer.flush(10)
+        self._stop.set()
+        self._poller.join(timeout=2)
+
+
+def _succeed(future: asyncio.Future, offset: int) -> None:
+    if not future.done():
+        future.set_result(offset)
+
+
+def _fail(future: asyncio.Future, error) -> None:
+    if not future.done():
+        future.set_exception(ProducerUnavailable(f"the broker did not accept the message: {error}", 5))

@@ -1,0 +1,23 @@
+"""Avro contracts (.avsc) for every topic, with encode/decode helpers (imports nothing of ours)."""
+
+from schemas.codec import SchemaMismatch, decode, encode, is_avro
+from schemas.topics import Topics
+
+RAW_ENVELOPE = "sluice.RawEnvelope"
+FRAME_BATCH = "sluice.FrameBatch"
+VERDICT = "sluice.Verdict"
+DEAD_LETTER = "sluice.DeadLetter"
+CATALOG_RECORD = "sluice.CatalogRecord"
+
+__all__ = [
+    "CATALOG_RECORD",
+    "DEAD_LETTER",
+    "FRAME_BATCH",
+    "RAW_ENVELOPE",
+    "VERDICT",
+    "SchemaMismatch",
+    "Topics",
+    "decode",
+    "encode",
+    "is_avro",
+]

@@ -1,0 +1,76 @@
+"""The topics of the pipeline: logical names, physical names, partitioning and configs.
+
+Logical names are what code speaks of; physical names add a prefix, so several
+deployments (or test sessions) can share one cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+CATALOG = "catalog"
+RAW = "raw"
+FRAMES = "frames"
+RESULTS = "results"
+DEADLETTER = "deadletter"
+
+
+@dataclasses.dataclass(frozen=True)
+class TopicSpec:
+    logical: str
+    schema: str  # the Avro record its values carry
+    compacted: bool = False
+    single_partition: bool = False  # the catalog is one ordered log
+
+
+SPECS = (
+    TopicSpec(CATALOG, "sluice.CatalogRecord", compacted=True, single_partition=True),
+    TopicSpec(RAW, "sluice.RawEnvelope"),
+    TopicSpec(FRAMES, "sluice.FrameBatch"),
+    TopicSpec(RESULTS, "sluice.Verdict"),
+    TopicSpec(DEADLETTER, "sluice.DeadLetter"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Topics:
+    """Physical topic names for one deployment."""
+
+    prefix: str = "sluice."
+
+    def name(self, logical: str) -> str:
+        return f"{self.prefix}{logical}"
+
+    @property
+    def catalog(self) -> str:
+        return self.name(CATALOG)
+
+    @property
+    def raw(self) -> str:
+        return self.name(RAW)
+
+    @property
+    def frames(self) -> str:
+        return self.name(FRAMES)
+
+    @property
+    def results(self) -> str:
+        return self.name(RESULTS)
+
+    @property
+    def deadletter(self) -> str:
+        return self.name(DEADLETTER)
+
+
+def topic_configs(spec: TopicSpec) -> dict[str, str]:
+    """Broker-side configs each topic is created with."""
+    if spec.compacted:
+        # Keep every catalog entity forever; tombstones linger a day so every
+        # service's view sees deletions before they are compacted away.
+        return {
+            "cleanup.policy": "compact",
+            "min.compaction.lag.ms": "0",
+            "delete.retention.ms": "86400000",
+            "segment.ms": "3600000",
+        }
+    return {"cleanup.policy": "delete", "retention.ms": str(7 * 86400000)}

@@ -1,0 +1,1 @@
+"""The `sluice` command: the local stack, the services, and operator tools (imports everything)."""

@@ -1,0 +1,95 @@
+"""`sluice`: run the local stack or one service, and query the warehouse."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+from config import Settings
+
+
+def _up(settings: Settings, args: argparse.Namespace) -> int:
+    from sluice.stack import Stack, StackError
+
+    if args.port:
+        settings = dataclasses.replace(settings, http_port=args.port)
+    stack = Stack(settings)
+    print("sluice: starting the local stack (first start resolves the Kafka jars; this can take a minute)")
+    try:
+        stack.start()
+    except StackError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return 1
+    key = stack.settings.admin_key
+    where = stack.settings.kafka_bootstrap
+    warehouse = stack.settings.clickhouse_url or f"chDB in {stack.settings.chdb_path}"
+    print(f"""
+sluice is up.
+  API        {stack.url}   (OpenAPI: {stack.url}/openapi.json, docs: {stack.url}/docs)
+  Kafka      {where}
+  warehouse  {warehouse}, database {stack.settings.database}
+  logs       {stack.settings.state_dir / 'logs'}
+
+  admin key  {key}
+  try:       curl -s -H 'X-Api-Key: {key}' {stack.url}/readyz
+
+Ctrl-C stops everything.""", flush=True)
+    try:
+        return stack.wait()
+    finally:
+        print("sluice: stopping", flush=True)
+        stack.stop()
+
+
+def _service(name: str):
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        from sluice import services
+
+        if not settings.kafka_bootstrap:
+            print("sluice: KAFKA_BOOTSTRAP_SERVERS must be set to run a single service", file=sys.stderr)
+            return 2
+        getattr(services, f"run_{name}")(settings)
+        return 0
+
+    return run
+
+
+def _sql(settings: Settings, args: argparse.Namespace) -> int:
+    from sluice.sql import run_sql
+
+    return run_sql(settings, args.query)
+
+
+def _topics(settings: Settings, args: argparse.Namespace) -> int:
+    from sluice.topics_admin import ensure_topics
+
+    if not settings.kafka_bootstrap:
+        print("sluice: KAFKA_BOOTSTRAP_SERVERS must be set", file=sys.stderr)
+        return 2
+    ensure_topics(settings.kafka_bootstrap, settings)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sluice", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start the whole local stack and wait for Ctrl-C")
+    up.add_argument("--port", type=int, help="HTTP port of the edge (default 8080 or SLUICE_HTTP_PORT)")
+    up.set_defaults(run=_up)
+    for name, text in (("edge", "serve the HTTP edge"), ("processor", "run the Faust processor"),
+                       ("sink", "run the readings sink (ClickHouse server mode)")):
+        commands.add_parser(name, help=text).set_defaults(run=_service(name))
+    sql = commands.add_parser("sql", help="run a read-only query against the warehouse")
+    sql.add_argument("query")
+    sql.set_defaults(run=_sql)
+    commands.add_parser("topics", help="create the pipeline's topics").set_defaults(run=_topics)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the output
+    return args.run(Settings.from_env(), args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

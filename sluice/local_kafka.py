@@ -1,0 +1,586 @@
+"""Run a real single-node Apache Kafka broker locally, without Docker.
+
+Sluice's dev loop and tests need a genuine Kafka (not a mock) but must not
+depend on a Docker engine. This module resolves the official broker jars from
+Maven Central once (cached under ``~/.cache/sluice`` and shared by every clone
+and CI run), then starts ``kafka.Kafka`` as a child JVM in KRaft mode
+(combined broker + controller, node id 1) bound to 127.0.0.1.
+
+Typical use::
+
+    with LocalKafka(Path(".sluice"), port=9092) as kafka:
+        produce_to(kafka.bootstrap)
+
+or from a shell: ``python -m sluice.local_kafka --state-dir .sluice --port 9092``.
+
+Requirements on the machine: a JDK/JRE 17+ (``java``) and Maven (``mvn``)
+on PATH, and network access to Maven Central the first time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import base64
+import ctypes
+import errno
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
+
+KAFKA_RESOURCES = Path(__file__).resolve().parent / "kafka"
+POM_PATH = KAFKA_RESOURCES / "pom.xml"
+LOG4J_CONFIG = KAFKA_RESOURCES / "log4j2.properties"
+
+# Written into the libs dir only after mvn succeeded; holds the pom's hash so
+# an interrupted download or an edited pom triggers a fresh resolve.
+_JARS_MARKER = ".sluice-jars-complete"
+_NODE_ID = 1
+
+
+class LocalKafkaError(RuntimeError):
+    """Raised when the local broker cannot be prepared, started or reached."""
+
+
+# ---------------------------------------------------------------------------
+# Jars
+# ---------------------------------------------------------------------------
+
+
+def kafka_version(pom: Path = POM_PATH) -> str:
+    """Return the ``kafka.version`` property pinned in ``pom``.
+
+    The pom is the single source of truth for the version. Raises
+    LocalKafkaError if the property is missing.
+    """
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    node = ET.parse(pom).getroot().find("m:properties/m:kafka.version", ns)
+    if node is None or not (node.text or "").strip():
+        raise LocalKafkaError(f"{pom} does not define the kafka.version property")
+    return node.text.strip()
+
+
+def default_cache_dir() -> Path:
+    """Where resolved jars are kept: $SLUICE_CACHE_DIR, else ~/.cache/sluice."""
+    override = os.environ.get("SLUICE_CACHE_DIR")
+    if override:
+        return Path(override).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "sluice"
+
+
+def require_tool(name: str, install_hint: str) -> str:
+    """Return the absolute path of executable ``name`` or raise LocalKafkaError."""
+    path = shutil.which(name)
+    if path is None:
+        raise LocalKafkaError(f"`{name}` was not found on PATH; {install_hint}")
+    return path
+
+
+def _require_java() -> str:
+    return require_tool(
+        "java",
+        "install a Java 17+ runtime, e.g. `apt-get install openjdk-17-jre-headless` "
+        "or `brew install openjdk@17`.",
+    )
+
+
+def _require_mvn() -> str:
+    return require_tool(
+        "mvn",
+        "install Apache Maven (used once to fetch the Kafka jars), e.g. "
+        "`apt-get install maven` or `brew install maven`.",
+    )
+
+
+def _pom_digest(pom: Path) -> str:
+    return hashlib.sha256(pom.read_bytes()).hexdigest()
+
+
+def _jars_complete(libs: Path, digest: str) -> bool:
+    marker = libs / _JARS_MARKER
+    return marker.is_file() and marker.read_text().strip() == digest
+
+
+def ensure_jars(cache_dir: Path) -> Path:
+    """Make sure the Kafka broker jars are in ``cache_dir`` and return the libs dir.
+
+    The jars land in ``<cache_dir>/kafka-<version>/libs``. Maven runs only when
+    that folder is missing, was left incomplete by an interrupted run, or was
+    resolved from a different pom. Concurrent callers (parallel CI jobs, xdist
+    workers) are serialised with a file lock so they do not download into the
+    same folder at once.
+
+    Blocks while Maven runs (~45 MB from Maven Central on a cold ~/.m2: a few
+    seconds on a fast link, minutes on a slow one; ~2 s when ~/.m2 is warm;
+    instant once cached) and while another process holds the lock.
+    Raises LocalKafkaError if `mvn` is missing or Maven fails.
+    """
+    import fcntl  # POSIX only; imported here so the module still imports elsewhere
+
+    version = kafka_version()
+    base = Path(cache_dir).expanduser() / f"kafka-{version}"
+    libs = base / "libs"
+    digest = _pom_digest(POM_PATH)
+    if _jars_complete(libs, digest):
+        return libs
+
+    base.mkdir(parents=True, exist_ok=True)
+    with open(base / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _jars_complete(libs, digest):  # another process finished meanwhile
+            return libs
+        _resolve_jars(libs)
+        (libs / _JARS_MARKER).write_text(digest + "\n")
+    return libs
+
+
+def _resolve_jars(libs: Path) -> None:
+    """Run Maven to copy every runtime jar into a fresh ``libs`` folder."""
+    mvn = _require_mvn()
+    # Start clean: leftovers from an older pom would end up on the classpath.
+    shutil.rmtree(libs, ignore_errors=True)
+    cmd = [
+        mvn, "-q", "-B", "dependency:copy-dependencies",
+        f"-DoutputDirectory={libs}", "-f", str(POM_PATH),
+    ]
+    log.info("resolving Kafka jars into %s (first run only)", libs)
+    started = time.monotonic()
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.splitlines()[-40:])
+        raise LocalKafkaError(
+            f"Maven could not resolve the Kafka jars (exit {proc.returncode}):\n"
+            f"  {' '.join(cmd)}\n{tail}"
+        )
+    if not any(libs.glob("kafka_*.jar")):
+        raise LocalKafkaError(f"Maven succeeded but no kafka_*.jar appeared in {libs}")
+    log.info("Kafka jars resolved in %.1fs", time.monotonic() - started)
+
+
+# ---------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True if nothing is listening on ``host:port`` (non-blocking check)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # Like the JVM, ignore TIME_WAIT leftovers from a broker we just stopped.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
+
+
+def _can_connect(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _new_cluster_id() -> str:
+    """A Kafka-style cluster id (base64url of 16 random bytes, no padding).
+
+    Generated in Python to save a JVM start (StorageTool random-uuid); like
+    Kafka, avoid ids starting with '-' since they read as CLI flags.
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
+
+
+def _tail(path: Path, lines: int = 40, start: int = 0) -> str:
+    """Last ``lines`` lines of ``path`` written after byte offset ``start``."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return "(no output)\n"
+    return "".join(deque(text.splitlines(keepends=True), maxlen=lines)) or "(no output)\n"
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent_hook() -> Callable[[], None]:
+    """Build a preexec_fn that makes Linux SIGTERM the child when its parent dies.
+
+    prctl is looked up here, in the parent: the forked child should do as
+    little as possible (dlopen there could deadlock on a lock held by one of
+    librdkafka's threads). Note the kernel ties PDEATHSIG to the *thread*
+    that forked, not the whole process.
+    """
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent_pid = os.getpid()
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        # The parent may have died between fork and prctl; then no signal comes.
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return hook
+
+
+# ---------------------------------------------------------------------------
+# The broker
+# ---------------------------------------------------------------------------
+
+
+class LocalKafka:
+    """A single-node KRaft Kafka broker running as a child JVM.
+
+    State lives in ``state_dir/kafka``: ``server.properties``, ``data/``
+    (the log dir, kept across restarts), ``logs/server.log`` (broker log) and
+    ``stdout.log`` (JVM output). Listens on 127.0.0.1 only.
+
+    ``controller_port`` defaults to ``port + 1``. ``heap`` is the JVM -Xmx.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        port: int = 9092,
+        controller_port: int | None = None,
+        heap: str = "512m",
+    ) -> None:
+        self.state_dir = Path(state_dir).expanduser().resolve()
+        self.port = port
+        self.controller_port = controller_port if controller_port is not None else port + 1
+        self.heap = heap
+        self.home = self.state_dir / "kafka"
+        self.data_dir = self.home / "data"
+        self.logs_dir = self.home / "logs"
+        self.config_path = self.home / "server.properties"
+        self.stdout_path = self.home / "stdout.log"
+        self.server_log_path = self.logs_dir / "server.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stdout: IO[bytes] | None = None
+        # Log sizes when the JVM was spawned: error tails skip older runs.
+        self._log_offsets = (0, 0)
+
+    # -- public API ---------------------------------------------------------
+
+    @property
+    def bootstrap(self) -> str:
+        """The ``bootstrap.servers`` string clients should use."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """True while the broker JVM we started is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self, timeout: float = 90) -> str:
+        """Start the broker and return its bootstrap address once it serves requests.
+
+        Blocks: first for the one-off jar download (not counted in ``timeout``),
+        for formatting a fresh log dir (~1 s, one short JVM run), then up to
+        ``timeout`` seconds for the broker to answer a metadata request
+        (typically 2-3 s). Raises LocalKafkaError if java/mvn are missing, a
+        port is taken, the JVM exits early, or it is not ready in time (the
+        error carries the tail of the broker log). No-op if already running.
+
+        Orphan protection: an atexit hook stops the broker on a normal
+        interpreter exit; on Linux, when called from the main thread, the
+        kernel also SIGTERMs it if this process dies hard (PR_SET_PDEATHSIG).
+        """
+        if self.running:
+            return self.bootstrap
+        java = _require_java()
+        self._check_ports_free()
+        libs = ensure_jars(default_cache_dir())
+        self._write_config()
+        self._format_if_needed(java, libs)
+        try:
+            self._spawn(java, libs)
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self.bootstrap
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop the broker: SIGTERM, wait up to ``timeout`` s, then SIGKILL.
+
+        Blocks until the JVM has exited (a clean shutdown of this small broker
+        takes well under a second). Safe to call more than once or when never
+        started.
+        """
+        proc = self._proc
+        if proc is not None:
+            if proc.poll() is None:
+                self._signal_group(proc, signal.SIGTERM)
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    log.warning("Kafka pid %s ignored SIGTERM for %ss; killing", proc.pid, timeout)
+                    self._signal_group(proc, signal.SIGKILL)
+                    proc.wait()
+            # Forget the process only once it is gone, so an interrupted stop()
+            # is retried by the atexit hook.
+            self._proc = None
+        atexit.unregister(self.stop)
+        if self._stdout is not None:
+            self._stdout.close()
+            self._stdout = None
+
+    def __enter__(self) -> LocalKafka:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- start-up steps -----------------------------------------------------
+
+    def _check_ports_free(self) -> None:
+        for name, port in (("port", self.port), ("controller_port", self.controller_port)):
+            if not port_is_free(port):
+                raise LocalKafkaError(
+                    f"{name} 127.0.0.1:{port} is already in use; pick another port "
+                    f"(or stop the other process: `ss -ltnp 'sport = :{port}'`)"
+                )
+
+    def server_properties(self) -> dict[str, str]:
+        """The broker configuration written to ``server.properties``."""
+        return {
+            "process.roles": "broker,controller",
+            "node.id": str(_NODE_ID),
+            "controller.quorum.voters": f"{_NODE_ID}@127.0.0.1:{self.controller_port}",
+            "listeners": (
+                f"PLAINTEXT://127.0.0.1:{self.port},"
+                f"CONTROLLER://127.0.0.1:{self.controller_port}"
+            ),
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            # Topics are created explicitly by the pipeline; typos must fail.
+            "auto.create.topics.enable": "false",
+            "num.partitions": "4",
+            "log.retention.hours": "168",
+            # Single node: every internal topic must accept replication factor 1.
+            "offsets.topic.replication.factor": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            # Fewer internal partitions: the first consumer group joins faster.
+            "offsets.topic.num.partitions": "8",
+            "transaction.state.log.num.partitions": "8",
+            "group.initial.rebalance.delay.ms": "0",
+            # Sized for a laptop: the cleaner's dedupe buffer is heap allocated
+            # up front (128 MiB by default).
+            "log.cleaner.dedupe.buffer.size": str(32 * 1024 * 1024),
+            "num.network.threads": "2",
+            "num.io.threads": "4",
+            "num.recovery.threads.per.data.dir": "1",
+        }
+
+    def _write_config(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.logs_dir.mkdir(exist_ok=True)
+        lines = ["# Written by sluice.local_kafka on every start; edits are overwritten."]
+        lines += [f"{k}={v}" for k, v in self.server_properties().items()]
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    def _jvm_args(self, java: str, libs: Path) -> list[str]:
+        return [
+            java,
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            # Die loudly instead of limping on after an OOM.
+            "-XX:+ExitOnOutOfMemoryError",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            f"-Dkafka.logs.dir={self.logs_dir}",
+            "-cp",
+            f"{libs}/*",
+        ]
+
+    def _format_if_needed(self, java: str, libs: Path) -> None:
+        """Format the log dir once; an existing meta.properties keeps the data."""
+        if (self.data_dir / "meta.properties").exists():
+            return
+        cmd = self._jvm_args(java, libs) + [
+            "kafka.tools.StorageTool", "format",
+            "-t", _new_cluster_id(), "-c", str(self.config_path),
+        ]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0:
+            raise LocalKafkaError(
+                f"formatting {self.data_dir} failed (exit {proc.returncode}):\n{proc.stdout}"
+            )
+
+    def _spawn(self, java: str, libs: Path) -> None:
+        cmd = self._jvm_args(java, libs) + ["kafka.Kafka", str(self.config_path)]
+        self._log_offsets = (_size(self.stdout_path), _size(self.server_log_path))
+        self._stdout = open(self.stdout_path, "ab")
+        # PDEATHSIG fires when the forking *thread* ends, so only the main
+        # thread may use it; other callers rely on atexit alone.
+        use_pdeathsig = sys.platform == "linux" and threading.current_thread() is threading.main_thread()
+        preexec = _die_with_parent_hook() if use_pdeathsig else None
+        self._proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._stdout,
+            stderr=subprocess.STDOUT,
+            cwd=self.home,
+            # Own process group: a Ctrl-C aimed at the parent's terminal does not
+            # hit the broker mid-request; stop() decides how it ends.
+            process_group=0,
+            preexec_fn=preexec,
+        )
+        # Covers a normal interpreter exit that skipped stop().
+        atexit.register(self.stop)
+        log.info("Kafka pid %s starting on %s", self._proc.pid, self.bootstrap)
+
+    def _wait_ready(self, timeout: float) -> None:
+        """Poll until the broker answers a metadata request or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._raise_if_exited()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LocalKafkaError(
+                    f"Kafka did not become ready on {self.bootstrap} within {timeout}s; "
+                    f"log tail:\n{self._log_tail()}"
+                )
+            # A plain TCP probe first keeps librdkafka from logging refused connects.
+            if _can_connect("127.0.0.1", self.port) and self._answers_metadata(min(remaining, 5)):
+                return
+            time.sleep(0.2)
+
+    def _answers_metadata(self, timeout: float) -> bool:
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({
+            "bootstrap.servers": self.bootstrap,
+            # Keep librdkafka's retry chatter out of the console.
+            "logger": logging.getLogger(f"{__name__}.admin"),
+        })
+        try:
+            md = admin.list_topics(timeout=timeout)
+        except KafkaException:
+            return False
+        return bool(md.brokers)
+
+    def _raise_if_exited(self) -> None:
+        if self._proc is not None and self._proc.poll() is not None:
+            code = self._proc.returncode
+            self.stop()
+            raise LocalKafkaError(
+                f"Kafka exited with code {code} during start-up; log tail:\n{self._log_tail()}"
+            )
+
+    def _log_tail(self) -> str:
+        out_start, log_start = self._log_offsets
+        return (
+            f"--- {self.stdout_path} ---\n{_tail(self.stdout_path, 15, out_start)}"
+            f"--- {self.server_log_path} ---\n{_tail(self.server_log_path, 40, log_start)}"
+        )
+
+    @staticmethod
+    def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass  # already gone
+
+
+# ---------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sluice.local_kafka``: run a broker until SIGINT/SIGTERM.
+
+    Prints the bootstrap address alone on stdout (for scripts); progress goes
+    to stderr. Returns 1 if the broker fails to start or dies on its own.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m sluice.local_kafka",
+        description="Run a local single-node Kafka broker (no Docker) until Ctrl-C.",
+    )
+    parser.add_argument("--state-dir", type=Path, default=Path(".sluice"),
+                        help="where broker data and logs live (default: ./.sluice)")
+    parser.add_argument("--port", type=int, default=9092, help="client port (default: 9092)")
+    parser.add_argument("--controller-port", type=int, default=None,
+                        help="KRaft controller port (default: port + 1)")
+    parser.add_argument("--heap", default="512m", help="JVM max heap (default: 512m)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+
+    # SIGTERM behaves like Ctrl-C, so both also abort a start() in progress.
+    # SIGINT is set explicitly: shells start background jobs with it ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_keyboard_interrupt)
+    kafka = LocalKafka(args.state_dir, args.port, args.controller_port, args.heap)
+    try:
+        print(kafka.start(), flush=True)
+        print(f"Kafka ready (pid {kafka.pid}); logs in {kafka.logs_dir}. Ctrl-C to stop.",
+              file=sys.stderr, flush=True)
+        while kafka.running:
+            time.sleep(0.5)
+        print(f"Kafka exited unexpectedly; see {kafka.server_log_path}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except LocalKafkaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        # A second Ctrl-C must not cut the clean shutdown short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if kafka.pid is not None:
+            kafka.stop()
+            print("Kafka stopped.", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

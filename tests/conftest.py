@@ -1,0 +1,87 @@
+"""Session fixtures: a real Kafka broker, and the whole Sluice stack on it.
+
+Each session gets its own topic prefix, ClickHouse database and state folder,
+so runs never collide (on a shared cluster or server too).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from config import Settings
+from tests.clickhouse_fixture import clickhouse_url_for_tests
+from tests.kafka_fixture import free_port, kafka_bootstrap_for_tests
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory) -> Iterator[str]:
+    bootstrap, stop = kafka_bootstrap_for_tests(tmp_path_factory.mktemp("kafka"))
+    try:
+        yield bootstrap
+    finally:
+        stop()
+
+
+@pytest.fixture(scope="session")
+def clickhouse_url() -> Iterator[str]:
+    """A ClickHouse server URL, or '' for the embedded chDB engine."""
+    url, stop = clickhouse_url_for_tests()
+    try:
+        yield url
+    finally:
+        stop()
+
+
+def session_settings(kafka_bootstrap: str, state_dir: Path, **overrides) -> Settings:
+    token = secrets.token_hex(4)
+    base = Settings.from_env(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=f"test{token}.",
+        state_dir=state_dir,
+        database=f"sluice_test_{token}",
+        http_port=free_port(),
+        admin_key="",
+        sink_batch_ms=200,
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+@pytest.fixture(scope="session")
+def stack(kafka_bootstrap, clickhouse_url, tmp_path_factory):
+    """The whole stack (edge, processor, sink) as `sluice up` runs it, on the session's broker."""
+    from sluice.stack import Stack
+
+    running = Stack(session_settings(kafka_bootstrap, tmp_path_factory.mktemp("stack"),
+                                     clickhouse_url=clickhouse_url))
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture()
+def api(stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.url, headers={"X-Api-Key": stack.settings.admin_key},
+                      timeout=30) as client:
+        yield client
+    stack.check_alive()  # a test passes only if no service crashed under it
+
+
+def eventually(check: Callable[[], object], timeout: float = 30, interval: float = 0.2):
+    """Poll `check` until it returns something truthy; fail with its last value after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"condition not met within {timeout}s; last value: {last!r}")

@@ -1,0 +1,38 @@
+"""Avro single-object encoding round-trips for every topic's schema."""
+
+import pytest
+
+import schemas
+
+ENVELOPE = {
+    "request_id": "req_1", "org_id": "org_a", "key_id": "key_1", "route": "thing_data",
+    "received_at": 1718884800123, "thing_id": "thg_1", "stream": None, "template_id": None,
+    "idempotency_key": "abc", "content_type": "application/json", "body": b'{"frames": []}',
+}
+FRAMES = {
+    "request_id": "req_1", "org_id": "org_a", "thing_id": "thg_1", "type_version_id": "tdef_1",
+    "version": 1718884800123,
+    "frames": [{"ts": 1718884800000, "values": [
+        {"metric_id": "mdef_1", "data_type": "Long", "value": 2.0**60, "value_long": 2**60, "value_string": ""},
+        {"metric_id": "mdef_2", "data_type": "String", "value": 0.0, "value_long": 0, "value_string": "ok"},
+    ]}],
+}
+
+
+@pytest.mark.parametrize("name,record", [(schemas.RAW_ENVELOPE, ENVELOPE), (schemas.FRAME_BATCH, FRAMES)])
+def test_round_trip(name, record):
+    payload = schemas.encode(name, record)
+    assert payload[:2] == b"\xc3\x01"
+    assert schemas.decode(name, payload) == record
+
+
+def test_other_schema_is_refused():
+    payload = schemas.encode(schemas.RAW_ENVELOPE, ENVELOPE)
+    with pytest.raises(schemas.SchemaMismatch, match="another schema"):
+        schemas.decode(schemas.FRAME_BATCH, payload)
+
+
+def test_plain_json_is_not_avro():
+    assert not schemas.is_avro(b'{"frames": []}')
+    with pytest.raises(schemas.SchemaMismatch, match="not an Avro"):
+        schemas.decode(schemas.RAW_ENVELOPE, b'{"frames": []}')

@@ -1,0 +1,124 @@
+"""Seed 001 end to end: define metrics, a type, a site and a thing over HTTP, post
+the seed's frames, and read them back from latest-event and from SQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import eventually
+
+SEED_METRICS = [
+    {"name": "status", "dataType": "Long", "defaultAggregation": "Last"},
+    {"name": "moduleSoC", "displayName": "State of Charge", "description": "Battery state of charge, 0–100",
+     "dataType": "Double", "defaultAggregation": "Last", "unitLabel": "%"},
+    {"name": "moduleSoH", "dataType": "Double", "defaultAggregation": "Last", "unitLabel": "%"},
+    {"name": "moduleVoltage", "dataType": "Double", "defaultAggregation": "Avg", "unitLabel": "V"},
+    {"name": "moduleCurrent", "dataType": "Double", "defaultAggregation": "Avg", "unitLabel": "A"},
+]
+SEED_FRAMES = {
+    "frames": [
+        {
+            "timestamp": 1718884800000,
+            "metrics": {"status": 1, "moduleSoC": 87.4, "moduleSoH": 98.1, "moduleVoltage": 52.3,
+                        "moduleCurrent": 12.1},
+        }
+    ]
+}
+
+
+@pytest.fixture(scope="module")
+def battery(stack):
+    """Seed 001 steps 1–3: metrics, the Battery type, a site and Battery A1; returns the thing id."""
+    import httpx
+
+    with httpx.Client(base_url=stack.url, headers={"X-Api-Key": stack.settings.admin_key},
+                      timeout=30) as api:
+        metric_ids = []
+        for body in SEED_METRICS:
+            reply = api.post("/v2/definitions/metrics", json=body)
+            assert reply.status_code == 201, reply.text
+            assert reply.json()["id"].startswith("mdef_")
+            metric_ids.append(reply.json()["id"])
+        reply = api.post("/v2/definitions/thing-types", json={
+            "displayName": "Battery", "description": "Aerovy battery", "metricIds": metric_ids,
+            "propertyDefinitions": [{"name": "capacity", "description": "Battery capacity", "unit": "kWh",
+                                     "valueType": "double", "constraints": [
+                                         {"operator": ">", "value": "0"}, {"operator": "<=", "value": "100"}]}],
+        })
+        assert reply.status_code == 201, reply.text
+        thing_type = reply.json()
+        assert thing_type["id"].startswith("tdefi_") and thing_type["versionId"].startswith("tdef_")
+        reply = api.post("/v2/sites", json={"name": "Plant 1"})
+        assert reply.status_code == 201, reply.text
+        site_id = reply.json()["id"]
+        reply = api.post(f"/v2/sites/{site_id}/things", json={
+            "thingName": "Battery A1", "thingType": "Battery", "thingTypeId": thing_type["id"],
+            "thingDescription": "Rack 1, slot A1", "manufacturer": "Aerovy", "model": "AVY-100",
+            "latitude": 37.7749, "longitude": -122.4194, "properties": {"capacity": "75"},
+        })
+        assert reply.status_code == 201, reply.text
+        return reply.json()["id"]
+
+
+def latest(api, thing_id: str) -> dict:
+    reply = api.get(f"/v2/things/{thing_id}/latest-event")
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+def test_seed_frames_come_back_from_latest_event_and_sql(api, stack, battery):
+    reply = api.post(f"/v2/thing/{battery}/data", json=SEED_FRAMES)
+    assert reply.status_code == 202, reply.text
+    assert reply.json()["requestId"].startswith("req_")
+
+    event = eventually(lambda: (e := latest(api, battery))["readings"] and e)
+    assert event["timestamp"] == 1718884800000
+    assert event["metrics"] == {"status": 1, "moduleSoC": 87.4, "moduleSoH": 98.1, "moduleVoltage": 52.3,
+                                "moduleCurrent": 12.1}
+    assert {r["timestamp"] for r in event["readings"]} == {1718884800000}
+
+    # The analyst's view: plain SQL on the readings table, through `sluice sql`.
+    query = (f"SELECT metric_id, toUnixTimestamp64Milli(ts) AS ms, value FROM {stack.settings.database}.readings "
+             f"WHERE thing_id = '{battery}' ORDER BY value")
+    out = subprocess.run([sys.executable, "-m", "sluice.cli", "sql", query], capture_output=True, text=True,
+                         env={**os.environ, **stack.settings.to_env()}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "(5 rows)" in out.stdout
+    for value in ("87.4", "98.1", "52.3", "12.1", "1718884800000"):
+        assert value in out.stdout
+
+
+def test_latest_is_by_event_time_not_arrival(api, stack, battery):
+    newer = {"frames": [{"timestamp": 1718884900000, "metrics": {"moduleSoC": 80.0}}]}
+    assert api.post(f"/v2/thing/{battery}/data", json=newer).status_code == 202
+    eventually(lambda: latest(api, battery)["metrics"].get("moduleSoC") == 80.0)
+
+    # A backfilled older frame arrives later: stored, but it does not become the latest.
+    older = {"frames": [{"timestamp": 1718884700000, "metrics": {"moduleSoC": 10.0, "moduleSoH": 50.0}}]}
+    assert api.post(f"/v2/thing/{battery}/data", json=older).status_code == 202
+    stored = {"sql": f"SELECT count() FROM {stack.settings.database}.readings "
+                     f"WHERE thing_id = '{battery}' AND value = 10"}
+    eventually(lambda: api.post("/v2/admin/sql", json=stored).json()["rows"] == [[1]])
+    event = latest(api, battery)
+    assert event["metrics"]["moduleSoC"] == 80.0
+    assert event["metrics"]["moduleSoH"] == 98.1
+
+
+def test_unknown_thing_is_404_and_missing_key_is_401(api, stack):
+    assert api.post("/v2/thing/thg_nope/data", json=SEED_FRAMES).status_code == 404
+    import httpx
+
+    reply = httpx.post(f"{stack.url}/v2/thing/thg_nope/data", json=SEED_FRAMES)
+    assert reply.status_code == 401
+    assert reply.json()["error"]["code"] == "UNAUTHORIZED"
+
+
+def test_openapi_document_lists_the_routes(api):
+    paths = api.get("/openapi.json").json()["paths"]
+    for path in ("/v2/definitions/metrics", "/v2/definitions/thing-types", "/v2/sites",
+                 "/v2/sites/{place_id}/things", "/v2/thing/{thing_id}/data", "/v2/things/{thing_id}/latest-event"):
+        assert path in paths

@@ -1,0 +1,100 @@
+"""The processors' rulebook as a pure function: name resolution and coercion."""
+
+import orjson
+import pytest
+
+from catalog.coercion import CoercionError, coerce
+from catalog.resolution import build_table
+from processors.normalize import normalize
+
+METRICS = {
+    "mdef_status": {"name": "status", "dataType": "Long"},
+    "mdef_soc": {"name": "moduleSoC", "dataType": "Double"},
+    "mdef_on": {"name": "enabled", "dataType": "Boolean"},
+    "mdef_mode": {"name": "mode", "dataType": "String", "enumValues": ["idle", "charging"]},
+}
+TABLE = build_table(list(METRICS), METRICS)
+THING = {"id": "thg_1", "thingTypeVersionId": "tdef_1"}
+
+
+def envelope(body: dict | bytes) -> dict:
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    return {"request_id": "req_1", "org_id": "org_a", "route": "thing_data", "thing_id": "thg_1",
+            "received_at": 1718884800999, "body": raw}
+
+
+def run(body, thing=THING):
+    return normalize(envelope(body), lambda org, tid: thing, lambda v: TABLE if v == "tdef_1" else None)
+
+
+def test_names_resolve_case_insensitively_to_ids():
+    outcome = run({"frames": [{"timestamp": 1718884800000, "metrics": {"STATUS": 1, "modulesoc": 87.4}}]})
+    values = outcome.frames["frames"][0]["values"]
+    assert [v["metric_id"] for v in values] == ["mdef_status", "mdef_soc"]
+    assert values[0]["value_long"] == 1 and values[1]["value"] == 87.4
+    assert outcome.verdict["http_status"] == 200
+    assert outcome.verdict["metrics"] == ["status", "moduleSoC"]  # canonical spellings
+    assert outcome.frames["version"] == 1718884800999
+
+
+def test_unknown_metric_is_rejected_naming_it():
+    outcome = run({"frames": [{"timestamp": 1, "metrics": {"status": 1, "bogus": 2}}]})
+    assert outcome.frames is None
+    error = outcome.verdict["errors"][0]
+    assert outcome.verdict["http_status"] == 400 and error["code"] == "UNKNOWN_METRIC"
+    assert "bogus" in error["message"] and error["field"] == "frames[0].metrics.bogus"
+    assert outcome.dead_letters[0]["original"] == envelope({"frames": [{"timestamp": 1, "metrics": {
+        "status": 1, "bogus": 2}}]})["body"]
+
+
+def test_uncoercible_value_names_metric_frame_and_value():
+    outcome = run({"frames": [{"timestamp": 1, "metrics": {"status": 1}},
+                              {"timestamp": 2, "metrics": {"moduleSoC": "high"}}]})
+    error = outcome.verdict["errors"][0]
+    assert error["code"] == "INVALID_VALUE" and error["field"] == "frames[1].metrics.moduleSoC"
+    assert "'high'" in error["message"] and "frame 1" in error["message"]
+
+
+@pytest.mark.parametrize("body", [{"frames": []}, {"nope": 1}, b"{not json", {"frames": [{"timestamp": 1}]}])
+def test_empty_or_malformed_bodies_are_400(body):
+    assert run(body).verdict["http_status"] == 400
+
+
+def test_thing_without_type_is_424():
+    outcome = run({"frames": [{"timestamp": 1, "metrics": {"status": 1}}]}, thing={"id": "thg_1"})
+    assert outcome.verdict["http_status"] == 424
+
+
+@pytest.mark.parametrize("ts", [-1, 10**15, "1718884800000", 1.5])
+def test_absurd_timestamps_are_rejected(ts):
+    assert run({"frames": [{"timestamp": ts, "metrics": {"status": 1}}]}).verdict["errors"][0][
+        "code"] == "INVALID_TIMESTAMP"
+
+
+@pytest.mark.parametrize("data_type,value,expected", [
+    ("Double", 1, (1.0, 0, "")),
+    ("Double", "2.5", (2.5, 0, "")),
+    ("Long", 2**60, (float(2**60), 2**60, "")),
+    ("Long", 3.0, (3.0, 3, "")),
+    ("Boolean", True, (1.0, 1, "")),
+    ("Boolean", "false", (0.0, 0, "")),
+    ("String", "x", (0.0, 0, "x")),
+    ("String", 12, (0.0, 0, "12")),
+])
+def test_coercion(data_type, value, expected):
+    assert coerce(data_type, value) == expected
+
+
+@pytest.mark.parametrize("data_type,value", [
+    ("Double", True), ("Double", None), ("Double", [1]), ("Long", 1.5), ("Long", 2**64),
+    ("Boolean", 2), ("String", {"a": 1}),
+])
+def test_coercion_refuses(data_type, value):
+    with pytest.raises(CoercionError):
+        coerce(data_type, value)
+
+
+def test_enum_values_are_enforced():
+    assert coerce("String", "idle", frozenset({"idle"}))[2] == "idle"
+    with pytest.raises(CoercionError, match="not one of"):
+        coerce("String", "off", frozenset({"idle"}))

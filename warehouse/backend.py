@@ -1,0 +1,179 @@
+"""The Warehouse interface that both backends (chDB, ClickHouse server) implement.
+
+Also the result type and the errors every backend raises, so callers never see
+chdb or clickhouse_connect exceptions. Every Warehouse method may block (on the
+engine, on the network, or on the embedded engine's lock).
+
+Row values are Python objects converted from ClickHouse's Arrow output, the same
+way on both backends: DateTime64 -> datetime aware in UTC (tzinfo=timezone.utc),
+Int64/UInt64 -> exact int, Float64 -> float, String/LowCardinality -> str,
+Array -> list, Bool -> bool, Date -> date. Types Arrow has no equivalent for come
+back raw: 32-bit DateTime and IPv4 as int, Enum as its number, (U)Int128/256 as
+bytes; cast them in SQL (toDateTime64(x, 3), toString(x)) if that matters.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import datetime as dt
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from warehouse.ddl import identifier
+
+
+@dataclasses.dataclass(frozen=True)
+class QueryResult:
+    """The rows of one query, as tuples in column order."""
+
+    column_names: tuple[str, ...]
+    rows: list[tuple]
+
+    def dicts(self) -> list[dict[str, Any]]:
+        """The rows as dicts keyed by column name (a later duplicate name wins)."""
+        return [dict(zip(self.column_names, row)) for row in self.rows]
+
+
+class WarehouseError(Exception):
+    """ClickHouse refused or failed a statement. `code` is its error code, if known."""
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.code = code
+
+
+class WarehouseUnavailable(WarehouseError):
+    """The warehouse could not be reached or opened (network, data folder locked)."""
+
+
+class ReadOnlyError(WarehouseError):
+    """readonly_query was given something other than one SELECT statement."""
+
+
+_CODE = re.compile(r"Code: (\d+)")
+_UNKNOWN_TABLE, _UNKNOWN_DATABASE = 60, 81
+
+
+def error_code(message: str) -> int | None:
+    """The ClickHouse error code quoted in an error message ("Code: 60. ..."), if any."""
+    match = _CODE.search(message)
+    return int(match.group(1)) if match else None
+
+
+Column = Sequence[Any] | pa.Array | pa.ChunkedArray
+
+
+class Warehouse(abc.ABC):
+    """ClickHouse behind one interface; unqualified table names mean `database`."""
+
+    def __init__(self, database: str):
+        self.database = identifier(database)
+        self._column_types: dict[str, dict[str, str]] = {}
+
+    @abc.abstractmethod
+    def migrate(self) -> None:
+        """Create the database and every table if missing (idempotent), then make
+        it the default database. Raises WarehouseError."""
+
+    @abc.abstractmethod
+    def insert(self, table: str, columns: Mapping[str, Column], dedup_token: str | None = None) -> None:
+        """Insert columns (name -> equally long list or pyarrow array) into `table`.
+
+        Columns left out get their defaults. DateTime64 columns take epoch
+        milliseconds (int) or datetimes. With a `dedup_token`, inserting the same
+        batch again with the same token adds nothing (insert_deduplication_token).
+        An empty batch is a no-op. Raises ValueError for an unknown table or
+        column or for unequal lengths, WarehouseError if ClickHouse refuses.
+        """
+
+    @abc.abstractmethod
+    def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> QueryResult:
+        """Run a statement that returns rows. `parameters` fill `{name:Type}`
+        placeholders server-side (never spliced into the SQL). Raises WarehouseError."""
+
+    @abc.abstractmethod
+    def command(self, sql: str) -> None:
+        """Run a statement for its effect (DDL, OPTIMIZE, ...). Raises WarehouseError."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the connection / the embedded engine (and its folder lock). Idempotent."""
+
+    # --- shared behaviour, written once on top of query() ---
+
+    def readonly_query(self, sql: str) -> QueryResult:
+        """Run a user's single SELECT (or WITH ... SELECT) with readonly=1.
+
+        Raises ReadOnlyError for anything else (INSERT, DROP, SHOW, several
+        statements, ...) and WarehouseError for a syntax error or when the
+        SELECT tries something readonly forbids (file(), url(), ...).
+        """
+        # ClickHouse parses the text itself: formatQuery rejects several
+        # statements (chDB would otherwise run them all) and gives back one
+        # canonical statement without comments, whose first keyword is reliable.
+        try:
+            canonical = self.query("SELECT formatQuery({sql:String})", {"sql": sql}).rows[0][0]
+        except WarehouseError as exc:
+            if "Multi-statements" in str(exc):
+                raise ReadOnlyError("only a single SELECT statement is allowed here, not several") from exc
+            raise
+        keyword = canonical.split(None, 1)[0].upper() if canonical.strip() else ""
+        if keyword.startswith("("):
+            keyword = "SELECT"  # a parenthesized SELECT / UNION is the only statement opening with "("
+        if keyword not in ("SELECT", "WITH"):
+            raise ReadOnlyError(f"only a single SELECT statement is allowed here, not {keyword or 'nothing'}")
+        # Top-level clauses start unindented lines of the canonical text.
+        if any(line.startswith(("FORMAT ", "INTO OUTFILE ")) for line in canonical.splitlines()):
+            raise ReadOnlyError("leave out FORMAT and INTO OUTFILE: results come back as rows")
+        # As a subquery it cannot carry FORMAT / INTO OUTFILE, and the outer
+        # SETTINGS makes the whole query readonly (inner SETTINGS cannot undo it).
+        return self.query(f"SELECT * FROM (\n{canonical}\n) SETTINGS readonly = 1")
+
+    def describe(self, table: str) -> dict[str, str]:
+        """Column name -> ClickHouse type of `table`, in table order; cached per table
+        (migrate() clears the cache). Raises ValueError for an unknown table."""
+        types = self._column_types.get(table)
+        if types is None:
+            name = f"{self.database}.{identifier(table)}"
+            try:
+                rows = self.query(f"DESCRIBE TABLE {name}").rows
+            except WarehouseError as exc:
+                if exc.code in (_UNKNOWN_TABLE, _UNKNOWN_DATABASE):
+                    raise ValueError(f"unknown table {name}") from exc
+                raise
+            types = self._column_types[table] = {row[0]: row[1] for row in rows}
+        return types
+
+    def _forget_tables(self) -> None:
+        self._column_types.clear()
+
+    def __enter__(self) -> "Warehouse":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def normalize_parameters(parameters: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Query parameters with datetimes/dates turned into ClickHouse text, so both
+    backends read them the same way (aware datetimes in UTC; naive ones are taken
+    as UTC; fractional seconds only when present) and bools into 1/0."""
+    return {identifier(k): _normalize(v) for k, v in (parameters or {}).items()}
+
+
+def _normalize(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc)
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f" if value.microsecond else "%Y-%m-%d %H:%M:%S")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_normalize(v) for v in value)
+    return value

@@ -1,0 +1,158 @@
+"""The warehouse schema: DDL statements valid on both chDB and a ClickHouse server.
+
+Every statement is idempotent (IF NOT EXISTS), so running them again is a no-op;
+that is the whole migration story for now. Pure string building: nothing here
+blocks; only ValueError is raised, for a database name that is not a plain
+identifier.
+"""
+
+from __future__ import annotations
+
+import re
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+# Every table keeps a log of recent insert blocks, so a batch re-inserted with
+# the same insert_deduplication_token is dropped even on a non-replicated
+# server or chDB (where the window defaults to 0, i.e. no deduplication).
+_DEDUP = "SETTINGS non_replicated_deduplication_window = 10000"
+
+_TS = "DateTime64(3, 'UTC')"
+
+_TABLES: dict[str, str] = {
+    # One row per metric value. ReplacingMergeTree(version) collapses replays of
+    # the same reading (same key, same version) and keeps a client's later
+    # re-send (larger version) at merge time; readers must not rely on merges.
+    "readings": f"""(
+    org_id LowCardinality(String),
+    thing_id String,
+    metric_id LowCardinality(String),
+    ts {_TS},
+    data_type LowCardinality(String),
+    value Float64,
+    value_long Int64,
+    value_string String,
+    type_version_id LowCardinality(String),
+    request_id String,
+    version UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(ts)
+ORDER BY (org_id, thing_id, metric_id, ts)
+{_DEDUP}""",
+    "ingest_log": f"""(
+    request_id String,
+    org_id LowCardinality(String),
+    thing_id String,
+    route LowCardinality(String),
+    status LowCardinality(String),
+    http_status UInt16,
+    frames_received UInt32,
+    frames_ingested UInt32,
+    metrics Array(String),
+    errors String,
+    received_at {_TS},
+    processed_at {_TS}
+)
+ENGINE = ReplacingMergeTree(processed_at)
+ORDER BY (org_id, request_id)
+{_DEDUP}""",
+    "rejects": f"""(
+    request_id String,
+    org_id LowCardinality(String),
+    item_index Int32,
+    reason LowCardinality(String),
+    detail String,
+    original String,
+    rejected_at {_TS}
+)
+ENGINE = MergeTree
+ORDER BY (org_id, rejected_at, request_id)
+{_DEDUP}""",
+    # Catalog mirrors: re-mirroring an entity writes a row with a later
+    # updated_at, which replaces the older one; deletions are rows with deleted=1.
+    "metric_definitions": f"""(
+    org_id LowCardinality(String),
+    metric_id String,
+    name String,
+    display_name String,
+    description String,
+    data_type LowCardinality(String),
+    default_aggregation LowCardinality(String),
+    unit_label String,
+    enum_values Array(String),
+    updated_at {_TS},
+    deleted UInt8
+)
+ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY (org_id, metric_id)
+{_DEDUP}""",
+    # One row per thing-type *version*: readings point at a version, and each
+    # version has its own metric list, so a new version must not replace an old one.
+    "thing_types": f"""(
+    org_id LowCardinality(String),
+    thing_type_id String,
+    version_id String,
+    display_name String,
+    description String,
+    metric_ids Array(String),
+    updated_at {_TS},
+    deleted UInt8
+)
+ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY (org_id, thing_type_id, version_id)
+{_DEDUP}""",
+    "things": f"""(
+    org_id LowCardinality(String),
+    thing_id String,
+    name String,
+    place_id String,
+    thing_type_id String,
+    type_version_id String,
+    manufacturer String,
+    model String,
+    properties String,
+    updated_at {_TS},
+    deleted UInt8
+)
+ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY (org_id, thing_id)
+{_DEDUP}""",
+    "places": f"""(
+    org_id LowCardinality(String),
+    place_id String,
+    kind LowCardinality(String),
+    name String,
+    updated_at {_TS},
+    deleted UInt8
+)
+ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY (org_id, place_id)
+{_DEDUP}""",
+}
+
+#: The tables migrate() creates, in creation order.
+TABLES: tuple[str, ...] = tuple(_TABLES)
+
+
+def identifier(name: str) -> str:
+    """Return `name` if it is a plain identifier ([A-Za-z_][A-Za-z0-9_]*).
+
+    Raises ValueError otherwise. Database, table and column names are spliced
+    into SQL, so only names that need no quoting are accepted.
+    """
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        raise ValueError(f"not a plain identifier: {name!r}")
+    return name
+
+
+def statements(database: str) -> list[str]:
+    """The DDL that creates the database and every table in it, in order.
+
+    Fully qualified (database.table), so it runs whatever the current database is.
+    Raises ValueError for a database name that is not a plain identifier.
+    """
+    db = identifier(database)
+    return [f"CREATE DATABASE IF NOT EXISTS {db}"] + [
+        f"CREATE TABLE IF NOT EXISTS {db}.{name} {body}" for name, body in _TABLES.items()
+    ]
