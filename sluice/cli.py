@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import signal
 import sys
 
 from config import Settings
@@ -17,11 +18,16 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, http_port=args.port)
     stack = Stack(settings)
     print("sluice: starting the local stack (first start resolves the Kafka jars; this can take a minute)")
+    # SIGTERM during start-up behaves like Ctrl-C: Stack.start stops what it started.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         stack.start()
     except StackError as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("sluice: stopped during start-up", flush=True)
+        return 0
     key = stack.settings.admin_key
     where = stack.settings.kafka_bootstrap
     warehouse = stack.settings.clickhouse_url or f"chDB in {stack.settings.chdb_path}"
@@ -41,6 +47,10 @@ Ctrl-C stops everything.""", flush=True)
     finally:
         print("sluice: stopping", flush=True)
         stack.stop()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _service(name: str):
