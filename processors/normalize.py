@@ -132,6 +132,12 @@ def _rejected(envelope: dict, rejection: Rejection, frames_received: int, now: i
     dead = {
         "request_id": envelope["request_id"],
         "org_id": envelope["org_id"],
+        "key_id": envelope.get("key_id"),
+        "route": envelope["route"],
+        "thing_id": envelope.get("thing_id"),
+        "stream": envelope.get("stream"),
+        "template_id": envelope.get("template_id"),
+        "received_at": envelope["received_at"],
         "item_index": -1,
         "reason": rejection.code,
         "detail": rejection.message,
@@ -161,6 +167,7 @@ def _verdict(envelope: dict, status: str, http_status: int, received: int, inges
 
 def undecodable(payload: bytes, reason: str) -> Outcome:
     """A message on the raw topic that is not a request envelope: dead-letter it whole."""
-    dead = {"request_id": "", "org_id": "", "item_index": -1, "reason": "UNDECODABLE",
-            "detail": reason, "original": payload, "rejected_at": int(time.time() * 1000)}
+    now = int(time.time() * 1000)
+    dead = {"request_id": "", "org_id": "", "route": "unknown", "received_at": now, "item_index": -1,
+            "reason": "UNDECODABLE", "detail": reason, "original": payload, "rejected_at": now}
     return Outcome(None, None, [dead])

@@ -38,7 +38,7 @@ class BatchingSink:
         self._max_messages = max(1, max_messages)
         self._max_bytes = max_bytes
         self._max_seconds = max_ms / 1000
-        self._name = name
+        self.name = name
         self._stop = threading.Event()
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap,
@@ -80,7 +80,7 @@ class BatchingSink:
                     batch.append(message)
                     size += len(message.value() or b"")
                 elif error.code() != KafkaError._PARTITION_EOF:
-                    log.error("%s: consume error: %s", self._name, error)
+                    log.error("%s: consume error: %s", self.name, error)
             if not batch:
                 deadline = time.monotonic() + self._max_seconds  # idle: start the clock at the first message
         return batch
@@ -93,7 +93,7 @@ class BatchingSink:
                 self.rows_inserted += self._insert([m.value() for m in batch], token)
                 break
             except Exception:
-                log.exception("%s: insert failed; retrying in %.1fs", self._name, delay)
+                log.exception("%s: insert failed; retrying in %.1fs", self.name, delay)
                 self._pause_and_wait(delay)
                 if self._stop.is_set():
                     return  # not committed: the next owner of these partitions replays them

@@ -9,6 +9,7 @@ ClickHouse server.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from config import Settings
 from processors.app import ProcessorWorker, create_app as create_processor_app
 from producers.app import create_app as create_edge_app
 from schemas import Topics
-from sinks.frames_sink import frames_sink
+from sinks.registry import warehouse_sinks
 from warehouse import open_warehouse
 
 log = logging.getLogger(__name__)
@@ -29,32 +30,45 @@ def run_edge(settings: Settings) -> None:
     """Serve HTTP until SIGINT/SIGTERM; blocks."""
     warehouse = open_warehouse(settings)
     warehouse.migrate()
-    sink = None
-    if settings.embedded_warehouse:
-        sink = frames_sink(settings, settings.kafka_bootstrap, warehouse)
-        threading.Thread(target=sink.run, name="readings-sink", daemon=True).start()
+    sinks = warehouse_sinks(settings, settings.kafka_bootstrap, warehouse) if settings.embedded_warehouse else []
+    threads = [threading.Thread(target=s.run, name=s.name, daemon=True) for s in sinks]
+    for thread in threads:
+        thread.start()
     app = create_edge_app(settings, settings.kafka_bootstrap, warehouse)
     try:
         uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning",
                     access_log=False, timeout_graceful_shutdown=10)
     finally:
-        if sink is not None:
-            sink.stop()
+        _stop_sinks(sinks, threads)
         warehouse.close()
 
 
+def _stop_sinks(sinks, threads) -> None:
+    # Let each sink finish (insert + commit) the batch it holds before the warehouse closes.
+    for sink in sinks:
+        sink.stop()
+    for thread in threads:
+        thread.join(timeout=30)
+
+
 def run_sink(settings: Settings) -> None:
-    """Run the readings sink against a ClickHouse server until SIGINT/SIGTERM; blocks."""
-    import signal
+    """Run the warehouse sinks against a ClickHouse server until SIGINT/SIGTERM; blocks."""
 
     warehouse = open_warehouse(settings)
     warehouse.migrate()
-    sink = frames_sink(settings, settings.kafka_bootstrap, warehouse)
+    sinks = warehouse_sinks(settings, settings.kafka_bootstrap, warehouse)
+    threads = [threading.Thread(target=s.run, name=s.name) for s in sinks]
+    stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: sink.stop())
+        signal.signal(sig, lambda *_: stopping.set())
+    for thread in threads:
+        thread.start()
     try:
-        sink.run()
+        while not stopping.wait(0.5):
+            if not all(t.is_alive() for t in threads):
+                raise SystemExit("a sink stopped unexpectedly")
     finally:
+        _stop_sinks(sinks, threads)
         warehouse.close()
 
 

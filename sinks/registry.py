@@ -1,0 +1,13 @@
+"""Every sink that feeds the warehouse, built in one place so the policy is visible."""
+
+from __future__ import annotations
+
+from config import Settings
+from sinks.batching import BatchingSink
+from sinks.frames_sink import frames_sink
+from warehouse.backend import Warehouse
+
+
+def warehouse_sinks(settings: Settings, bootstrap: str, warehouse: Warehouse) -> list[BatchingSink]:
+    """The sinks a warehouse-owning process runs, each in its own consumer group."""
+    return [frames_sink(settings, bootstrap, warehouse)]
