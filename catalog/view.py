@@ -62,6 +62,11 @@ class CatalogView:
     def ready(self) -> bool:
         return self._ready.is_set()
 
+    @property
+    def applied_offset(self) -> int:
+        """Offset of the last applied catalog record (-1 before the first)."""
+        return self._applied
+
     def wait_applied(self, offset: int, timeout: float = 10.0) -> bool:
         """Block until the record at `offset` has been applied; False on timeout."""
         with self._cond:

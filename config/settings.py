@@ -43,6 +43,12 @@ class Settings:
     sink_batch_messages: int = 5000
     sink_batch_bytes: int = 16 * 1024 * 1024
     sink_batch_ms: int = 1000
+    #: SLUICE_RATE_LIMIT / SLUICE_RATE_BURST: ingest requests per second per API key
+    #: (per edge instance), and the burst allowed above it; 0 turns the limit off.
+    rate_limit: float = 500.0
+    rate_burst: float = 1000.0
+    #: SLUICE_MAX_WAIT_S: the longest a sync request (`Prefer: wait=N`) is held for its verdict.
+    max_wait_s: float = 30.0
     #: SLUICE_PROCESSOR_BATCH: raw messages a processor takes at once.
     processor_batch: int = 500
 
@@ -64,6 +70,9 @@ class Settings:
             sink_batch_bytes=int(_env("SLUICE_SINK_BATCH_BYTES", str(16 * 1024 * 1024))),
             sink_batch_ms=int(_env("SLUICE_SINK_BATCH_MS", "1000")),
             processor_batch=int(_env("SLUICE_PROCESSOR_BATCH", "500")),
+            rate_limit=float(_env("SLUICE_RATE_LIMIT", "500")),
+            rate_burst=float(_env("SLUICE_RATE_BURST", "1000")),
+            max_wait_s=float(_env("SLUICE_MAX_WAIT_S", "30")),
         )
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -86,6 +95,9 @@ class Settings:
             "SLUICE_SINK_BATCH_BYTES": str(self.sink_batch_bytes),
             "SLUICE_SINK_BATCH_MS": str(self.sink_batch_ms),
             "SLUICE_PROCESSOR_BATCH": str(self.processor_batch),
+            "SLUICE_RATE_LIMIT": str(self.rate_limit),
+            "SLUICE_RATE_BURST": str(self.rate_burst),
+            "SLUICE_MAX_WAIT_S": str(self.max_wait_s),
         }
 
     @property

@@ -1,6 +1,8 @@
 """The Faust application: one agent that turns raw requests into frames, verdicts
 and dead letters.
 
+Idempotency: see processors.idempotency.
+
 Durability: the agent takes raw messages in batches and awaits the broker's
 acknowledgement of every output before the batch's offsets are acked, so a
 crash replays the batch instead of losing it. If producing fails for good the
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 
 import faust
@@ -20,12 +23,13 @@ import faust
 import schemas
 from catalog.view import CatalogView
 from config import Settings
+from processors.idempotency import IdempotencyStore, idempotency_id, repeat_verdict
 from processors.normalize import Outcome, normalize, undecodable
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, bootstrap: str, view: CatalogView) -> faust.App:
+def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: IdempotencyStore) -> faust.App:
     topics = schemas.Topics(settings.topic_prefix)
     app = faust.App(
         f"{settings.topic_prefix}processors",
@@ -44,6 +48,7 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView) -> faust.A
     frames_out = app.topic(topics.frames, key_type=bytes, value_type=bytes)
     results_out = app.topic(topics.results, key_type=bytes, value_type=bytes)
     dead_out = app.topic(topics.deadletter, key_type=bytes, value_type=bytes)
+    seen_out = app.topic(topics.idempotency, key_type=bytes, value_type=bytes)
 
     def thing_lookup(org_id: str, thing_id: str) -> dict | None:
         return view.get("thing", thing_id, org_id)
@@ -51,10 +56,16 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView) -> faust.A
     @app.agent(raw, name="normalize")
     async def normalize_agent(stream):
         async for batch in stream.take(settings.processor_batch, within=0.05):
+            decoded = [_decode(payload) for payload in batch]
+            await _catch_up(view, max((e["catalog_offset"] for e in decoded if isinstance(e, dict)), default=-1))
             pending = []
-            for payload in batch:
-                outcome = _process(payload, thing_lookup, view.resolution)
+            for payload, envelope in zip(batch, decoded):
+                outcome, first_of = _process(payload, envelope, thing_lookup, view.resolution, seen)
                 request_key = outcome.request_id.encode()
+                if first_of is not None:
+                    seen.remember(first_of, outcome.verdict)
+                    pending.append(await seen_out.send(
+                        key=first_of.encode(), value=schemas.encode(schemas.VERDICT, outcome.verdict)))
                 if outcome.frames is not None:
                     pending.append(await frames_out.send(
                         key=outcome.frames["thing_id"].encode(),
@@ -74,14 +85,47 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView) -> faust.A
     return app
 
 
-def _process(payload: bytes, thing_lookup, table_lookup) -> Outcome:
-    """Decode and normalize one raw message; an undecodable one becomes a dead letter."""
+CATALOG_CATCH_UP_S = 30.0
+
+
+def _decode(payload: bytes) -> dict | str:
+    """The envelope, or why it could not be decoded (foreign bytes must not stop the agent)."""
     try:
-        envelope = schemas.decode(schemas.RAW_ENVELOPE, payload)
-    except Exception as exc:  # foreign bytes on the raw topic must not stop the agent
-        log.error("dead-lettering an undecodable raw message: %s", exc)
-        return undecodable(payload, str(exc))
-    return normalize(envelope, thing_lookup, table_lookup)
+        return schemas.decode(schemas.RAW_ENVELOPE, payload)
+    except Exception as exc:
+        return str(exc) or type(exc).__name__
+
+
+async def _catch_up(view: CatalogView, offset: int) -> None:
+    """Wait until the view has applied the catalog as the accepting edge saw it.
+
+    Without this, a thing created a moment ago could be unknown here although
+    the edge already accepted data for it.
+    """
+    deadline = time.monotonic() + CATALOG_CATCH_UP_S
+    while view.applied_offset < offset:
+        if time.monotonic() > deadline:
+            log.warning("catalog view still behind offset %d; judging with what it has", offset)
+            return
+        await asyncio.sleep(0.005)
+
+
+def _process(payload: bytes, envelope: dict | str, thing_lookup, table_lookup,
+             seen: IdempotencyStore) -> tuple[Outcome, str | None]:
+    """Normalize one decoded raw message: (outcome, idempotency id to record it under).
+
+    A repeat of an Idempotency-Key seen within the window gets the first verdict
+    and is not reprocessed; an undecodable message becomes a dead letter.
+    """
+    if isinstance(envelope, str):
+        log.error("dead-lettering an undecodable raw message: %s", envelope)
+        return undecodable(payload, envelope), None
+    key = idempotency_id(envelope)
+    if key is not None:
+        first = seen.first(key, envelope["received_at"])
+        if first is not None:
+            return Outcome(None, repeat_verdict(first, envelope)), None
+    return normalize(envelope, thing_lookup, table_lookup), key
 
 
 class ProcessorWorker(faust.Worker):

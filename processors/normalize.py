@@ -160,6 +160,7 @@ def _verdict(envelope: dict, status: str, http_status: int, received: int, inges
         "frames_ingested": ingested,
         "metrics": metrics,
         "errors": errors,
+        "duplicate_of": None,
         "received_at": envelope["received_at"],
         "processed_at": now,
     }

@@ -18,7 +18,9 @@ from catalog.view import CatalogView
 from catalog.writer import CatalogWriter
 from config import Settings
 from producers import admin_routes, catalog_routes, ingest_routes, read_routes
+from producers.rate_limit import RateLimiter
 from producers.raw_producer import RawProducer
+from producers.results_listener import ResultsListener
 from warehouse.backend import Warehouse
 
 log = logging.getLogger(__name__)
@@ -48,9 +50,12 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
         if settings.admin_key:
             await run_in_threadpool(bootstrap_admin, app.state.catalog, settings.admin_key)
         app.state.raw_producer = RawProducer(bootstrap)
+        app.state.results = ResultsListener(bootstrap, topics.results)
+        await run_in_threadpool(app.state.results.start)
         try:
             yield
         finally:
+            app.state.results.stop()
             app.state.raw_producer.close()
             writer.close()
             view.stop()
@@ -64,6 +69,7 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
     app.state.settings = settings
     app.state.topics = topics
     app.state.warehouse = warehouse
+    app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
     app.include_router(catalog_routes.router)
     app.include_router(ingest_routes.router)
     app.include_router(read_routes.router)

@@ -1,15 +1,19 @@
 """Ingest: `POST /v2/thing/{thingId}/data` lands the request on the raw topic.
 
-The edge checks only what it must (key, scope, size, that the thing is the
-caller's); the processors hold the rulebook. 202 is sent once Kafka has the
-request durably.
+The edge checks only what it must (key, scope, rate, size, that the thing is
+the caller's); the processors hold the rulebook. By default it answers 202 once
+Kafka has the request durably. With `Prefer: wait=N` or `?wait=true` it holds
+the request until the processor's verdict arrives (200, or the 4xx of the
+rules), or answers 202 when the wait runs out.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 import time
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 import schemas
@@ -20,36 +24,75 @@ from producers.raw_producer import ProducerUnavailable
 
 router = APIRouter(prefix="/v2", tags=["ingest"])
 
+DEFAULT_WAIT_S = 10.0
+_PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+_MAX_IDEMPOTENCY_KEY = 255
 
-async def _read_body(request: Request, limit: int) -> bytes:
+FRAMES_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["frames"], "properties": {"frames": {"type": "array", "minItems": 1, "items": {
+        "type": "object", "required": ["timestamp"], "properties": {
+            "timestamp": {"type": "integer", "description": "event time, epoch ms UTC"},
+            "metrics": {"type": "object", "additionalProperties": {}, "description": "metric name → scalar"},
+            "location": {"type": "object", "required": ["latitude", "longitude"], "properties": {
+                "latitude": {"type": "number"}, "longitude": {"type": "number"},
+                "accuracyRadius": {"type": "number", "description": "metres"}}}}}}}}}}}}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
     """The body, refusing with 413 as soon as it exceeds `limit` (never buffered whole)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise SluiceError(413, "PAYLOAD_TOO_LARGE", f"request body exceeds {limit} bytes")
+        raise SluiceError(413, "PAYLOAD_TOO_LARGE", f"request body exceeds {limit} bytes", limit=limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise SluiceError(413, "PAYLOAD_TOO_LARGE", f"request body exceeds {limit} bytes")
+            raise SluiceError(413, "PAYLOAD_TOO_LARGE", f"request body exceeds {limit} bytes", limit=limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-@router.post(
-    "/thing/{thing_id}/data",
-    status_code=202,
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "required": ["frames"], "properties": {"frames": {"type": "array", "items": {
-            "type": "object", "required": ["timestamp", "metrics"], "properties": {
-                "timestamp": {"type": "integer", "description": "event time, epoch ms UTC"},
-                "metrics": {"type": "object", "additionalProperties": {}}}}}}}}}}},
-)
-async def post_thing_data(thing_id: str, request: Request, who: Principal = Depends(principal)) -> JSONResponse:
+def requested_wait(request: Request, wait: bool, max_wait: float) -> float | None:
+    """Seconds to wait for the verdict (RFC 7240 `Prefer: wait=N`, or `?wait=true`), or None."""
+    match = _PREFER_WAIT.search(request.headers.get("prefer", ""))
+    if match:
+        return min(float(match.group(1)), max_wait)
+    return min(DEFAULT_WAIT_S, max_wait) if wait else None
+
+
+def verdict_response(verdict: dict) -> JSONResponse:
+    """The seed's sync reply: 200 with the ingest summary, or the rule's 4xx in the error shape."""
+    headers = {"X-Request-Id": verdict["request_id"]}
+    if verdict["duplicate_of"]:
+        headers["Idempotent-Replayed"] = "true"
+    if verdict["http_status"] == 200:
+        return JSONResponse({"thingId": verdict["thing_id"], "framesIngested": verdict["frames_ingested"],
+                             "metrics": verdict["metrics"], "requestId": verdict["request_id"]},
+                            status_code=200, headers=headers)
+    first = verdict["errors"][0] if verdict["errors"] else {"code": "REJECTED", "message": "rejected"}
+    error = SluiceError(verdict["http_status"], first["code"], first["message"], field=first.get("field"),
+                        requestId=verdict["request_id"], errors=verdict["errors"])
+    return JSONResponse(error.body(), status_code=verdict["http_status"], headers=headers)
+
+
+@router.post("/thing/{thing_id}/data", status_code=202, openapi_extra=FRAMES_BODY, responses={
+    200: {"description": "with a wait preference: the verdict, frames ingested"},
+    202: {"description": "accepted: durable on Kafka, processed asynchronously"}})
+async def post_thing_data(thing_id: str, request: Request, who: Principal = Depends(principal),
+                          wait: bool = Query(False, description="wait for the verdict (see also Prefer: wait=N)"),
+                          ) -> JSONResponse:
     who.require("write")
     state = request.app.state
+    retry_after = state.rate_limiter.acquire(who.key["id"])
+    if retry_after:
+        raise SluiceError(429, "RATE_LIMITED", "too many requests for this API key", retry_after=retry_after)
     if state.catalog.view.get("thing", thing_id, who.org_id) is None:
         raise SluiceError(404, "THING_NOT_FOUND", f"thing {thing_id!r} not found")
-    body = await _read_body(request, state.settings.max_body_bytes)
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= _MAX_IDEMPOTENCY_KEY:
+        raise SluiceError(400, "INVALID_PAYLOAD", f"Idempotency-Key must be 1–{_MAX_IDEMPOTENCY_KEY} characters",
+                          field="Idempotency-Key")
+    body = await read_body(request, state.settings.max_body_bytes)
     request_id = new_request_id()
     envelope = {
         "request_id": request_id,
@@ -60,13 +103,30 @@ async def post_thing_data(thing_id: str, request: Request, who: Principal = Depe
         "thing_id": thing_id,
         "stream": None,
         "template_id": None,
-        "idempotency_key": request.headers.get("idempotency-key"),
+        "idempotency_key": idempotency_key,
         "content_type": request.headers.get("content-type", "application/json"),
+        # What this edge knew of the catalog: the processor catches up to it before judging.
+        "catalog_offset": state.catalog.view.applied_offset,
         "body": body,
     }
+    # Repeats of one idempotency key share a partition, so one processor sees them in order.
+    key = f"{who.org_id}/{idempotency_key}" if idempotency_key else thing_id
+    wait_s = requested_wait(request, wait, state.settings.max_wait_s)
+    verdict = state.results.expect(request_id) if wait_s else None
     try:
-        await state.raw_producer.send(state.topics.raw, thing_id.encode(),
-                                      schemas.encode(schemas.RAW_ENVELOPE, envelope))
+        await state.raw_producer.send(state.topics.raw, key.encode(), schemas.encode(schemas.RAW_ENVELOPE, envelope))
+        if verdict is not None:
+            try:
+                reply = verdict_response(await asyncio.wait_for(verdict, wait_s))
+                reply.headers["Preference-Applied"] = f"wait={wait_s:g}"
+                return reply
+            except asyncio.TimeoutError:
+                pass  # still processing: answer as an async request would
     except ProducerUnavailable as exc:
-        raise SluiceError(503, "UNAVAILABLE", str(exc), retry_after=exc.retry_after) from None
-    return JSONResponse({"requestId": request_id, "thingId": thing_id, "status": "accepted"}, status_code=202)
+        raise SluiceError(exc.status, "UNAVAILABLE" if exc.status == 503 else "RATE_LIMITED", str(exc),
+                          retry_after=exc.retry_after) from None
+    finally:
+        if verdict is not None:
+            state.results.forget(request_id)
+    return JSONResponse({"requestId": request_id, "thingId": thing_id, "status": "accepted"}, status_code=202,
+                        headers={"X-Request-Id": request_id})

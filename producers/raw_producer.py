@@ -13,14 +13,15 @@ from confluent_kafka import KafkaException, Producer
 
 
 class ProducerUnavailable(Exception):
-    """The message was not accepted: local queue full, broker down, or timed out.
+    """The message was not accepted: local queue full (429), broker down or timed out (503).
 
     `retry_after` is the seconds a client should wait before retrying.
     """
 
-    def __init__(self, message: str, retry_after: int = 1) -> None:
+    def __init__(self, message: str, retry_after: int = 1, status: int = 503) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status
 
 
 class RawProducer:
@@ -60,7 +61,8 @@ class RawProducer:
         try:
             self._producer.produce(topic, key=key, value=value, on_delivery=delivered)
         except BufferError:
-            raise ProducerUnavailable("the edge's produce queue is full", retry_after=1) from None
+            # Backpressure: the broker is slower than the clients; ask them to slow down.
+            raise ProducerUnavailable("the edge's produce queue is full", retry_after=1, status=429) from None
         except KafkaException as exc:
             raise ProducerUnavailable(f"cannot produce: {exc}", retry_after=5) from None
         return await future

@@ -13,6 +13,10 @@ RAW = "raw"
 FRAMES = "frames"
 RESULTS = "results"
 DEADLETTER = "deadletter"
+IDEMPOTENCY = "idempotency"
+
+# How long an Idempotency-Key is remembered (seed 002: 24 hours).
+IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +25,7 @@ class TopicSpec:
     schema: str  # the Avro record its values carry
     compacted: bool = False
     single_partition: bool = False  # the catalog is one ordered log
+    retention_ms: int | None = None  # None: keep forever (compacted) or 7 days
 
 
 SPECS = (
@@ -29,6 +34,8 @@ SPECS = (
     TopicSpec(FRAMES, "sluice.FrameBatch"),
     TopicSpec(RESULTS, "sluice.Verdict"),
     TopicSpec(DEADLETTER, "sluice.DeadLetter"),
+    # First verdict per (org, Idempotency-Key): compacted, and expired an hour past the window.
+    TopicSpec(IDEMPOTENCY, "sluice.Verdict", compacted=True, retention_ms=IDEMPOTENCY_WINDOW_MS + 3600 * 1000),
 )
 
 
@@ -61,9 +68,16 @@ class Topics:
     def deadletter(self) -> str:
         return self.name(DEADLETTER)
 
+    @property
+    def idempotency(self) -> str:
+        return self.name(IDEMPOTENCY)
+
 
 def topic_configs(spec: TopicSpec) -> dict[str, str]:
     """Broker-side configs each topic is created with."""
+    if spec.compacted and spec.retention_ms is not None:
+        return {"cleanup.policy": "compact,delete", "retention.ms": str(spec.retention_ms),
+                "min.compaction.lag.ms": "0", "segment.ms": "3600000"}
     if spec.compacted:
         # Keep every catalog entity forever; tombstones linger a day so every
         # service's view sees deletions before they are compacted away.

@@ -18,6 +18,7 @@ import uvicorn
 from catalog.view import CatalogView
 from config import Settings
 from processors.app import ProcessorWorker, create_app as create_processor_app
+from processors.idempotency import IdempotencyStore
 from producers.app import create_app as create_edge_app
 from schemas import Topics
 from sinks.registry import warehouse_sinks
@@ -35,6 +36,9 @@ def run_edge(settings: Settings) -> None:
     for thread in threads:
         thread.start()
     app = create_edge_app(settings, settings.kafka_bootstrap, warehouse)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; with the default
+    # handler that would kill us before the sinks commit and leave their group.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning",
                     access_log=False, timeout_graceful_shutdown=10)
@@ -74,14 +78,18 @@ def run_sink(settings: Settings) -> None:
 
 def run_processor(settings: Settings, ready_file: Path | None = None) -> None:
     """Run the Faust worker until SIGINT/SIGTERM; blocks."""
-    view = CatalogView(settings.kafka_bootstrap, Topics(settings.topic_prefix).catalog)
+    topics = Topics(settings.topic_prefix)
+    view = CatalogView(settings.kafka_bootstrap, topics.catalog)
+    seen = IdempotencyStore(settings.kafka_bootstrap, topics.idempotency)
     view.start()
-    if not view.wait_ready(60):
-        raise SystemExit("the catalog view did not catch up within 60 s")
-    app = create_processor_app(settings, settings.kafka_bootstrap, view)
+    seen.start()
+    if not (view.wait_ready(60) and seen.wait_ready(60)):
+        raise SystemExit("the catalog or idempotency view did not catch up within 60 s")
+    app = create_processor_app(settings, settings.kafka_bootstrap, view, seen)
     ready = ready_file or settings.state_dir / "run" / "processor.ready"
     worker = ProcessorWorker(app, ready_file=ready, loglevel="WARNING", quiet=True)
     try:
         worker.execute_from_commandline()
     finally:
+        seen.stop()
         view.stop()

@@ -85,14 +85,26 @@ class Stack:
         self._spawn("processor")
         if not settings.embedded_warehouse:
             self._spawn("sink")
-        ready_file = settings.state_dir / "run" / "processor.ready"
+        self._wait_ready(deadline)
+
+    def _wait_ready(self, deadline: float) -> None:
+        ready_file = self.settings.state_dir / "run" / "processor.ready"
         while time.monotonic() < deadline:
             self.check_alive()
             if self._edge_ready() and ready_file.exists():
                 return
             time.sleep(0.25)
         raise StackError("the stack did not become ready in time; see the logs in "
-                         f"{settings.state_dir / 'logs'}")
+                         f"{self.settings.state_dir / 'logs'}")
+
+    def restart(self, service: str, sig: int = signal.SIGTERM, timeout: float = 120) -> None:
+        """Stop one service with `sig` (SIGKILL simulates a crash), start it again, wait until ready."""
+        child = next(c for c in self.children if c.name == service)
+        child.process.send_signal(sig)
+        child.process.wait(timeout)
+        self.children.remove(child)
+        self._spawn(service)
+        self._wait_ready(time.monotonic() + timeout)
 
     def _spawn(self, service: str) -> None:
         logs = self.settings.state_dir / "logs"

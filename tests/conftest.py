@@ -18,6 +18,7 @@ import pytest
 from config import Settings
 from tests.clickhouse_fixture import clickhouse_url_for_tests
 from tests.kafka_fixture import free_port, kafka_bootstrap_for_tests
+from tests.seed import register_battery, register_battery_type
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +74,20 @@ def api(stack) -> Iterator[httpx.Client]:
                       timeout=30) as client:
         yield client
     stack.check_alive()  # a test passes only if no service crashed under it
+
+
+@pytest.fixture(scope="session")
+def battery_type(stack) -> tuple[str, str]:
+    """(site id, Battery type id): seed 001 steps 1–2, once per session."""
+    with httpx.Client(base_url=stack.url, headers={"X-Api-Key": stack.settings.admin_key}, timeout=30) as api:
+        return register_battery_type(api)
+
+
+@pytest.fixture()
+def battery(stack, battery_type) -> str:
+    """A fresh Battery A1 (seed 001 step 3) for each test, so tests never share readings."""
+    with httpx.Client(base_url=stack.url, headers={"X-Api-Key": stack.settings.admin_key}, timeout=30) as api:
+        return register_battery(api, *battery_type)
 
 
 def eventually(check: Callable[[], object], timeout: float = 30, interval: float = 0.2):

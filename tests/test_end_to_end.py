@@ -7,61 +7,8 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from tests.conftest import eventually
-
-SEED_METRICS = [
-    {"name": "status", "dataType": "Long", "defaultAggregation": "Last"},
-    {"name": "moduleSoC", "displayName": "State of Charge", "description": "Battery state of charge, 0–100",
-     "dataType": "Double", "defaultAggregation": "Last", "unitLabel": "%"},
-    {"name": "moduleSoH", "dataType": "Double", "defaultAggregation": "Last", "unitLabel": "%"},
-    {"name": "moduleVoltage", "dataType": "Double", "defaultAggregation": "Avg", "unitLabel": "V"},
-    {"name": "moduleCurrent", "dataType": "Double", "defaultAggregation": "Avg", "unitLabel": "A"},
-]
-SEED_FRAMES = {
-    "frames": [
-        {
-            "timestamp": 1718884800000,
-            "metrics": {"status": 1, "moduleSoC": 87.4, "moduleSoH": 98.1, "moduleVoltage": 52.3,
-                        "moduleCurrent": 12.1},
-        }
-    ]
-}
-
-
-@pytest.fixture(scope="module")
-def battery(stack):
-    """Seed 001 steps 1–3: metrics, the Battery type, a site and Battery A1; returns the thing id."""
-    import httpx
-
-    with httpx.Client(base_url=stack.url, headers={"X-Api-Key": stack.settings.admin_key},
-                      timeout=30) as api:
-        metric_ids = []
-        for body in SEED_METRICS:
-            reply = api.post("/v2/definitions/metrics", json=body)
-            assert reply.status_code == 201, reply.text
-            assert reply.json()["id"].startswith("mdef_")
-            metric_ids.append(reply.json()["id"])
-        reply = api.post("/v2/definitions/thing-types", json={
-            "displayName": "Battery", "description": "Aerovy battery", "metricIds": metric_ids,
-            "propertyDefinitions": [{"name": "capacity", "description": "Battery capacity", "unit": "kWh",
-                                     "valueType": "double", "constraints": [
-                                         {"operator": ">", "value": "0"}, {"operator": "<=", "value": "100"}]}],
-        })
-        assert reply.status_code == 201, reply.text
-        thing_type = reply.json()
-        assert thing_type["id"].startswith("tdefi_") and thing_type["versionId"].startswith("tdef_")
-        reply = api.post("/v2/sites", json={"name": "Plant 1"})
-        assert reply.status_code == 201, reply.text
-        site_id = reply.json()["id"]
-        reply = api.post(f"/v2/sites/{site_id}/things", json={
-            "thingName": "Battery A1", "thingType": "Battery", "thingTypeId": thing_type["id"],
-            "thingDescription": "Rack 1, slot A1", "manufacturer": "Aerovy", "model": "AVY-100",
-            "latitude": 37.7749, "longitude": -122.4194, "properties": {"capacity": "75"},
-        })
-        assert reply.status_code == 201, reply.text
-        return reply.json()["id"]
+from tests.seed import SEED_FRAMES
 
 
 def latest(api, thing_id: str) -> dict:
@@ -93,6 +40,7 @@ def test_seed_frames_come_back_from_latest_event_and_sql(api, stack, battery):
 
 
 def test_latest_is_by_event_time_not_arrival(api, stack, battery):
+    assert api.post(f"/v2/thing/{battery}/data", json=SEED_FRAMES).status_code == 202
     newer = {"frames": [{"timestamp": 1718884900000, "metrics": {"moduleSoC": 80.0}}]}
     assert api.post(f"/v2/thing/{battery}/data", json=newer).status_code == 202
     eventually(lambda: latest(api, battery)["metrics"].get("moduleSoC") == 80.0)
