@@ -101,8 +101,11 @@ def _normalize_frames(frames_in: list, table: ResolutionTable, now: int) -> tupl
         if not 0 <= ts <= latest_allowed:
             raise Rejection(400, "INVALID_TIMESTAMP", f"timestamp {ts} is before 1970 or in the far future",
                             f"{where}.timestamp")
+        location = _location(frame.get("location"), f"{where}.location")
         metrics = frame.get("metrics")
-        if not isinstance(metrics, dict) or not metrics:
+        if metrics is None and location is not None:
+            metrics = {}  # a location-only frame
+        elif not isinstance(metrics, dict) or not metrics:
             raise Rejection(400, "INVALID_PAYLOAD", "each frame needs at least one metric", f"{where}.metrics")
         values = []
         for name, raw_value in metrics.items():
@@ -121,8 +124,29 @@ def _normalize_frames(frames_in: list, table: ResolutionTable, now: int) -> tupl
             values.append({"metric_id": resolved.metric_id, "data_type": resolved.data_type,
                            "value": number, "value_long": integer, "value_string": text})
             names[resolved.name] = None
-        frames.append({"ts": ts, "values": values})
+        frames.append({"ts": ts, "values": values, "location": location})
     return frames, list(names)
+
+
+def _number(value: object, field: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise Rejection(400, "INVALID_LOCATION", f"{field.rsplit('.', 1)[-1]} must be a number in [{low:g}, {high:g}], "
+                        f"got {value!r}", field)
+    return float(value)
+
+
+def _location(raw: object, where: str) -> dict | None:
+    """A frame's optional location (seed 000: latitude, longitude, accuracy radius), range-checked."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise Rejection(400, "INVALID_LOCATION", "location must be an object", where)
+    accuracy = raw.get("accuracyRadius")
+    return {
+        "latitude": _number(raw.get("latitude"), f"{where}.latitude", -90, 90),
+        "longitude": _number(raw.get("longitude"), f"{where}.longitude", -180, 180),
+        "accuracy_m": None if accuracy is None else _number(accuracy, f"{where}.accuracyRadius", 0, 1e7),
+    }
 
 
 def _rejected(envelope: dict, rejection: Rejection, frames_received: int, now: int) -> Outcome:

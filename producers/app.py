@@ -17,7 +17,7 @@ from catalog.service import Catalog
 from catalog.view import CatalogView
 from catalog.writer import CatalogWriter
 from config import Settings
-from producers import admin_routes, catalog_routes, ingest_routes, read_routes
+from producers import admin_routes, catalog_routes, ingest_log_routes, ingest_routes, read_routes
 from producers.rate_limit import RateLimiter
 from producers.raw_producer import RawProducer
 from producers.results_listener import ResultsListener
@@ -73,6 +73,7 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
     app.include_router(catalog_routes.router)
     app.include_router(ingest_routes.router)
     app.include_router(read_routes.router)
+    app.include_router(ingest_log_routes.router)
     app.include_router(admin_routes.router)
 
     @app.exception_handler(SluiceError)

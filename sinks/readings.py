@@ -1,4 +1,4 @@
-"""Frames → readings rows: a pure function from decoded frame batches to columns."""
+"""Frames → readings and locations rows: pure functions from decoded frame batches to columns."""
 
 from __future__ import annotations
 
@@ -27,3 +27,25 @@ def readings_columns(batches: list[dict]) -> dict[str, list]:
                 req.append(b_req)
                 ver.append(b_ver)
     return dict(zip(COLUMNS, (org, thing, metric, ts, dtype, value, along, astr, tver, req, ver)))
+
+
+LOCATION_COLUMNS = ("org_id", "thing_id", "ts", "latitude", "longitude", "accuracy_m", "request_id", "version")
+
+
+def locations_columns(batches: list[dict]) -> dict[str, list]:
+    """One locations row per frame that carries a location."""
+    columns: dict[str, list] = {name: [] for name in LOCATION_COLUMNS}
+    for batch in batches:
+        for frame in batch["frames"]:
+            where = frame.get("location")
+            if where is None:
+                continue
+            columns["org_id"].append(batch["org_id"])
+            columns["thing_id"].append(batch["thing_id"])
+            columns["ts"].append(frame["ts"])
+            columns["latitude"].append(where["latitude"])
+            columns["longitude"].append(where["longitude"])
+            columns["accuracy_m"].append(where["accuracy_m"])
+            columns["request_id"].append(batch["request_id"])
+            columns["version"].append(batch["version"])
+    return columns

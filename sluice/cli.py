@@ -72,6 +72,35 @@ def _sql(settings: Settings, args: argparse.Namespace) -> int:
     return run_sql(settings, args.query)
 
 
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    from confluent_kafka import KafkaException
+
+    from sluice.replay import ReplayError, default_bootstrap, parse_since, replay_dead_letters
+
+    try:
+        since_ms = parse_since(args.since) if args.since else None
+    except ValueError:
+        print(f"sluice replay: --since takes an ISO 8601 time or epoch ms, not {args.since!r}", file=sys.stderr)
+        return 2
+    bootstrap = default_bootstrap(settings)
+    try:
+        matched, replayed = replay_dead_letters(bootstrap, settings, reason=args.reason,
+                                                request_id=args.request_id, since_ms=since_ms,
+                                                dry_run=args.dry_run)
+    except ReplayError as exc:
+        print(f"sluice replay: {exc}", file=sys.stderr)
+        return 1
+    except KafkaException as exc:
+        print(f"sluice replay: Kafka at {bootstrap} failed (set KAFKA_BOOTSTRAP_SERVERS, or is `sluice up` "
+              f"running?): {exc}", file=sys.stderr)
+        return 1
+    if args.dry_run:
+        print(f"{matched} dead letters matched; dry run, nothing replayed")
+    else:
+        print(f"{matched} dead letters matched; {replayed} requests replayed to the raw topic")
+    return 0
+
+
 def _topics(settings: Settings, args: argparse.Namespace) -> int:
     from sluice.topics_admin import ensure_topics
 
@@ -89,12 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--port", type=int, help="HTTP port of the edge (default 8080 or SLUICE_HTTP_PORT)")
     up.set_defaults(run=_up)
     for name, text in (("edge", "serve the HTTP edge"), ("processor", "run the Faust processor"),
-                       ("sink", "run the readings sink (ClickHouse server mode)")):
+                       ("sink", "run the warehouse sinks (ClickHouse server mode)")):
         commands.add_parser(name, help=text).set_defaults(run=_service(name))
     sql = commands.add_parser("sql", help="run a read-only query against the warehouse")
     sql.add_argument("query")
     sql.set_defaults(run=_sql)
     commands.add_parser("topics", help="create the pipeline's topics").set_defaults(run=_topics)
+    replay = commands.add_parser("replay", help="send dead-lettered requests through the pipeline again")
+    replay.add_argument("--reason", metavar="CODE", help="only dead letters with this reason (e.g. UNKNOWN_METRIC)")
+    replay.add_argument("--request-id", metavar="ID", help="only this request")
+    replay.add_argument("--since", metavar="TIME", help="only rejected at or after this ISO 8601 time or epoch ms")
+    replay.add_argument("--dry-run", action="store_true", help="count what matches; produce nothing")
+    replay.set_defaults(run=_replay)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the output

@@ -7,7 +7,8 @@ import schemas
 ENVELOPE = {
     "request_id": "req_1", "org_id": "org_a", "key_id": "key_1", "route": "thing_data",
     "received_at": 1718884800123, "thing_id": "thg_1", "stream": None, "template_id": None,
-    "idempotency_key": "abc", "content_type": "application/json", "body": b'{"frames": []}',
+    "idempotency_key": "abc", "content_type": "application/json", "catalog_offset": 41,
+    "body": b'{"frames": []}',
 }
 FRAMES = {
     "request_id": "req_1", "org_id": "org_a", "thing_id": "thg_1", "type_version_id": "tdef_1",
@@ -15,7 +16,7 @@ FRAMES = {
     "frames": [{"ts": 1718884800000, "values": [
         {"metric_id": "mdef_1", "data_type": "Long", "value": 2.0**60, "value_long": 2**60, "value_string": ""},
         {"metric_id": "mdef_2", "data_type": "String", "value": 0.0, "value_long": 0, "value_string": "ok"},
-    ]}],
+    ], "location": {"latitude": 55.6761, "longitude": 12.5683, "accuracy_m": None}}],
 }
 
 

@@ -222,3 +222,34 @@ def test_unreachable_broker_fails_fast_instead_of_hanging():
     assert time.monotonic() - started < 10
     assert caught.value.status == 503 and caught.value.retry_after >= 1
     producer._stop.set()
+
+
+# ----- locations (seed 000)
+
+
+def test_locations_are_stored_with_their_readings(api, stack, battery):
+    body = {"frames": [
+        {"timestamp": 1718884800000, "metrics": {"status": 1},
+         "location": {"latitude": 55.6761, "longitude": 12.5683, "accuracyRadius": 12.5}},
+        {"timestamp": 1718884860000, "location": {"latitude": 55.6762, "longitude": 12.5690}},
+    ]}
+    assert post(api, battery, body, SYNC).json()["framesIngested"] == 2
+    settle(api, stack, battery)
+    found = rows(api, stack, "SELECT toUnixTimestamp64Milli(ts), latitude, longitude, accuracy_m "
+                             f"FROM {{db}}.locations WHERE thing_id = '{battery}' ORDER BY ts")
+    assert found == [[1718884800000, 55.6761, 12.5683, 12.5], [1718884860000, 55.6762, 12.569, None]]
+
+
+def test_out_of_range_location_is_rejected_naming_the_field(api, battery):
+    body = {"frames": [{"timestamp": 1718884800000, "location": {"latitude": 123, "longitude": 0}}]}
+    reply = post(api, battery, body, SYNC)
+    assert reply.status_code == 400
+    assert reply.json()["error"]["details"]["field"] == "frames[0].location.latitude"
+
+
+def test_repeat_is_marked_in_the_ingest_log(api, battery):
+    key = {"Idempotency-Key": f"logged-{battery}"}
+    first = post(api, battery, SEED_FRAMES, {**key, **SYNC}).json()["requestId"]
+    repeat = post(api, battery, SEED_FRAMES, {**key, **SYNC}).json()["requestId"]
+    logged = eventually(lambda: (r := api.get(f"/v2/ingest-log/{repeat}")).status_code == 200 and r.json())
+    assert logged["duplicateOf"] == first and logged["status"] == "ingested"

@@ -98,3 +98,25 @@ def test_enum_values_are_enforced():
     assert coerce("String", "idle", frozenset({"idle"}))[2] == "idle"
     with pytest.raises(CoercionError, match="not one of"):
         coerce("String", "off", frozenset({"idle"}))
+
+
+def test_locations_are_range_checked_and_may_stand_alone():
+    frames = [{"timestamp": 1, "location": {"latitude": 55.67, "longitude": 12.56, "accuracyRadius": 8}},
+              {"timestamp": 2, "metrics": {"status": 1}, "location": {"latitude": -90, "longitude": 180}}]
+    outcome = run({"frames": frames})
+    assert [f["location"] for f in outcome.frames["frames"]] == [
+        {"latitude": 55.67, "longitude": 12.56, "accuracy_m": 8.0},
+        {"latitude": -90.0, "longitude": 180.0, "accuracy_m": None}]
+    assert outcome.frames["frames"][0]["values"] == []
+
+
+@pytest.mark.parametrize("location,field", [
+    ({"latitude": 91, "longitude": 0}, "frames[0].location.latitude"),
+    ({"latitude": 0, "longitude": -180.5}, "frames[0].location.longitude"),
+    ({"latitude": 0, "longitude": 0, "accuracyRadius": -1}, "frames[0].location.accuracyRadius"),
+    ({"latitude": "55", "longitude": 0}, "frames[0].location.latitude"),
+    ([55, 12], "frames[0].location"),
+])
+def test_bad_locations_name_the_field(location, field):
+    error = run({"frames": [{"timestamp": 1, "location": location}]}).verdict["errors"][0]
+    assert error["code"] == "INVALID_LOCATION" and error["field"] == field

@@ -40,6 +40,21 @@ ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(ts)
 ORDER BY (org_id, thing_id, metric_id, ts)
 {_DEDUP}""",
+    # Where each thing was (seed 000): one row per frame that carried a location.
+    "locations": f"""(
+    org_id LowCardinality(String),
+    thing_id String,
+    ts {_TS},
+    latitude Float64,
+    longitude Float64,
+    accuracy_m Nullable(Float64),
+    request_id String,
+    version UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(ts)
+ORDER BY (org_id, thing_id, ts)
+{_DEDUP}""",
     "ingest_log": f"""(
     request_id String,
     org_id LowCardinality(String),
@@ -51,19 +66,24 @@ ORDER BY (org_id, thing_id, metric_id, ts)
     frames_ingested UInt32,
     metrics Array(String),
     errors String,
+    duplicate_of String,
     received_at {_TS},
     processed_at {_TS}
 )
 ENGINE = ReplacingMergeTree(processed_at)
 ORDER BY (org_id, request_id)
 {_DEDUP}""",
+    # One row per dead letter, with what a replay needs to find it again.
     "rejects": f"""(
     request_id String,
     org_id LowCardinality(String),
+    thing_id String,
+    route LowCardinality(String),
     item_index Int32,
     reason LowCardinality(String),
     detail String,
     original String,
+    received_at {_TS},
     rejected_at {_TS}
 )
 ENGINE = MergeTree

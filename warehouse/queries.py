@@ -5,6 +5,7 @@ Each takes a Warehouse, blocks for one query, and raises WarehouseError if it fa
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from warehouse.backend import Warehouse
@@ -57,3 +58,53 @@ def typed_value(data_type: str, value: float, value_long: int, value_string: str
     if data_type == "String":
         return value_string
     return value
+
+
+# The ingest log keeps every verdict a request received (a replayed request gets
+# a newer one); the newest by processed_at is the one that counts. No FINAL:
+# ordering and LIMIT 1 [BY request_id] pick it whether or not merges have run.
+_VERDICT_COLUMNS = """
+    request_id, thing_id, route, status, http_status, frames_received, frames_ingested, metrics, errors,
+    duplicate_of, toUnixTimestamp64Milli(received_at) AS received_at,
+    toUnixTimestamp64Milli(processed_at) AS processed_at"""
+
+_INGEST_VERDICT = f"""
+SELECT {_VERDICT_COLUMNS}
+FROM ingest_log
+WHERE org_id = {{org_id:String}} AND request_id = {{request_id:String}}
+ORDER BY processed_at DESC
+LIMIT 1
+"""
+
+_RECENT_VERDICTS = f"""
+SELECT {_VERDICT_COLUMNS}
+FROM ingest_log
+WHERE org_id = {{org_id:String}} AND ({{thing_id:String}} = '' OR thing_id = {{thing_id:String}})
+ORDER BY processed_at DESC, request_id
+LIMIT 1 BY request_id
+LIMIT {{limit:UInt32}}
+"""
+
+
+def ingest_verdict(wh: Warehouse, org_id: str, request_id: str) -> dict[str, Any] | None:
+    """The newest verdict on one of the org's requests, or None if none is stored (yet).
+
+    Keys: request_id, thing_id (None when the request named none), route, status,
+    http_status, frames_received, frames_ingested, metrics (names), errors (list of
+    {code, message, field}), duplicate_of (the first request of a repeated
+    Idempotency-Key, else None), received_at and processed_at (epoch ms).
+    """
+    rows = wh.query(_INGEST_VERDICT, {"org_id": org_id, "request_id": request_id}).dicts()
+    return _verdict(rows[0]) if rows else None
+
+
+def recent_verdicts(wh: Warehouse, org_id: str, thing_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The org's newest verdict per request, most recently processed first, at most
+    `limit`; only one thing's requests when `thing_id` is given. Dicts as ingest_verdict."""
+    params = {"org_id": org_id, "thing_id": thing_id or "", "limit": limit}
+    return [_verdict(row) for row in wh.query(_RECENT_VERDICTS, params).dicts()]
+
+
+def _verdict(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "thing_id": row["thing_id"] or None, "duplicate_of": row["duplicate_of"] or None,
+            "errors": json.loads(row["errors"] or "[]")}

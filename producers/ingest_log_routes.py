@@ -1,0 +1,60 @@
+"""Ingest log API: the processor's verdict on each request, from the warehouse.
+
+A verdict lands in the ingest_log table a moment after the processor decides
+(results topic → ingest-log sink), so a request just accepted with 202 may not
+have one yet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from catalog.errors import SluiceError
+from producers.auth import Principal, principal
+from warehouse.queries import ingest_verdict, recent_verdicts
+
+router = APIRouter(prefix="/v2", tags=["ingest"])
+
+
+@router.get("/ingest-log/{request_id}")
+async def get_ingest_verdict(request_id: str, request: Request, who: Principal = Depends(principal)) -> dict:
+    """The newest verdict on one of the caller's requests; 404 NOT_FOUND if none is stored yet
+    (or the request id belongs to another organization)."""
+    who.require("read")
+    verdict = await run_in_threadpool(ingest_verdict, request.app.state.warehouse, who.org_id, request_id)
+    if verdict is None:
+        raise SluiceError(404, "NOT_FOUND",
+                          f"no verdict for request {request_id!r}: the request is unknown, or it is still "
+                          "being processed (verdicts are written a few seconds after the 202); retry shortly",
+                          id=request_id)
+    return _public(verdict)
+
+
+@router.get("/ingest-log")
+async def list_ingest_verdicts(request: Request, who: Principal = Depends(principal),
+                               thing_id: str | None = Query(None, alias="thingId"),
+                               limit: int = Query(50, ge=1, le=1000)) -> dict:
+    """The caller's most recently processed requests, newest first, one verdict each."""
+    who.require("read")
+    verdicts = await run_in_threadpool(recent_verdicts, request.app.state.warehouse, who.org_id, thing_id, limit)
+    return {"items": [_public(v) for v in verdicts]}
+
+
+def _public(v: dict[str, Any]) -> dict:
+    return {
+        "requestId": v["request_id"],
+        "thingId": v["thing_id"],
+        "route": v["route"],
+        "status": v["status"],
+        "httpStatus": v["http_status"],
+        "framesReceived": v["frames_received"],
+        "framesIngested": v["frames_ingested"],
+        "metrics": v["metrics"],
+        "errors": v["errors"],
+        "duplicateOf": v["duplicate_of"],
+        "receivedAt": v["received_at"],
+        "processedAt": v["processed_at"],
+    }

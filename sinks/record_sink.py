@@ -1,0 +1,51 @@
+"""One Avro topic → warehouse tables: the shape every warehouse sink shares.
+
+Each sink differs only in its topic, record schema, consumer group and the
+pure functions that turn decoded records into each table's columns.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import schemas
+from config import Settings
+from sinks.batching import BatchingSink
+from warehouse.backend import Warehouse
+
+log = logging.getLogger(__name__)
+
+BuildColumns = Callable[[list[dict]], dict[str, list]]
+
+
+def record_sink(settings: Settings, bootstrap: str, warehouse: Warehouse, *, name: str, topic: str,
+                schema: str, tables: dict[str, BuildColumns]) -> BatchingSink:
+    """A BatchingSink decoding `schema` records from `topic` into each of `tables`.
+
+    Its consumer group is `{topic_prefix}{name}`, so each sink keeps its own
+    offsets. A message that does not decode is logged and skipped (it would
+    fail every retry); the insert raises, and BatchingSink retries it, if the
+    warehouse refuses the batch. Each table's insert has its own dedup token,
+    so a retry after a partial failure re-inserts nothing twice.
+    """
+
+    def insert(values: list[bytes], token: str) -> int:
+        records = []
+        for value in values:
+            try:
+                records.append(schemas.decode(schema, value))
+            except (schemas.SchemaMismatch, ValueError, EOFError) as exc:
+                log.error("%s: skipping a message that does not decode as %s: %s", name, schema, exc)
+        rows = 0
+        for table, build in tables.items():
+            columns = build(records)
+            count = len(next(iter(columns.values()), ()))
+            if count:
+                warehouse.insert(table, columns, dedup_token=f"{token}:{table}")
+            rows += count
+        return rows
+
+    return BatchingSink(bootstrap, f"{settings.topic_prefix}{name}", topic, insert,
+                        max_messages=settings.sink_batch_messages, max_bytes=settings.sink_batch_bytes,
+                        max_ms=settings.sink_batch_ms, name=name)

@@ -1,0 +1,186 @@
+"""`sluice replay`: send dead-lettered requests through the pipeline again.
+
+Reads the deadletter topic from the beginning up to the end it had when the
+replay started (so the dead letters a replay itself causes are not replayed
+again in the same run), keeps those matching the filters, and produces one raw
+envelope per request, rebuilt from its dead letter. The processor then judges
+it afresh against today's catalog; its new verdict lands in the ingest log
+next to the old one. Nothing is committed: the replay leaves no consumer-group
+state behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import time
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+import schemas
+from config import Settings
+
+log = logging.getLogger(__name__)
+
+# A dead letter for a raw message that was not a request at all: nothing to rebuild.
+UNREPLAYABLE_ROUTE = "unknown"
+
+
+class ReplayError(RuntimeError):
+    """The replay could not read the deadletter topic to its end, or a message was not delivered."""
+
+
+def default_bootstrap(settings: Settings) -> str:
+    """KAFKA_BOOTSTRAP_SERVERS, else the broker `sluice up` runs locally."""
+    return settings.kafka_bootstrap or f"127.0.0.1:{settings.local_kafka_port}"
+
+
+def parse_since(text: str) -> int:
+    """Epoch milliseconds from digits (already epoch ms) or an ISO 8601 time (naive = UTC).
+
+    Raises ValueError for anything else.
+    """
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    moment = dt.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+def replay_dead_letters(bootstrap: str, settings: Settings, reason: str | None = None,
+                        request_id: str | None = None, since_ms: int | None = None,
+                        dry_run: bool = False, timeout: float = 30.0) -> tuple[int, int]:
+    """Replay the dead letters matching every given filter; returns (matched, replayed).
+
+    Filters: `reason` (the dead letter's code, e.g. UNKNOWN_METRIC), `request_id`,
+    `since_ms` (rejected at or after this epoch-ms time). `matched` counts dead
+    letters; `replayed` counts requests produced to the raw topic: each request
+    once however many dead letters it has, none for an undecodable raw message
+    or with `dry_run`. Blocks while reading and until every envelope is
+    acknowledged (acks=all). Raises ReplayError if the topic cannot be read to
+    its end within `timeout` seconds without progress, or a delivery fails;
+    KafkaException if the broker cannot be reached.
+    """
+    topics = schemas.Topics(settings.topic_prefix)
+    matched = 0
+    envelopes: dict[str, dict] = {}  # request id -> envelope; a later dead letter wins
+    for dead in _dead_letters(bootstrap, topics.deadletter, timeout):
+        if reason is not None and dead["reason"] != reason:
+            continue
+        if request_id is not None and dead["request_id"] != request_id:
+            continue
+        if since_ms is not None and dead["rejected_at"] < since_ms:
+            continue
+        matched += 1
+        if dead["route"] != UNREPLAYABLE_ROUTE:
+            envelopes[dead["request_id"]] = _envelope(dead)
+    if dry_run or not envelopes:
+        return matched, 0
+    _produce(bootstrap, topics.raw, list(envelopes.values()), timeout)
+    return matched, len(envelopes)
+
+
+def _envelope(dead: dict) -> dict:
+    """The raw envelope a dead letter came from, as a deliberate reprocess: same
+    request id and acceptance time (so re-ingested readings overwrite any earlier
+    copy), and no Idempotency-Key (which would answer with the old verdict)."""
+    return {
+        "request_id": dead["request_id"],
+        "org_id": dead["org_id"],
+        "key_id": dead["key_id"],
+        "route": dead["route"],
+        "received_at": dead["received_at"],
+        "thing_id": dead["thing_id"],
+        "stream": dead["stream"],
+        "template_id": dead["template_id"],
+        "idempotency_key": None,
+        "content_type": "application/json",
+        "body": dead["original"],
+    }
+
+
+def _dead_letters(bootstrap: str, topic: str, timeout: float):
+    """Yield every decodable dead letter on `topic` up to the end offsets found at the start."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        # Required by the client, never used: partitions are assigned, nothing is committed.
+        "group.id": f"sluice-replay-{secrets.token_hex(4)}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+    })
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        if metadata.error is not None:
+            raise ReplayError(f"cannot read topic {topic}: {metadata.error.str()}")
+        ends: dict[int, int] = {}
+        starts = []
+        for partition in metadata.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+            if high > low:
+                ends[partition] = high
+                starts.append(TopicPartition(topic, partition, low))
+        consumer.assign(starts)
+        progress = time.monotonic()
+        while ends:
+            if time.monotonic() - progress > timeout:
+                raise ReplayError(f"no progress reading {topic} for {timeout:.0f}s; "
+                                  f"partitions not read to their end: {sorted(ends)}")
+            for message in consumer.consume(500, timeout=0.5):
+                partition, error = message.partition(), message.error()
+                if partition not in ends:
+                    continue
+                progress = time.monotonic()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        raise KafkaException(error)
+                    # The end can only be at or past the start-time end (offset gaps included).
+                    del ends[partition]
+                    continue
+                if message.offset() >= ends[partition]:
+                    del ends[partition]  # written after the replay started
+                    continue
+                if message.offset() == ends[partition] - 1:
+                    del ends[partition]
+                try:
+                    yield schemas.decode(schemas.DEAD_LETTER, message.value())
+                except schemas.SchemaMismatch as exc:
+                    log.warning("skipping %s[%d]@%d: %s", topic, partition, message.offset(), exc)
+    finally:
+        consumer.close()
+
+
+def _produce(bootstrap: str, topic: str, envelopes: list[dict], timeout: float) -> None:
+    """Produce every envelope (keyed like the edge does, by thing) and wait for all acks."""
+    producer = Producer({
+        "bootstrap.servers": bootstrap,
+        "acks": "all",
+        "enable.idempotence": True,
+        "delivery.timeout.ms": int(timeout * 1000),
+    })
+    failures: list[str] = []
+    delivered = 0
+
+    def on_delivery(error, message) -> None:
+        nonlocal delivered
+        if error is not None:
+            failures.append(str(error))
+        else:
+            delivered += 1
+
+    for envelope in envelopes:
+        key = (envelope["thing_id"] or envelope["request_id"]).encode()
+        value = schemas.encode(schemas.RAW_ENVELOPE, envelope)
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.5)  # local queue full: let deliveries drain
+    remaining = producer.flush(timeout + 5)
+    if failures or remaining or delivered != len(envelopes):
+        raise ReplayError(f"{delivered} of {len(envelopes)} envelopes delivered to {topic}; "
+                          f"{remaining} still queued; errors: {failures[:5]}")
