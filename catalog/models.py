@@ -86,3 +86,17 @@ class ThingIn(_Body):
     latitude: float | None = Field(default=None, ge=-90, le=90)
     longitude: float | None = Field(default=None, ge=-180, le=180)
     properties: dict[str, Any] = {}
+
+
+class ThingPatch(_Body):
+    """A partial update of a thing; absent fields stay as they are."""
+
+    thingName: str | None = Field(default=None, min_length=1)
+    thingType: str | None = None
+    thingTypeId: str | None = None
+    thingDescription: str | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    latitude: float | None = Field(default=None, ge=-90, le=90)
+    longitude: float | None = Field(default=None, ge=-180, le=180)
+    properties: dict[str, Any] | None = None

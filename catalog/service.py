@@ -11,7 +11,7 @@ import time
 from catalog import keys
 from catalog.errors import SluiceError, not_found
 from catalog.ids import new_id
-from catalog.models import MetricDefinitionIn, PlaceIn, ThingIn, ThingTypeIn
+from catalog.models import MetricDefinitionIn, PlaceIn, ThingIn, ThingPatch, ThingTypeIn
 from catalog.properties import check_properties
 from catalog.view import CatalogView
 from catalog.writer import CatalogWriter
@@ -123,20 +123,23 @@ class Catalog:
 
     # ----- things
 
+    def _bind_type(self, org_id: str, type_id: str | None, properties: dict) -> str | None:
+        """The type version a thing of `type_id` gets (the latest), after checking its properties."""
+        if type_id is None:
+            if properties:
+                raise SluiceError(400, "INVALID_PAYLOAD", "properties need a thingTypeId", field="properties")
+            return None
+        thing_type = self.view.get("thing_type", type_id, org_id)
+        if thing_type is None:
+            raise SluiceError(400, "INVALID_PAYLOAD", f"thing type {type_id!r} does not exist", field="thingTypeId")
+        version_id = thing_type["latestVersionId"]
+        version = self.view.get("thing_type_version", version_id, org_id) or {}
+        check_properties(properties, version.get("propertyDefinitions", []))
+        return version_id
+
     def create_thing(self, org_id: str, place_id: str, place_kind: str, spec: ThingIn) -> dict:
         self.place(org_id, place_id, place_kind)
-        version_id = None
-        if spec.thingTypeId is not None:
-            thing_type = self.view.get("thing_type", spec.thingTypeId, org_id)
-            if thing_type is None:
-                raise SluiceError(
-                    400, "INVALID_PAYLOAD", f"thing type {spec.thingTypeId!r} does not exist", field="thingTypeId"
-                )
-            version_id = thing_type["latestVersionId"]
-            version = self.view.get("thing_type_version", version_id, org_id) or {}
-            check_properties(spec.properties, version.get("propertyDefinitions", []))
-        elif spec.properties:
-            raise SluiceError(400, "INVALID_PAYLOAD", "properties need a thingTypeId", field="properties")
+        version_id = self._bind_type(org_id, spec.thingTypeId, spec.properties)
         thing_id = new_id("thing")
         body = {
             "id": thing_id,
@@ -145,6 +148,21 @@ class Catalog:
             "thingTypeVersionId": version_id,
             "createdAt": _now_ms(),
         }
+        return self.writer.put("thing", thing_id, org_id, body)
+
+    def update_thing(self, org_id: str, thing_id: str, patch: ThingPatch) -> dict:
+        """Apply a partial update. Setting thingTypeId binds the type's latest version
+        (readings already stored keep the ids they were written with)."""
+        current = self.thing(org_id, thing_id)
+        changes = patch.model_dump(mode="json", exclude_unset=True)
+        body = {**current, **changes, "updatedAt": _now_ms()}
+        if "thingTypeId" in changes or "properties" in changes:
+            if changes.get("thingTypeId", current.get("thingTypeId")) == current.get("thingTypeId"):
+                # Same type: keep the bound version, check properties against it.
+                version = self.view.get("thing_type_version", current.get("thingTypeVersionId") or "", org_id) or {}
+                check_properties(body.get("properties") or {}, version.get("propertyDefinitions", []))
+            else:
+                body["thingTypeVersionId"] = self._bind_type(org_id, body["thingTypeId"], body.get("properties") or {})
         return self.writer.put("thing", thing_id, org_id, body)
 
     def thing(self, org_id: str, thing_id: str) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from catalog.models import MetricDefinitionIn, PlaceIn, ThingIn, ThingTypeIn
+from catalog.models import MetricDefinitionIn, PlaceIn, ThingIn, ThingPatch, ThingTypeIn
 from catalog.service import Catalog
 from producers.auth import Principal, principal
 
@@ -61,6 +61,12 @@ def create_thing_in_fleet(place_id: str, spec: ThingIn, request: Request,
                           who: Principal = Depends(principal)) -> dict:
     who.require("write")
     return _catalog(request).create_thing(who.org_id, place_id, "fleet", spec)
+
+
+@router.patch("/things/{thing_id}")
+def update_thing(thing_id: str, patch: ThingPatch, request: Request, who: Principal = Depends(principal)) -> dict:
+    who.require("write")
+    return _catalog(request).update_thing(who.org_id, thing_id, patch)
 
 
 @router.get("/things/{thing_id}")

@@ -36,7 +36,7 @@ def sensor(stack) -> dict:
         site_id = created(api.post("/v2/sites", json={"name": f"Site {token}"}))
         thing_id = created(api.post(f"/v2/sites/{site_id}/things", json={
             "thingName": f"Sensor {token}", "thingTypeId": type_id}))
-    return {"thing_id": thing_id, "site_id": site_id, "metric": metric, "token": token}
+    return {"thing_id": thing_id, "site_id": site_id, "type_id": type_id, "metric": metric, "token": token}
 
 
 def created(reply: httpx.Response) -> str:
@@ -181,11 +181,9 @@ def test_an_undefined_metric_is_rejected_logged_and_kept_in_rejects(api, stack, 
     assert rows == [["UNKNOWN_METRIC", "thing_data", sensor["thing_id"], -1, body.decode(), verdict["receivedAt"]]]
 
 
-def test_replay_sends_a_dead_letter_through_the_pipeline_again(api, stack, sensor):
-    """A request for a thing without a type fails (424); replaying it yields a second
-    verdict for the same request id, proving the round trip raw → processor →
-    results → ingest log. (Fixing the cause and then replaying, so that the second
-    verdict is "ingested", becomes possible once a thing's type can be changed.)"""
+def test_replay_after_the_cause_is_fixed_ingests_the_dead_letter(api, stack, sensor):
+    """A request for a thing without a type fails (424) and is dead-lettered; once the
+    thing is given its type, replaying the dead letter ingests it under the same request id."""
     thing_id = created(api.post(f"/v2/sites/{sensor['site_id']}/things",
                                 json={"thingName": f"Untyped {sensor['token']}"}))
     request_id, first = judged(api, thing_id, {sensor["metric"]: 5.0})
@@ -206,14 +204,19 @@ def test_replay_sends_a_dead_letter_through_the_pipeline_again(api, stack, senso
     assert "1 dead letters matched; dry run" in out.stdout
     assert raw_end_offsets(stack) == before  # a dry run produces nothing
 
+    # The fix: the thing gets its type.
+    reply = api.patch(f"/v2/things/{thing_id}", json={"thingTypeId": sensor["type_id"]})
+    assert reply.status_code == 200 and reply.json()["thingTypeVersionId"].startswith("tdef_")
     assert replay_dead_letters(bootstrap, settings, request_id=request_id,
                                since_ms=first["processedAt"] - 60_000) == (1, 1)
     assert raw_end_offsets(stack) == before + 1
 
     second = eventually(lambda: (v := verdict_of(api, request_id)) and v["processedAt"] > first["processedAt"] and v)
-    assert (second["status"], second["httpStatus"]) == ("failed_dependency", 424)
+    assert (second["status"], second["httpStatus"], second["framesIngested"]) == ("ingested", 200, 1)
     assert second["receivedAt"] == first["receivedAt"]  # the same request, judged again
-    eventually(lambda: sql_rows(api, rejects) == [[2]])
+    readings = f"SELECT value FROM {stack.settings.database}.readings WHERE thing_id = '{thing_id}'"
+    eventually(lambda: sql_rows(api, readings) == [[5.0]])
+    assert sql_rows(api, rejects) == [[1]]  # no new dead letter
 
 
 def test_parse_since_takes_epoch_ms_or_iso_8601():

@@ -253,3 +253,10 @@ def test_repeat_is_marked_in_the_ingest_log(api, battery):
     repeat = post(api, battery, SEED_FRAMES, {**key, **SYNC}).json()["requestId"]
     logged = eventually(lambda: (r := api.get(f"/v2/ingest-log/{repeat}")).status_code == 200 and r.json())
     assert logged["duplicateOf"] == first and logged["status"] == "ingested"
+
+
+def test_malformed_json_is_400_invalid_payload(api, battery):
+    reply = api.post(f"/v2/thing/{battery}/data", content=b'{"frames": [', headers={
+        **SYNC, "Content-Type": "application/json"})
+    assert reply.status_code == 400
+    assert reply.json()["error"]["code"] == "INVALID_PAYLOAD" and "not valid JSON" in reply.json()["error"]["message"]
