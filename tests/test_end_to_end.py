@@ -63,6 +63,11 @@ def test_unknown_thing_is_404_and_missing_key_is_401(api, stack):
     reply = httpx.post(f"{stack.url}/v2/thing/thg_nope/data", json=SEED_FRAMES)
     assert reply.status_code == 401
     assert reply.json()["error"]["code"] == "UNAUTHORIZED"
+    for header in ({"X-Api-Key": "slk_not-a-key"}, {"Authorization": "Bearer slk_not-a-key"}):
+        reply = httpx.post(f"{stack.url}/v2/thing/thg_nope/data", json=SEED_FRAMES, headers=header)
+        assert reply.status_code == 401 and "invalid" in reply.json()["error"]["message"]
+    bearer = {"Authorization": f"Bearer {stack.settings.admin_key}"}
+    assert httpx.get(f"{stack.url}/v2/things/thg_nope/latest-event", headers=bearer).status_code == 404
 
 
 def test_openapi_document_lists_the_routes(api):
