@@ -90,6 +90,8 @@ class Catalog:
         version = {
             "id": version_id,
             "thingTypeId": type_id,
+            "displayName": spec.displayName,
+            "description": spec.description,
             "version": 1,
             "metricIds": spec.metricIds,
             "propertyDefinitions": [p.model_dump(mode="json") for p in spec.propertyDefinitions],

@@ -33,6 +33,8 @@ def record_sink(settings: Settings, bootstrap: str, warehouse: Warehouse, *, nam
     def insert(values: list[bytes], token: str) -> int:
         records = []
         for value in values:
+            if value is None:
+                continue  # a tombstone on a compacted topic: nothing to insert
             try:
                 records.append(schemas.decode(schema, value))
             except (schemas.SchemaMismatch, ValueError, EOFError) as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from config import Settings
 from sinks.batching import BatchingSink
+from sinks.catalog_sink import catalog_sink
 from sinks.frames_sink import frames_sink
 from sinks.ingest_log_sink import ingest_log_sink
 from sinks.rejects_sink import rejects_sink
@@ -16,4 +17,5 @@ def warehouse_sinks(settings: Settings, bootstrap: str, warehouse: Warehouse) ->
         frames_sink(settings, bootstrap, warehouse),
         ingest_log_sink(settings, bootstrap, warehouse),
         rejects_sink(settings, bootstrap, warehouse),
+        catalog_sink(settings, bootstrap, warehouse),
     ]

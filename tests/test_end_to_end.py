@@ -75,3 +75,20 @@ def test_openapi_document_lists_the_routes(api):
     for path in ("/v2/definitions/metrics", "/v2/definitions/thing-types", "/v2/sites",
                  "/v2/sites/{place_id}/things", "/v2/thing/{thing_id}/data", "/v2/things/{thing_id}/latest-event"):
         assert path in paths
+
+
+def test_dimension_tables_give_analysts_names_and_units(api, stack, battery):
+    assert api.post(f"/v2/thing/{battery}/data", json=SEED_FRAMES, headers={"Prefer": "wait=10"}).status_code == 200
+    db = stack.settings.database
+    query = (f"SELECT t.name, m.name, m.unit_label, r.value FROM {db}.readings AS r "
+             f"JOIN (SELECT * FROM {db}.metric_definitions ORDER BY updated_at DESC LIMIT 1 BY org_id, metric_id) AS m "
+             f"ON m.org_id = r.org_id AND m.metric_id = r.metric_id "
+             f"JOIN (SELECT * FROM {db}.things ORDER BY updated_at DESC LIMIT 1 BY org_id, thing_id) AS t "
+             f"ON t.org_id = r.org_id AND t.thing_id = r.thing_id "
+             f"WHERE r.thing_id = '{battery}' ORDER BY m.name")
+    found = eventually(lambda: (rows := api.post("/v2/admin/sql", json={"sql": query}).json()["rows"])
+                       and len(rows) == 5 and rows)
+    assert found[0] == ["Battery A1", "moduleCurrent", "A", 12.1]
+    assert [r[1] for r in found] == ["moduleCurrent", "moduleSoC", "moduleSoH", "moduleVoltage", "status"]
+    types = f"SELECT display_name, length(metric_ids) FROM {db}.thing_types WHERE display_name = 'Battery'"
+    assert api.post("/v2/admin/sql", json={"sql": types}).json()["rows"][0] == ["Battery", 5]
