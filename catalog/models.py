@@ -7,7 +7,7 @@ tables in catalog.resolution.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -49,6 +49,16 @@ class MetricDefinitionIn(_Body):
         return values
 
 
+class MetricPatch(_Body):
+    """The mutable fields of a metric definition (name and dataType never change)."""
+
+    displayName: str | None = None
+    description: str | None = None
+    unitLabel: str | None = None
+    defaultAggregation: Aggregation | None = None
+    enumValues: list[str] | None = Field(default=None, min_length=1)
+
+
 class Constraint(_Body):
     operator: str = Field(pattern=r"^(>|>=|<|<=|==|!=)$")
     value: str
@@ -64,6 +74,15 @@ class PropertyDefinition(_Body):
 
 class ThingTypeIn(_Body):
     displayName: str = Field(min_length=1)
+    description: str | None = None
+    metricIds: list[str]
+    propertyDefinitions: list[PropertyDefinition] = []
+
+
+class ThingTypeVersionIn(_Body):
+    """A new version of a thing type: its full contract (display fields optional)."""
+
+    displayName: str | None = Field(default=None, min_length=1)
     description: str | None = None
     metricIds: list[str]
     propertyDefinitions: list[PropertyDefinition] = []
@@ -100,3 +119,21 @@ class ThingPatch(_Body):
     latitude: float | None = Field(default=None, ge=-90, le=90)
     longitude: float | None = Field(default=None, ge=-180, le=180)
     properties: dict[str, Any] | None = None
+
+
+class OrgIn(_Body):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class KeyFilters(_Body):
+    """Restrict a key to some places and/or things (empty lists: no restriction)."""
+
+    placeIds: list[str] = []
+    thingIds: list[str] = []
+    streams: list[str] = []
+
+
+class ApiKeyIn(_Body):
+    name: str = Field(min_length=1, max_length=200)
+    scopes: list[Literal["read", "write", "admin"]] = Field(min_length=1)
+    filters: KeyFilters = KeyFilters()

@@ -11,13 +11,14 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 import schemas
-from catalog import keys
+from catalog.models import ApiKeyIn
 from catalog.errors import SluiceError
 from catalog.service import Catalog
 from catalog.view import CatalogView
 from catalog.writer import CatalogWriter
 from config import Settings
-from producers import admin_routes, catalog_routes, ingest_log_routes, ingest_routes, read_routes
+from producers import (access_routes, admin_routes, definitions_routes, ingest_log_routes, ingest_routes,
+                       read_routes, registry_routes)
 from producers.rate_limit import RateLimiter
 from producers.raw_producer import RawProducer
 from producers.results_listener import ResultsListener
@@ -32,8 +33,8 @@ def bootstrap_admin(catalog: Catalog, secret: str) -> None:
     """Make sure the default org and the platform-admin key for `secret` exist."""
     catalog.ensure_org(DEFAULT_ORG, "default")
     if catalog.authenticate(secret) is None:
-        catalog.create_api_key(DEFAULT_ORG, "platform admin",
-                               [keys.PLATFORM_ADMIN, "admin", "write", "read"], secret=secret)
+        catalog.create_api_key(DEFAULT_ORG, ApiKeyIn(name="platform admin", scopes=["admin", "write", "read"]),
+                               secret=secret, platform_admin=True)
 
 
 def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> FastAPI:
@@ -70,7 +71,9 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
     app.state.topics = topics
     app.state.warehouse = warehouse
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
-    app.include_router(catalog_routes.router)
+    app.include_router(definitions_routes.router)
+    app.include_router(registry_routes.router)
+    app.include_router(access_routes.router)
     app.include_router(ingest_routes.router)
     app.include_router(read_routes.router)
     app.include_router(ingest_log_routes.router)

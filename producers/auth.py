@@ -1,4 +1,10 @@
-"""API key authentication: `X-Api-Key` or `Authorization: Bearer`, org derived from the key."""
+"""API key authentication and authorization.
+
+The key comes as `X-Api-Key` or `Authorization: Bearer`; the org is derived
+from it, never from the body. Scopes: read (GETs), write (ingest and catalog
+changes; implies read), admin (keys; implies write). Resource filters limit a
+key to some places and things: outside them is 403, another org's object 404.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,36 @@ class Principal:
         if not keys.allows(self.key, scope):
             raise SluiceError(403, "FORBIDDEN", f"this key lacks the {scope!r} scope")
 
+    def require_platform_admin(self) -> None:
+        if keys.PLATFORM_ADMIN not in self.key.get("scopes", ()):
+            raise SluiceError(403, "FORBIDDEN", "this needs the platform-admin key")
+
+    @property
+    def _filters(self) -> tuple[set[str], set[str]]:
+        filters = self.key.get("filters") or {}
+        return set(filters.get("placeIds") or ()), set(filters.get("thingIds") or ())
+
+    @property
+    def filtered(self) -> bool:
+        """Whether resource filters restrict this key at all."""
+        return any(self._filters)
+
+    def may_use_place(self, place_id: str) -> bool:
+        places, things = self._filters
+        return not (places or things) or place_id in places
+
+    def may_use_thing(self, thing: dict) -> bool:
+        places, things = self._filters
+        return not (places or things) or thing["id"] in things or thing.get("placeId") in places
+
+    def require_place(self, place_id: str) -> None:
+        if not self.may_use_place(place_id):
+            raise SluiceError(403, "FORBIDDEN", f"this key's filters do not cover place {place_id!r}")
+
+    def require_thing(self, thing: dict) -> None:
+        if not self.may_use_thing(thing):
+            raise SluiceError(403, "FORBIDDEN", f"this key's filters do not cover thing {thing['id']!r}")
+
 
 def principal(request: Request) -> Principal:
     """FastAPI dependency: the caller's key, or 401."""
@@ -33,3 +69,13 @@ def principal(request: Request) -> Principal:
     if found is None:
         raise SluiceError(401, "UNAUTHORIZED", "invalid or revoked API key")
     return Principal(*found)
+
+
+def thing_for(request: Request, who: Principal, thing_id: str, scope: str) -> dict:
+    """The caller's thing after the scope and filter checks: 403 or 404 otherwise."""
+    who.require(scope)
+    thing = request.app.state.catalog.view.get("thing", thing_id, who.org_id)
+    if thing is None:
+        raise SluiceError(404, "THING_NOT_FOUND", f"thing {thing_id!r} not found")
+    who.require_thing(thing)
+    return thing

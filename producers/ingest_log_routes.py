@@ -25,7 +25,7 @@ async def get_ingest_verdict(request_id: str, request: Request, who: Principal =
     (or the request id belongs to another organization)."""
     who.require("read")
     verdict = await run_in_threadpool(ingest_verdict, request.app.state.warehouse, who.org_id, request_id)
-    if verdict is None:
+    if verdict is None or not _visible(request, who, verdict):
         raise SluiceError(404, "NOT_FOUND",
                           f"no verdict for request {request_id!r}: the request is unknown, or it is still "
                           "being processed (verdicts are written a few seconds after the 202); retry shortly",
@@ -40,7 +40,15 @@ async def list_ingest_verdicts(request: Request, who: Principal = Depends(princi
     """The caller's most recently processed requests, newest first, one verdict each."""
     who.require("read")
     verdicts = await run_in_threadpool(recent_verdicts, request.app.state.warehouse, who.org_id, thing_id, limit)
-    return {"items": [_public(v) for v in verdicts]}
+    return {"items": [_public(v) for v in verdicts if _visible(request, who, v)]}
+
+
+def _visible(request: Request, who: Principal, verdict: dict) -> bool:
+    """Whether a key's resource filters cover the verdict's thing (no filters: all of them)."""
+    if not who.filtered:
+        return True
+    thing = request.app.state.catalog.view.get("thing", verdict["thing_id"] or "", who.org_id)
+    return thing is not None and who.may_use_thing(thing)
 
 
 def _public(v: dict[str, Any]) -> dict:

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 import schemas
 from catalog.errors import SluiceError
 from catalog.ids import request_id as new_request_id
-from producers.auth import Principal, principal
+from producers.auth import Principal, principal, thing_for
 from producers.raw_producer import ProducerUnavailable
 
 router = APIRouter(prefix="/v2", tags=["ingest"])
@@ -81,13 +81,11 @@ def verdict_response(verdict: dict) -> JSONResponse:
 async def post_thing_data(thing_id: str, request: Request, who: Principal = Depends(principal),
                           wait: bool = Query(False, description="wait for the verdict (see also Prefer: wait=N)"),
                           ) -> JSONResponse:
-    who.require("write")
     state = request.app.state
+    thing_for(request, who, thing_id, "write")
     retry_after = state.rate_limiter.acquire(who.key["id"])
     if retry_after:
         raise SluiceError(429, "RATE_LIMITED", "too many requests for this API key", retry_after=retry_after)
-    if state.catalog.view.get("thing", thing_id, who.org_id) is None:
-        raise SluiceError(404, "THING_NOT_FOUND", f"thing {thing_id!r} not found")
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is not None and not 0 < len(idempotency_key) <= _MAX_IDEMPOTENCY_KEY:
         raise SluiceError(400, "INVALID_PAYLOAD", f"Idempotency-Key must be 1–{_MAX_IDEMPOTENCY_KEY} characters",

@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from catalog.errors import SluiceError
-from producers.auth import Principal, principal
+from producers.auth import Principal, principal, thing_for
 from warehouse.queries import latest_event
 
 router = APIRouter(prefix="/v2", tags=["read"])
@@ -15,10 +14,8 @@ router = APIRouter(prefix="/v2", tags=["read"])
 @router.get("/things/{thing_id}/latest-event")
 async def get_latest_event(thing_id: str, request: Request, who: Principal = Depends(principal)) -> dict:
     """The latest value of each metric by event time (a late backfill never replaces it)."""
-    who.require("read")
+    thing_for(request, who, thing_id, "read")
     view = request.app.state.catalog.view
-    if view.get("thing", thing_id, who.org_id) is None:
-        raise SluiceError(404, "THING_NOT_FOUND", f"thing {thing_id!r} not found")
     rows = await run_in_threadpool(latest_event, request.app.state.warehouse, who.org_id, thing_id)
     readings = []
     for row in rows:

@@ -130,26 +130,11 @@ def test_an_unknown_request_id_is_404_saying_it_may_be_pending(api):
 
 
 def test_another_orgs_request_is_404(api, stack, sensor):
-    from catalog.service import Catalog
-    from catalog.view import CatalogView
-    from catalog.writer import CatalogWriter
-
     request_id, _ = post_frames(api, sensor["thing_id"], {sensor["metric"]: 3.0})
     eventually(lambda: verdict_of(api, request_id))
-
-    topic = schemas.Topics(stack.settings.topic_prefix).catalog
-    view = CatalogView(stack.settings.kafka_bootstrap, topic)
-    view.start()
-    try:
-        assert view.wait_ready(30)
-        writer = CatalogWriter(stack.settings.kafka_bootstrap, topic, view)
-        catalog = Catalog(view, writer)
-        other_org = f"org_other_{sensor['token']}"
-        catalog.ensure_org(other_org, "another org")
-        _, secret = catalog.create_api_key(other_org, "reader", ["read"])
-        writer.close()
-    finally:
-        view.stop()
+    reply = api.post("/v2/orgs", json={"name": f"other {sensor['token']}"})
+    assert reply.status_code == 201, reply.text
+    secret = reply.json()["adminKey"]["key"]
 
     def as_other_org() -> httpx.Response | None:
         reply = api.get(f"/v2/ingest-log/{request_id}", headers={"X-Api-Key": secret})

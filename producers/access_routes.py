@@ -1,0 +1,52 @@
+"""Access API: orgs (platform admin) and API keys (org admins)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from catalog.access import public_key
+from catalog.models import ApiKeyIn, OrgIn
+from catalog.service import Catalog
+from producers.auth import Principal, principal
+
+router = APIRouter(prefix="/v2", tags=["access"])
+
+
+def _catalog(request: Request) -> Catalog:
+    return request.app.state.catalog
+
+
+@router.post("/orgs", status_code=201)
+def create_org(spec: OrgIn, request: Request, who: Principal = Depends(principal)) -> dict:
+    """A new tenant and its first admin key; the secret (`key`) is shown only here."""
+    who.require_platform_admin()
+    org, key, secret = _catalog(request).create_org(spec)
+    return {**org, "adminKey": {**public_key(key), "key": secret}}
+
+
+@router.get("/orgs/current")
+def current_org(request: Request, who: Principal = Depends(principal)) -> dict:
+    who.require("read")
+    return _catalog(request).org(who.org_id)
+
+
+@router.post("/api-keys", status_code=201)
+def create_api_key(spec: ApiKeyIn, request: Request, who: Principal = Depends(principal)) -> dict:
+    """A key of the caller's org; the secret (`key`) is shown only in this reply."""
+    who.require("admin")
+    body, secret = _catalog(request).create_api_key(who.org_id, spec)
+    return {**public_key(body), "key": secret}
+
+
+@router.get("/api-keys")
+def list_api_keys(request: Request, who: Principal = Depends(principal)) -> dict:
+    who.require("admin")
+    return {"items": [public_key(k) for k in _catalog(request).api_keys(who.org_id)]}
+
+
+@router.delete("/api-keys/{key_id}", status_code=204)
+def revoke_api_key(key_id: str, request: Request, who: Principal = Depends(principal)) -> Response:
+    """Revoke at once in this edge; every other service within its view's lag (seconds)."""
+    who.require("admin")
+    _catalog(request).revoke_api_key(who.org_id, key_id)
+    return Response(status_code=204)
