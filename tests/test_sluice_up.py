@@ -77,6 +77,8 @@ def test_up_serves_stops_cleanly_and_restarts_with_data(tmp_path, ports):
         reply = httpx.post(f"{up.url}/v2/thing/{thing['id']}/data", headers=headers, timeout=30,
                            json={"frames": [{"timestamp": 1718884800000, "metrics": {"SOC": 42.5}}]})
         assert reply.status_code == 202
+        reader = httpx.post(f"{up.url}/v2/api-keys", headers=headers, timeout=30,
+                            json={"name": "reader", "scopes": ["read"]}).json()["key"]
         latest = f"{up.url}/v2/things/{thing['id']}/latest-event"
         eventually(lambda: httpx.get(latest, headers=headers).json()["metrics"] == {"soc": 42.5})
     finally:
@@ -92,6 +94,9 @@ def test_up_serves_stops_cleanly_and_restarts_with_data(tmp_path, ports):
         assert httpx.get(f"{again.url}/v2/definitions/metrics/{metric['id']}", headers=headers).json()[
             "name"] == "soc"
         assert httpx.get(latest, headers=headers).json()["metrics"] == {"soc": 42.5}
+        assert httpx.get(latest, headers={"X-Api-Key": reader}).status_code == 200  # keys survive too
+        version = httpx.get(f"{again.url}/v2/definitions/thing-types/{kind['id']}", headers=headers).json()
+        assert version["versionId"] == kind["versionId"]
     finally:
         assert again.stop(signal.SIGTERM) == 0
     time.sleep(0.5)
