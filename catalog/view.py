@@ -1,7 +1,6 @@
 """The in-memory view of the compacted catalog topic, kept in every service.
 
-A background thread reads the catalog topic from the beginning and applies each
-record; the service reports ready once the view has caught up with the end of
+A TopicTail reads the catalog topic from the beginning and applies each record; the service reports ready once the view has caught up with the end of
 the topic as it was at start. Writers wait on `wait_applied` for read-your-writes.
 """
 
@@ -12,10 +11,11 @@ import threading
 from typing import Iterator
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import Message
 
 import schemas
 from catalog.resolution import ResolutionTable, build_table
+from catalog.tail import TopicTail
 
 log = logging.getLogger(__name__)
 
@@ -28,39 +28,26 @@ class CatalogView:
     """
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self._topic = topic
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                # No group: every service reads the whole topic itself and commits nothing.
-                "group.id": "sluice-catalog-view",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-            }
-        )
         self._entities: dict[tuple[str, str], tuple[str, dict]] = {}
         self._metric_names: dict[tuple[str, str], str] = {}  # (org, lower name) -> metric id
         self._key_hashes: dict[str, str] = {}  # secret hash -> api key id
         self._tables: dict[str, ResolutionTable] = {}
         self._applied = -1  # offset of the last applied record
         self._cond = threading.Condition()
-        self._ready = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="catalog-view", daemon=True)
+        self._tail = TopicTail(bootstrap, topic, self._on_message, name="catalog-view")
 
     # ----- lifecycle
 
     def start(self) -> None:
-        self._thread.start()
+        self._tail.start()
 
     def wait_ready(self, timeout: float) -> bool:
         """Block until caught up with the topic's end as of start; False on timeout."""
-        return self._ready.wait(timeout)
+        return self._tail.wait_ready(timeout)
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set()
+        return self._tail.ready
 
     @property
     def applied_offset(self) -> int:
@@ -73,35 +60,13 @@ class CatalogView:
             return self._cond.wait_for(lambda: self._applied >= offset, timeout)
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+        self._tail.stop()
 
-    def _run(self) -> None:
-        partition = TopicPartition(self._topic, 0, OFFSET_BEGINNING)
-        self._consumer.assign([partition])
-        end = None
-        while end is None and not self._stop.is_set():
-            try:
-                _, end = self._consumer.get_watermark_offsets(partition, timeout=5)
-            except Exception as exc:  # broker not reachable yet: keep trying
-                log.warning("catalog view: waiting for the catalog topic: %s", exc)
-        if end == 0:
-            self._ready.set()
-        try:
-            while not self._stop.is_set():
-                for message in self._consumer.consume(1000, timeout=0.2):
-                    if message.error():
-                        if message.error().code() != KafkaError._PARTITION_EOF:
-                            log.error("catalog view: %s", message.error())
-                        continue
-                    self._apply(message.key(), message.value())
-                    with self._cond:
-                        self._applied = message.offset()
-                        self._cond.notify_all()
-                    if end is not None and message.offset() >= end - 1:
-                        self._ready.set()
-        finally:
-            self._consumer.close()
+    def _on_message(self, message: Message) -> None:
+        self._apply(message.key(), message.value())
+        with self._cond:
+            self._applied = message.offset()
+            self._cond.notify_all()
 
     # ----- applying records
 

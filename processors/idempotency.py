@@ -10,12 +10,12 @@ the batch commits.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import Message
 
 import schemas
+from catalog.tail import TopicTail
 from schemas.topics import IDEMPOTENCY_WINDOW_MS
 
 log = logging.getLogger(__name__)
@@ -37,24 +37,18 @@ class IdempotencyStore:
     """First verdicts by idempotency id, loaded from the topic at start."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self._topic = topic
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap,
-            "group.id": "sluice-idempotency-view",  # nothing is committed
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-        })
         self._first: dict[str, dict] = {}
-        self._ready = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="idempotency-view", daemon=True)
+        self._tail = TopicTail(bootstrap, topic, self._on_message, name="idempotency-view")
 
     def start(self) -> None:
-        self._thread.start()
+        self._tail.start()
 
     def wait_ready(self, timeout: float) -> bool:
         """Block until the topic has been read to its end as of start."""
-        return self._ready.wait(timeout)
+        return self._tail.wait_ready(timeout)
+
+    def stop(self) -> None:
+        self._tail.stop()
 
     def first(self, key: str, received_at: int) -> dict | None:
         """The first verdict for `key` if it is within the window of `received_at`."""
@@ -67,33 +61,8 @@ class IdempotencyStore:
         """Record `verdict` as the first for `key` (called when `first` found none)."""
         self._first[key] = verdict
 
-    def _run(self) -> None:
-        metadata = self._consumer.list_topics(self._topic, timeout=30)
-        partitions = [TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in metadata.topics[self._topic].partitions]
-        remaining = {}
-        for tp in partitions:
-            low, high = self._consumer.get_watermark_offsets(tp, timeout=30)
-            if high > low:
-                remaining[tp.partition] = high - 1
-        self._consumer.assign(partitions)
-        if not remaining:
-            self._ready.set()
-        try:
-            while not self._stop.is_set():
-                for message in self._consumer.consume(1000, timeout=0.2):
-                    if message.error():
-                        if message.error().code() != KafkaError._PARTITION_EOF:
-                            log.error("idempotency view: %s", message.error())
-                        continue
-                    self._apply(message.key(), message.value())
-                    if remaining.get(message.partition(), -1) <= message.offset():
-                        remaining.pop(message.partition(), None)
-                        if not remaining:
-                            self._ready.set()
-        finally:
-            self._consumer.close()
-
-    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+    def _on_message(self, message: Message) -> None:
+        key, value = message.key(), message.value()
         if not key:
             return
         if value is None:
@@ -103,7 +72,3 @@ class IdempotencyStore:
             self._first[key.decode()] = schemas.decode(schemas.VERDICT, value)
         except schemas.SchemaMismatch as exc:
             log.error("idempotency view: unreadable record: %s", exc)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)

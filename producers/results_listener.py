@@ -12,37 +12,27 @@ import asyncio
 import logging
 import threading
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Message
 
 import schemas
+from catalog.tail import TopicTail
 
 log = logging.getLogger(__name__)
 
 
 class ResultsListener:
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self._topic = topic
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap,
-            "group.id": "sluice-edge-results",  # required by the client; nothing is committed
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "fetch.wait.max.ms": 10,  # verdicts are latency-critical for sync replies
-        })
         self._waiters: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future]] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="results-listener", daemon=True)
+        # fetch.wait.max.ms: verdicts are latency-critical for sync replies.
+        self._tail = TopicTail(bootstrap, topic, self._deliver, name="results-listener", from_beginning=False,
+                               config={"fetch.wait.max.ms": 10})
 
     def start(self, timeout: float = 30) -> None:
-        """Position at the end of every partition, then listen in a thread. Raises KafkaException."""
-        metadata = self._consumer.list_topics(self._topic, timeout=timeout)
-        partitions = []
-        for partition in metadata.topics[self._topic].partitions:
-            _, high = self._consumer.get_watermark_offsets(TopicPartition(self._topic, partition), timeout=timeout)
-            partitions.append(TopicPartition(self._topic, partition, high))
-        self._consumer.assign(partitions)
-        self._thread.start()
+        """Position at the end of every partition, then listen; blocks until positioned."""
+        self._tail.start()
+        if not self._tail.wait_ready(timeout):
+            raise RuntimeError("the results listener could not position itself on the results topic")
 
     def expect(self, request_id: str) -> asyncio.Future:
         """A future resolved with the verdict dict for `request_id`; call before producing."""
@@ -56,19 +46,8 @@ class ResultsListener:
         with self._lock:
             self._waiters.pop(request_id, None)
 
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                for message in self._consumer.consume(500, timeout=0.1):
-                    if message.error():
-                        if message.error().code() != KafkaError._PARTITION_EOF:
-                            log.error("results listener: %s", message.error())
-                        continue
-                    self._deliver(message.key(), message.value())
-        finally:
-            self._consumer.close()
-
-    def _deliver(self, key: bytes | None, value: bytes) -> None:
+    def _deliver(self, message: Message) -> None:
+        key = message.key()
         if not key:
             return
         with self._lock:
@@ -76,7 +55,7 @@ class ResultsListener:
         if waiter is None:
             return  # nobody waits here: another edge's request, or an async one
         try:
-            verdict = schemas.decode(schemas.VERDICT, value)
+            verdict = schemas.decode(schemas.VERDICT, message.value())
         except schemas.SchemaMismatch as exc:
             log.error("results listener: unreadable verdict: %s", exc)
             return
@@ -84,8 +63,7 @@ class ResultsListener:
         loop.call_soon_threadsafe(_resolve, future, verdict)
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self._tail.stop()
 
 
 def _resolve(future: asyncio.Future, verdict: dict) -> None:

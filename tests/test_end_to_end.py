@@ -90,5 +90,6 @@ def test_dimension_tables_give_analysts_names_and_units(api, stack, battery):
                        and len(rows) == 5 and rows)
     assert found[0] == ["Battery A1", "moduleCurrent", "A", 12.1]
     assert [r[1] for r in found] == ["moduleCurrent", "moduleSoC", "moduleSoH", "moduleVoltage", "status"]
-    types = f"SELECT display_name, length(metric_ids) FROM {db}.thing_types WHERE display_name = 'Battery'"
+    version = api.get(f"/v2/things/{battery}").json()["thingTypeVersionId"]
+    types = f"SELECT display_name, length(metric_ids) FROM {db}.thing_types WHERE version_id = '{version}'"
     assert api.post("/v2/admin/sql", json={"sql": types}).json()["rows"][0] == ["Battery", 5]

@@ -1,0 +1,106 @@
+"""Following a whole topic in a background thread: the mechanism behind every
+in-memory view of a topic (the catalog, idempotency keys, verdicts).
+
+No consumer group and no commits: each process reads every partition itself,
+from the beginning (to rebuild a view) or from the end (to hear only what is new).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+log = logging.getLogger(__name__)
+
+
+class TopicTail:
+    """Hands every message of `topic` to `on_message`, in order within a partition.
+
+    Ready once it has read up to where each partition ended when it started (at
+    once when following from the end). `on_message` runs on the tail's thread
+    and must not raise.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, on_message: Callable[[Message], None], *, name: str,
+                 from_beginning: bool = True, config: dict | None = None) -> None:
+        self._topic = topic
+        self._on_message = on_message
+        self._from_beginning = from_beginning
+        self._name = name
+        self._consumer = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": f"sluice-{name}",  # required by the client; never joined, nothing committed
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            **(config or {}),
+        })
+        self._remaining: dict[int, int] = {}  # partition -> last offset to read before ready
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        """Start following; returns at once (see wait_ready)."""
+        self._thread.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until caught up (or positioned at the end); False on timeout."""
+        return self._ready.wait(timeout)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _positions(self) -> list[TopicPartition] | None:
+        """Where to start in each partition; retries until the broker answers or stop()."""
+        while not self._stop.is_set():
+            try:
+                metadata = self._consumer.list_topics(self._topic, timeout=5).topics[self._topic]
+                if metadata.error is not None:
+                    raise KafkaException(metadata.error)
+                positions = []
+                for partition in sorted(metadata.partitions):
+                    low, high = self._consumer.get_watermark_offsets(TopicPartition(self._topic, partition),
+                                                                     timeout=5)
+                    if self._from_beginning:
+                        positions.append(TopicPartition(self._topic, partition, OFFSET_BEGINNING))
+                        if high > low:
+                            self._remaining[partition] = high - 1
+                    else:
+                        positions.append(TopicPartition(self._topic, partition, high))
+                return positions
+            except KafkaException as exc:
+                log.warning("%s: waiting for topic %s: %s", self._name, self._topic, exc)
+                self._stop.wait(1)
+        return None
+
+    def _run(self) -> None:
+        try:
+            positions = self._positions()
+            if positions is None:
+                return
+            self._consumer.assign(positions)
+            if not self._remaining:
+                self._ready.set()
+            while not self._stop.is_set():
+                for message in self._consumer.consume(1000, timeout=0.2):
+                    if message.error():
+                        if message.error().code() != KafkaError._PARTITION_EOF:
+                            log.error("%s: %s", self._name, message.error())
+                        continue
+                    self._on_message(message)
+                    last = self._remaining.get(message.partition())
+                    if last is not None and message.offset() >= last:
+                        del self._remaining[message.partition()]
+                        if not self._remaining:
+                            self._ready.set()
+        finally:
+            self._consumer.close()
