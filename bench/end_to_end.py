@@ -1,0 +1,348 @@
+"""End-to-end benchmark: HTTP in, rows queryable in ClickHouse out, everything on this machine.
+
+One stack on the run's broker (edge with the embedded chDB sink, processor), loaded by
+`bench.loadgen` in its own process with 100 frames × 10 metrics per request, 50 things:
+
+- drain: a burst of requests is accepted at full speed, then the pipeline's rate of making
+  them queryable (10 % → 90 % of the burst visible) is measured; it is the capacity guess
+  that paces the next run.
+- sustained: paced at 1.25 × that guess for `sustain` seconds with every service busy at
+  once; the figure is rows becoming visible in `readings` per second during the load
+  (count() over the run's event-time range, polled every second through the edge's admin
+  SQL), the median of `runs` equal windows after a warm-up.
+- freshness and memory: paced at half the sustained figure; for requests to a few probe
+  things, the client's wall clock when the 202 arrived → the first poll (every 50 ms) that
+  finds the request's first row; every service's RSS sampled every 5 s meanwhile.
+- sync: 20 requests/s of 1 × 10 with `Prefer: wait=5`, latency of the 200s.
+- scaling: drain and sustained again with a second processor (and a second sink only with
+  CLICKHOUSE_URL: embedded chDB belongs to the edge process, so there is one sink).
+- peak RSS (VmHWM) of every service, and the phase in which it was reached.
+
+Every load gets its own slot of event time, so its rows are counted by `ts` alone.
+Blocks for about 5 minutes at full scale (under a minute with --quick).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from bench.common import Context, Row, Stat
+from bench.loadgen import collect, drive, launch, percentile
+from bench.stack_setup import BenchStack, Fleet, memory
+
+FRAMES, METRICS = 100, 10
+VALUES = FRAMES * METRICS  # per request
+SLOT_MS = 2 * 3_600_000  # event time per load: 72,000 requests of 100 frames
+CONCURRENCY = 64
+HEADROOM = 1.25  # sustained load offered above the drain rate, so the pipeline, not the client, is the limit
+RSS_EVERY_S = 5.0
+FRESH_POLL_S = 0.05
+PROBES = 10  # things whose rows the freshness poll looks for
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    things: int
+    burst: int  # requests
+    sustain: float  # seconds
+    sustain_warmup: float
+    fresh: float
+    fresh_warmup: float
+    sync: float
+    drain_cap: float  # longest wait for a load's rows to become visible
+
+    @classmethod
+    def of(cls, ctx: Context) -> "Plan":
+        if ctx.quick:
+            return cls(things=10, burst=500, sustain=4, sustain_warmup=1, fresh=6, fresh_warmup=1, sync=3,
+                       drain_cap=30)
+        return cls(things=50, burst=2000, sustain=30, sustain_warmup=5, fresh=150, fresh_warmup=20, sync=10,
+                   drain_cap=90)
+
+
+class Slots:
+    """Disjoint event-time ranges, one per load, inside the accepted window (past, not > 1 day ahead)."""
+
+    def __init__(self) -> None:
+        self._next = int(time.time() * 1000) - 2 * 86_400_000
+
+    def take(self) -> int:
+        base, self._next = self._next, self._next + SLOT_MS
+        return base
+
+
+def run(ctx: Context) -> list[Row]:
+    plan = Plan.of(ctx)
+    slots = Slots()
+    rows: list[Row] = []
+    with BenchStack(ctx, "e2e") as bench:
+        fleet = bench.register(things=plan.things)
+        peaks = _Peaks(bench)
+        one = _capacity(bench, fleet, slots, plan, ctx.runs)
+        rows += one.rows("", "1 processor", None)
+        peaks.mark("the 1-processor runs")
+        rows += _freshness_and_memory(bench, fleet, slots, plan, one.sustained.median / 2, Path(ctx.scratch))
+        peaks.mark("the half-load run")
+        rows += _sync(bench, fleet, slots, plan)
+        peaks.mark("the sync run")
+        bench.add("processor")
+        rows += _capacity(bench, fleet, slots, plan, ctx.runs).rows(".2proc", "2 processors", one)
+        peaks.mark("the 2-processor runs")
+        if not bench.embedded:
+            bench.add("sink")
+            two_sinks = _capacity(bench, fleet, slots, plan, ctx.runs)
+            rows += two_sinks.rows(".2proc_2sink", "2 processors, 2 sinks", one)
+            peaks.mark("the 2-sink runs")
+        bench.check_alive()
+        rows += peaks.rows()
+    return rows
+
+
+# -- visibility -------------------------------------------------------------------
+
+
+def _ts(ms: int) -> str:
+    return f"fromUnixTimestamp64Milli(toInt64({ms}), 'UTC')"
+
+
+def _visible(bench: BenchStack, base: int) -> tuple[float, int]:
+    """(wall time, readings rows in the load's event-time slot); the time is the query's midpoint."""
+    sent = time.time()
+    rows = bench.sql(f"SELECT count() FROM {bench.settings.database}.readings "
+                     f"WHERE ts >= {_ts(base)} AND ts < {_ts(base + SLOT_MS)}")
+    return (sent + time.time()) / 2, int(rows[0][0])
+
+
+def _watch(bench: BenchStack, base: int, process, plan: Plan, every: float = 1.0) -> tuple[dict, list]:
+    """Poll the slot's count while the load runs and until all it got accepted is visible (or the cap)."""
+    samples = []
+    while process.poll() is None:
+        samples.append(_visible(bench, base))
+        time.sleep(every)
+    result = collect(process, timeout=30)
+    deadline = time.time() + plan.drain_cap
+    while not samples or samples[-1][1] < result["values"]:
+        if time.time() > deadline:
+            break
+        time.sleep(every / 2)
+        samples.append(_visible(bench, base))
+    return result, samples
+
+
+def _count_at(samples: list[tuple[float, int]], t: float) -> float:
+    """The visible count at wall time t, interpolated between polls."""
+    for (t0, c0), (t1, c1) in zip(samples, samples[1:]):
+        if t0 <= t <= t1:
+            return c0 + (c1 - c0) * (t - t0) / ((t1 - t0) or 1e-9)
+    return samples[0][1] if t < samples[0][0] else samples[-1][1]
+
+
+def _time_at(samples: list[tuple[float, int]], count: float) -> float:
+    """When the visible count first reached `count`, interpolated between polls."""
+    for (t0, c0), (t1, c1) in zip(samples, samples[1:]):
+        if c1 >= count > c0:
+            return t0 + (t1 - t0) * (count - c0) / (c1 - c0)
+    return samples[-1][0]
+
+
+# -- capacity: drain and sustained ------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Capacity:
+    drain: float  # values/s
+    sustained: Stat  # values/s
+    offered: float  # values/s the edge accepted during the sustained run
+    backlog: int  # values accepted but not yet visible when the load stopped
+    caught_up_s: float  # after the load stopped, until all was visible
+    windows: list[float]
+    seconds: float
+
+    def rows(self, suffix: str, label: str, one: "Capacity | None") -> list[Row]:
+        sink_note = ("one sink: embedded chDB runs its sink inside the edge process; 2 sinks need CLICKHOUSE_URL"
+                     if not suffix.endswith("2sink") else "2 sink processes (ClickHouse server)")
+        caught = (f"all visible {self.caught_up_s:.1f} s after" if self.caught_up_s >= 0
+                  else "NOT all visible by the cap")
+        return [
+            Row(f"end_to_end.drain_values_per_s{suffix}", f"pipeline drain values/s ({label})", "values/s",
+                Stat.of([self.drain]), baseline="end_to_end.drain_values_per_s" if one else None,
+                note=f"a burst accepted at full speed, then 10→90 % of it visible; {sink_note}"),
+            Row(f"end_to_end.values_per_s{suffix}", f"end to end values/s sustained ({label})", "values/s",
+                self.sustained, baseline="end_to_end.values_per_s" if one else None, target=200_000,
+                note=f"HTTP → rows visible, {_plural(len(self.windows), 'window')} of one {self.seconds:.0f} s run; "
+                     f"offered {self.offered:,.0f}/s ({HEADROOM} × drain); backlog {self.backlog:,} values at load "
+                     f"end, {caught}; {sink_note}"),
+        ]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _capacity(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan, windows: int) -> Capacity:
+    drain = _drain(bench, fleet, slots, plan)
+    base = slots.take()
+    rate = max(1.0, HEADROOM * drain / VALUES)
+    process = launch(bench.url, bench.key, fleet.thing_ids, frames=FRAMES, metrics=METRICS,
+                     concurrency=CONCURRENCY, duration=plan.sustain, rate=round(rate, 2), ts_base=base)
+    result, samples = _watch(bench, base, process, plan)
+    bench.check_alive()
+    start, end = result["started_at"] + plan.sustain_warmup, result["ended_at"]
+    windows = max(1, min(windows, int((end - start) // 5)))  # shorter windows see the sink's 1 s batches
+    step = (end - start) / windows
+    rates = [(_count_at(samples, start + (i + 1) * step) - _count_at(samples, start + i * step)) / step
+             for i in range(windows)]
+    everything = samples[-1][1] >= result["values"]
+    return Capacity(
+        drain=drain, sustained=Stat.of(rates), offered=result["values_per_s"], windows=rates, seconds=end - start,
+        backlog=max(0, result["values"] - int(_count_at(samples, end))),
+        caught_up_s=_time_at(samples, result["values"]) - end if everything else -1.0)
+
+
+def _drain(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan) -> float:
+    """Values/s made visible while working off a burst accepted as fast as the edge takes it."""
+    base = slots.take()
+    process = launch(bench.url, bench.key, fleet.thing_ids, frames=FRAMES, metrics=METRICS,
+                     concurrency=CONCURRENCY, duration=plan.drain_cap, requests=plan.burst, ts_base=base)
+    result, samples = _watch(bench, base, process, plan, every=0.5)
+    total = result["values"]
+    if samples[-1][1] < 0.9 * total:
+        raise RuntimeError(f"only {samples[-1][1]:,} of {total:,} values became visible in {plan.drain_cap} s")
+    return 0.8 * total / (_time_at(samples, 0.9 * total) - _time_at(samples, 0.1 * total))
+
+
+# -- freshness and memory ----------------------------------------------------------
+
+
+def _freshness_and_memory(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan, values_per_s: float,
+                          scratch: Path) -> list[Row]:
+    base = slots.take()
+    probes = fleet.thing_ids[:PROBES]
+    samples_path = scratch / f"fresh-{base}.csv"
+    pids = bench.pids()
+    process = launch(bench.url, bench.key, fleet.thing_ids, frames=FRAMES, metrics=METRICS,
+                     concurrency=CONCURRENCY, duration=plan.fresh, rate=round(max(1.0, values_per_s / VALUES), 2),
+                     ts_base=base, samples=samples_path)
+    probe = _Probe(bench, fleet.metric_ids[0], probes, base)
+    rss: dict[str, list[float]] = {name: [] for name in pids}
+    next_rss, result, deadline, expected = time.time(), None, 0.0, []
+    while True:
+        if result is None and time.time() >= next_rss:
+            for name, pid in pids.items():
+                rss[name].append(memory(pid)[0])
+            next_rss += RSS_EVERY_S
+        probe.poll()
+        if result is None and process.poll() is not None:
+            result = collect(process, timeout=30)
+            warm_from = result["started_at"] + plan.fresh_warmup
+            expected = [s for s in _read_samples(samples_path) if s[0] in probe.things and s[2] >= warm_from]
+            deadline = time.time() + plan.drain_cap
+        if result is not None and (all((t, ts) in probe.seen for t, ts, _ in expected) or time.time() > deadline):
+            break
+        time.sleep(FRESH_POLL_S)
+    bench.check_alive()
+    now = time.time()
+    ages = [probe.seen.get((thing, ts), now) - accepted for thing, ts, accepted in expected]
+    missing = sum(1 for thing, ts, _ in expected if (thing, ts) not in probe.seen)
+    rate_note = (f"at {result['values_per_s']:,.0f} values/s (half of sustained); {len(ages)} probe requests; "
+                 f"poll every {FRESH_POLL_S * 1000:.0f} ms; client's 202 → first poll seeing the row"
+                 + (f"; {missing} never seen (counted as waited so far)" if missing else ""))
+    rows = [
+        Row("end_to_end.freshness_p50_ms", "freshness p50 (202 → queryable)", "ms",
+            Stat.of([percentile(ages, 50) * 1000]), lower_is_better=True, note=rate_note),
+        Row("end_to_end.freshness_p99_ms", "freshness p99 (202 → queryable)", "ms",
+            Stat.of([percentile(ages, 99) * 1000]), target=2000, lower_is_better=True, note=rate_note),
+    ]
+    return rows + _growth(rss, plan)
+
+
+class _Probe:
+    """Finds the first row of each probe request as it becomes visible; `seen` maps (thing, ts) → wall time."""
+
+    def __init__(self, bench: BenchStack, metric_id: str, things: list[str], base: int) -> None:
+        self.bench, self.metric_id, self.things, self.base = bench, metric_id, things, base
+        self.seen: dict[tuple[str, int], float] = {}
+        self._newest = {thing: base for thing in things}
+        # One thing's requests reach its partition in about the order they were sent; a request sent
+        # while CONCURRENCY others were in flight can land after them, hence the look-back.
+        self._lookback = 4 * CONCURRENCY * FRAMES
+
+    def poll(self) -> None:
+        where = " OR ".join(f"(thing_id = '{thing}' AND ts >= {_ts(max(self.base, newest - self._lookback))})"
+                            for thing, newest in self._newest.items())
+        sent = time.time()
+        rows = self.bench.sql(
+            f"SELECT thing_id, toUnixTimestamp64Milli(ts) FROM {self.bench.settings.database}.readings "
+            f"WHERE metric_id = '{self.metric_id}' AND ts < {_ts(self.base + SLOT_MS)} AND ({where}) "
+            f"AND (toUnixTimestamp64Milli(ts) - {self.base}) % {FRAMES} = 0")
+        at = (sent + time.time()) / 2
+        for thing, ts in rows:
+            self.seen.setdefault((thing, int(ts)), at)
+            self._newest[thing] = max(self._newest[thing], int(ts))
+
+
+def _read_samples(path: Path) -> list[tuple[str, int, float]]:
+    """(thing, first ts, accepted at in wall seconds) per accepted request, as the load client wrote them."""
+    out = []
+    for line in path.read_text().splitlines():
+        thing, ts, accepted_ms = line.split(",")
+        out.append((thing, int(ts), int(accepted_ms) / 1000))
+    return out
+
+
+def _growth(rss: dict[str, list[float]], plan: Plan) -> list[Row]:
+    skip = int(plan.fresh_warmup // RSS_EVERY_S)
+    measured = plan.fresh - plan.fresh_warmup
+    rows = []
+    for name, series in rss.items():
+        kept = series[skip:] or series
+        if not kept or not kept[0]:
+            continue
+        rows.append(Row(f"end_to_end.rss_growth.{name}", f"RSS growth {name} (last/first)", "×",
+                        Stat.of([kept[-1] / kept[0]]), target=1.10, lower_is_better=True,
+                        note=f"{kept[0]:,.0f} → {kept[-1]:,.0f} MiB (max {max(kept):,.0f}) over {measured:.0f} s at "
+                             f"half load after {plan.fresh_warmup:.0f} s warm-up, every {RSS_EVERY_S:.0f} s; "
+                             f"the issue's 5 minutes shortened to fit the run's budget"))
+    return rows
+
+
+# -- sync latency and peaks --------------------------------------------------------
+
+
+def _sync(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan) -> list[Row]:
+    result = drive(bench.url, bench.key, fleet.thing_ids, frames=1, metrics=METRICS, concurrency=8,
+                   duration=plan.sync, rate=20, sync=True, ts_base=slots.take())
+    note = f"20 requests/s of 1×10, Prefer: wait=5; {result['ok']} of {result['requests']} answered 200" + (
+        f", others {result['errors']}" if result["errors"] else "")
+    return [
+        Row("end_to_end.sync_p50_ms", "sync reply latency p50 (light load)", "ms", Stat.of([result["p50_ms"]]),
+            lower_is_better=True, note=note),
+        Row("end_to_end.sync_p99_ms", "sync reply latency p99 (light load)", "ms", Stat.of([result["p99_ms"]]),
+            target=50, lower_is_better=True, note=note),
+    ]
+
+
+class _Peaks:
+    """Peak RSS (VmHWM) of every service, and the phase during which each peak was reached."""
+
+    def __init__(self, bench: BenchStack) -> None:
+        self.bench = bench
+        self.peak: dict[str, float] = {}
+        self.during: dict[str, str] = {}
+
+    def mark(self, phase: str) -> None:
+        """Call after each phase: a peak that grew since the last call was reached in `phase`."""
+        for name, pid in self.bench.pids().items():
+            peak = memory(pid)[1]
+            if peak > self.peak.get(name, 0) * 1.01:
+                self.during[name] = phase
+            self.peak[name] = max(peak, self.peak.get(name, 0))
+
+    def rows(self) -> list[Row]:
+        what = {"edge": "HTTP edge + embedded chDB and its sinks; " if self.bench.embedded else "HTTP edge; ",
+                "broker": "the run's Kafka JVM; "}
+        return [Row(f"end_to_end.rss_peak_mb.{name}", f"peak RSS {name}", "MiB", Stat.of([peak]),
+                    note=f"{what.get(name, '')}VmHWM with children, reached during {self.during[name]}")
+                for name, peak in self.peak.items()]

@@ -1,0 +1,151 @@
+"""Processor: metric values/s through the Faust agent, raw topic → frames topic.
+
+Each run gets fresh topics with N pre-filled raw requests (100 frames × 10
+Double metrics each) and a copy of the stage's catalog, then starts the real
+processor (`python -m sluice.cli processor`) and polls the frames topic's end
+offsets. Start-up (imports, catalog and idempotency views, group join) is
+excluded by starting the clock when the first frames message appears: the rate
+is (N - frames already there) × 1000 values / (time until all N are there).
+(The ready file `state_dir/run/processor.ready` appears about 50 ms earlier on a
+one-member group; the first output is used because it is observed from outside
+and also excludes whatever group join is still pending after the ready file.)
+
+Baseline: the same decode → normalize → encode → produce loop in this process
+without Faust (confluent-kafka consumer and producer, a local CatalogView), also
+producing each verdict to the results topic and waiting for the broker's acks per
+batch before committing, as the agent does. Its clock starts at the first
+consumed batch and stops when the last output is acknowledged.
+
+Blocks for the whole measurement (roughly 10-20 s a run at full scale).
+"""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import Consumer, Producer
+
+import schemas
+from bench import fixtures as fx
+from bench.common import Context, Row, Stat
+from catalog.view import CatalogView
+from processors.normalize import normalize
+
+PROCESSOR_TIMEOUT_S = 180
+
+
+def run(ctx: Context) -> list[Row]:
+    requests = ctx.scale(1000, 60)
+    base = fx.stage_settings(ctx, "processor")
+    fx.create_topics(base)
+    fleet = fx.create_catalog(base)
+    messages = fx.raw_messages(fleet, requests)
+    agent, plain = [], []
+    for i in range(ctx.runs):
+        agent.append(_agent_run(ctx, base.topic_prefix, messages))
+        fx.log(f"processor run {i + 1}: {agent[-1]:,.0f} values/s")
+        plain.append(_plain_run(ctx, base.topic_prefix, messages))
+        fx.log(f"plain loop run {i + 1}: {plain[-1]:,.0f} values/s")
+    note = f"{requests} requests × {fx.VALUES_PER_MESSAGE} values, 4 partitions, one process"
+    return [
+        Row("processor.baseline_values_per_s", "processor baseline: plain decode→normalize→encode loop",
+            "values/s", Stat.of(plain), note=note),
+        Row("processor.values_per_s", "processor: Faust agent raw → frames", "values/s", Stat.of(agent),
+            baseline="processor.baseline_values_per_s", note="clock starts at the first frames message"),
+    ]
+
+
+def _prepare(ctx: Context, catalog_prefix: str, messages: list[tuple[bytes, bytes]]):
+    settings = fx.stage_settings(ctx, "processor")
+    fx.create_topics(settings)
+    fx.copy_catalog(settings.kafka_bootstrap, catalog_prefix, settings.topic_prefix)
+    fx.produce(settings.kafka_bootstrap, schemas.Topics(settings.topic_prefix).raw, messages)
+    return settings
+
+
+def _agent_run(ctx: Context, catalog_prefix: str, messages: list[tuple[bytes, bytes]]) -> float:
+    """Values/s of one processor subprocess over the pre-filled raw topic."""
+    settings = _prepare(ctx, catalog_prefix, messages)
+    topics = schemas.Topics(settings.topic_prefix)
+    total = len(messages)
+    log_path = settings.state_dir / "processor.log"
+    frames = fx.Watermarks(settings.kafka_bootstrap, topics.frames)
+    process = fx.spawn(["-m", "sluice.cli", "processor"], log_path, settings.to_env())
+    try:
+        deadline = time.monotonic() + PROCESSOR_TIMEOUT_S
+        first = start = None
+        while True:
+            done = frames.total()
+            now = time.perf_counter()
+            if first is None and done:
+                first, start = done, now
+            if done >= total:
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"processor produced {done}/{total} frames messages "
+                                   f"(exit code {process.poll()}); log:\n{fx.tail(log_path)}")
+            time.sleep(0.01)
+        if first >= total or now <= start:
+            raise RuntimeError("the processor finished before the first poll: raise the request count")
+        return (total - first) * fx.VALUES_PER_MESSAGE / (now - start)
+    finally:
+        frames.close()
+        fx.terminate(process)
+
+
+def _plain_run(ctx: Context, catalog_prefix: str, messages: list[tuple[bytes, bytes]]) -> float:
+    """Values/s of the loop without Faust, in this process."""
+    settings = _prepare(ctx, catalog_prefix, messages)
+    topics = schemas.Topics(settings.topic_prefix)
+    view = CatalogView(settings.kafka_bootstrap, topics.catalog)
+    view.start()
+    if not view.wait_ready(30):
+        raise RuntimeError("baseline: the catalog view did not catch up")
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{settings.topic_prefix}plain",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True,
+                         "linger.ms": 5, "message.max.bytes": 16_000_000})
+    consumer.subscribe([topics.raw])
+
+    def thing_lookup(org_id: str, thing_id: str) -> dict | None:
+        return view.get("thing", thing_id, org_id)
+
+    total, done, start = len(messages), 0, None
+    deadline = time.monotonic() + PROCESSOR_TIMEOUT_S
+    try:
+        while done < total:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"baseline: {done}/{total} raw messages after {PROCESSOR_TIMEOUT_S} s")
+            batch = [m for m in consumer.consume(500, timeout=0.5) if m.error() is None]
+            if not batch:
+                continue
+            start = start or time.perf_counter()
+            for message in batch:
+                envelope = schemas.decode(schemas.RAW_ENVELOPE, message.value())
+                outcome = normalize(envelope, thing_lookup, view.resolution)
+                if outcome.frames is None:
+                    raise RuntimeError(f"baseline: request rejected: {outcome.verdict}")
+                _send(producer, topics.frames, outcome.frames["thing_id"].encode(),
+                      schemas.encode(schemas.FRAME_BATCH, outcome.frames))
+                _send(producer, topics.results, outcome.request_id.encode(),
+                      schemas.encode(schemas.VERDICT, outcome.verdict))
+            # As the agent: every output acknowledged before the batch's offsets are committed.
+            if producer.flush(60):
+                raise RuntimeError("baseline: outputs not acknowledged")
+            consumer.commit(asynchronous=True)
+            done += len(batch)
+        return total * fx.VALUES_PER_MESSAGE / (time.perf_counter() - start)
+    finally:
+        consumer.close()
+        view.stop()
+
+
+def _send(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key)
+            producer.poll(0)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
