@@ -172,14 +172,14 @@ def frame_batches(fleet: Fleet, count: int) -> list[dict]:
     batches = []
     for i in range(count):
         start = _first_ts(i)
-        frames = [{"ts": start + f, "location": None,
-                   "values": [{"metric_id": mid, "data_type": "Double", "value": _value(i, f, m),
-                               "value_long": 0, "value_string": ""}
-                              for m, mid in enumerate(fleet.metric_ids)]}
-                  for f in range(FRAMES)]
+        cells = [(start + f, mid, _value(i, f, m)) for f in range(FRAMES) for m, mid in enumerate(fleet.metric_ids)]
+        readings = {"ts": [c[0] for c in cells], "metric_id": [c[1] for c in cells],
+                    "data_type": ["Double"] * len(cells), "value": [c[2] for c in cells],
+                    "value_long": [0] * len(cells), "value_string": [""] * len(cells)}
         batches.append({"request_id": f"req_bench{i:016d}", "org_id": fleet.org_id,
                         "thing_id": fleet.thing_ids[i % len(fleet.thing_ids)],
-                        "type_version_id": fleet.type_version_id, "version": version, "frames": frames})
+                        "type_version_id": fleet.type_version_id, "version": version, "frames": FRAMES,
+                        "readings": readings, "locations": []})
     return batches
 
 
@@ -209,12 +209,10 @@ def rowbinary_message(batch: dict) -> bytes:
     encoded once per message rather than once per row (it is fixture code)."""
     head = _string(batch["org_id"]) + _string(batch["thing_id"])
     tail = _string(batch["type_version_id"]) + _string(batch["request_id"]) + _UINT64(batch["version"])
-    rows = []
-    for frame in batch["frames"]:
-        ts = _INT64(frame["ts"])
-        for v in frame["values"]:
-            rows.append(b"".join((head, _string(v["metric_id"]), ts, _string(v["data_type"]), _FLOAT64(v["value"]),
-                                  _INT64(v["value_long"]), _string(v["value_string"]), tail)))
+    r = batch["readings"]
+    rows = [b"".join((head, _string(r["metric_id"][i]), _INT64(r["ts"][i]), _string(r["data_type"][i]),
+                      _FLOAT64(r["value"][i]), _INT64(r["value_long"][i]), _string(r["value_string"][i]), tail))
+            for i in range(len(r["ts"]))]
     return b"".join(rows)
 
 

@@ -91,7 +91,12 @@ class TopicTail:
             if not self._remaining:
                 self._ready.set()
             while not self._stop.is_set():
-                for message in self._consumer.consume(1000, timeout=0.2):
+                # poll() returns at the first message (consume() would wait out its timeout
+                # unless a full batch arrives: 200 ms on every sync reply), then drain.
+                first = self._consumer.poll(0.2)
+                if first is None:
+                    continue
+                for message in [first, *self._consumer.consume(1000, timeout=0)]:
                     if message.error():
                         if message.error().code() != KafkaError._PARTITION_EOF:
                             log.error("%s: %s", self._name, message.error())

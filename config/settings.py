@@ -42,7 +42,7 @@ class Settings:
     #: SLUICE_SINK_BATCH_MESSAGES / _BYTES / _MS: a sink inserts when any is reached.
     sink_batch_messages: int = 5000
     sink_batch_bytes: int = 16 * 1024 * 1024
-    sink_batch_ms: int = 1000
+    sink_batch_ms: int = 500
     #: SLUICE_RATE_LIMIT / SLUICE_RATE_BURST: ingest requests per second per API key
     #: (per edge instance), and the burst allowed above it; 0 turns the limit off.
     rate_limit: float = 500.0
@@ -68,7 +68,7 @@ class Settings:
             max_body_bytes=int(_env("SLUICE_MAX_BODY_BYTES", "1048576")),
             sink_batch_messages=int(_env("SLUICE_SINK_BATCH_MESSAGES", "5000")),
             sink_batch_bytes=int(_env("SLUICE_SINK_BATCH_BYTES", str(16 * 1024 * 1024))),
-            sink_batch_ms=int(_env("SLUICE_SINK_BATCH_MS", "1000")),
+            sink_batch_ms=int(_env("SLUICE_SINK_BATCH_MS", "500")),
             processor_batch=int(_env("SLUICE_PROCESSOR_BATCH", "500")),
             rate_limit=float(_env("SLUICE_RATE_LIMIT", "500")),
             rate_burst=float(_env("SLUICE_RATE_BURST", "1000")),

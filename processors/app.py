@@ -55,7 +55,7 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
 
     @app.agent(raw, name="normalize")
     async def normalize_agent(stream):
-        async for batch in stream.take(settings.processor_batch, within=0.05):
+        async for batch in stream.take(settings.processor_batch, within=0.01):
             decoded = [_decode(payload) for payload in batch]
             await _catch_up(view, max((e["catalog_offset"] for e in decoded if isinstance(e, dict)), default=-1))
             pending = []

@@ -60,7 +60,7 @@ def normalize(envelope: dict, thing_lookup: ThingLookup, table_lookup: TableLook
             raise Rejection(
                 424, "TYPE_NOT_INITIALIZED", "the thing has no initialized thing type", field="thingTypeId"
             )
-        frames, names = _normalize_frames(frames_in, table, now)
+        readings, locations, names = _normalize_frames(frames_in, table, now)
     except Rejection as rejection:
         return _rejected(envelope, rejection, frames_received, now)
     batch = {
@@ -69,9 +69,11 @@ def normalize(envelope: dict, thing_lookup: ThingLookup, table_lookup: TableLook
         "thing_id": envelope["thing_id"],
         "type_version_id": version_id,
         "version": envelope["received_at"],
-        "frames": frames,
+        "frames": frames_received,
+        "readings": readings,
+        "locations": locations,
     }
-    verdict = _verdict(envelope, "ingested", 200, frames_received, len(frames), names, [], now)
+    verdict = _verdict(envelope, "ingested", 200, frames_received, frames_received, names, [], now)
     return Outcome(batch, verdict)
 
 
@@ -87,8 +89,15 @@ def _parse(raw: bytes) -> dict:
     return body
 
 
-def _normalize_frames(frames_in: list, table: ResolutionTable, now: int) -> tuple[list[dict], list[str]]:
-    frames: list[dict] = []
+def _normalize_frames(frames_in: list, table: ResolutionTable, now: int) -> tuple[dict, list[dict], list[str]]:
+    """Resolve and coerce every value into readings columns; (readings, locations, names written)."""
+    ts_col: list[int] = []
+    metric_col: list[str] = []
+    type_col: list[str] = []
+    value_col: list[float] = []
+    long_col: list[int] = []
+    string_col: list[str] = []
+    locations: list[dict] = []
     names: dict[str, None] = {}  # insertion-ordered set of canonical names written
     latest_allowed = now + MAX_FUTURE_MS
     for index, frame in enumerate(frames_in):
@@ -102,12 +111,14 @@ def _normalize_frames(frames_in: list, table: ResolutionTable, now: int) -> tupl
             raise Rejection(400, "INVALID_TIMESTAMP", f"timestamp {ts} is before 1970 or in the far future",
                             f"{where}.timestamp")
         location = _location(frame.get("location"), f"{where}.location")
+        if location is not None:
+            location["ts"] = ts
+            locations.append(location)
         metrics = frame.get("metrics")
         if metrics is None and location is not None:
-            metrics = {}  # a location-only frame
-        elif not isinstance(metrics, dict) or not metrics:
+            continue  # a location-only frame
+        if not isinstance(metrics, dict) or not metrics:
             raise Rejection(400, "INVALID_PAYLOAD", "each frame needs at least one metric", f"{where}.metrics")
-        values = []
         for name, raw_value in metrics.items():
             resolved = table.get(name.lower())
             if resolved is None:
@@ -121,11 +132,16 @@ def _normalize_frames(frames_in: list, table: ResolutionTable, now: int) -> tupl
                 raise Rejection(400, "INVALID_VALUE",
                                 f"metric {name!r} in frame {index}: value {raw_value!r}: {exc}",
                                 f"{where}.metrics.{name}") from None
-            values.append({"metric_id": resolved.metric_id, "data_type": resolved.data_type,
-                           "value": number, "value_long": integer, "value_string": text})
+            ts_col.append(ts)
+            metric_col.append(resolved.metric_id)
+            type_col.append(resolved.data_type)
+            value_col.append(number)
+            long_col.append(integer)
+            string_col.append(text)
             names[resolved.name] = None
-        frames.append({"ts": ts, "values": values, "location": location})
-    return frames, list(names)
+    readings = {"ts": ts_col, "metric_id": metric_col, "data_type": type_col, "value": value_col,
+                "value_long": long_col, "value_string": string_col}
+    return readings, locations, list(names)
 
 
 def _number(value: object, field: str, low: float, high: float) -> float:

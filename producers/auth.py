@@ -57,8 +57,9 @@ class Principal:
             raise SluiceError(403, "FORBIDDEN", f"this key's filters do not cover thing {thing['id']!r}")
 
 
-def principal(request: Request) -> Principal:
-    """FastAPI dependency: the caller's key, or 401."""
+async def principal(request: Request) -> Principal:
+    """FastAPI dependency: the caller's key, or 401. Async: it only hashes and looks up
+    a dict, so it must not cost a thread-pool hop on every request."""
     secret = request.headers.get("x-api-key")
     if not secret:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")

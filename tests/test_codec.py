@@ -12,11 +12,11 @@ ENVELOPE = {
 }
 FRAMES = {
     "request_id": "req_1", "org_id": "org_a", "thing_id": "thg_1", "type_version_id": "tdef_1",
-    "version": 1718884800123,
-    "frames": [{"ts": 1718884800000, "values": [
-        {"metric_id": "mdef_1", "data_type": "Long", "value": 2.0**60, "value_long": 2**60, "value_string": ""},
-        {"metric_id": "mdef_2", "data_type": "String", "value": 0.0, "value_long": 0, "value_string": "ok"},
-    ], "location": {"latitude": 55.6761, "longitude": 12.5683, "accuracy_m": None}}],
+    "version": 1718884800123, "frames": 1,
+    "readings": {"ts": [1718884800000, 1718884800000], "metric_id": ["mdef_1", "mdef_2"],
+                 "data_type": ["Long", "String"], "value": [2.0**60, 0.0], "value_long": [2**60, 0],
+                 "value_string": ["", "ok"]},
+    "locations": [{"ts": 1718884800000, "latitude": 55.6761, "longitude": 12.5683, "accuracy_m": None}],
 }
 
 

@@ -29,9 +29,10 @@ def run(body, thing=THING):
 
 def test_names_resolve_case_insensitively_to_ids():
     outcome = run({"frames": [{"timestamp": 1718884800000, "metrics": {"STATUS": 1, "modulesoc": 87.4}}]})
-    values = outcome.frames["frames"][0]["values"]
-    assert [v["metric_id"] for v in values] == ["mdef_status", "mdef_soc"]
-    assert values[0]["value_long"] == 1 and values[1]["value"] == 87.4
+    readings = outcome.frames["readings"]
+    assert readings["metric_id"] == ["mdef_status", "mdef_soc"]
+    assert readings["ts"] == [1718884800000, 1718884800000] and readings["data_type"] == ["Long", "Double"]
+    assert readings["value_long"][0] == 1 and readings["value"][1] == 87.4
     assert outcome.verdict["http_status"] == 200
     assert outcome.verdict["metrics"] == ["status", "moduleSoC"]  # canonical spellings
     assert outcome.frames["version"] == 1718884800999
@@ -104,10 +105,10 @@ def test_locations_are_range_checked_and_may_stand_alone():
     frames = [{"timestamp": 1, "location": {"latitude": 55.67, "longitude": 12.56, "accuracyRadius": 8}},
               {"timestamp": 2, "metrics": {"status": 1}, "location": {"latitude": -90, "longitude": 180}}]
     outcome = run({"frames": frames})
-    assert [f["location"] for f in outcome.frames["frames"]] == [
-        {"latitude": 55.67, "longitude": 12.56, "accuracy_m": 8.0},
-        {"latitude": -90.0, "longitude": 180.0, "accuracy_m": None}]
-    assert outcome.frames["frames"][0]["values"] == []
+    assert outcome.frames["locations"] == [
+        {"ts": 1, "latitude": 55.67, "longitude": 12.56, "accuracy_m": 8.0},
+        {"ts": 2, "latitude": -90.0, "longitude": 180.0, "accuracy_m": None}]
+    assert outcome.frames["readings"]["ts"] == [2] and outcome.frames["frames"] == 2
 
 
 @pytest.mark.parametrize("location,field", [

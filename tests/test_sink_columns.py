@@ -77,3 +77,17 @@ def test_rejects_original_is_text_even_when_the_body_is_not_utf8():
 def test_no_records_give_empty_columns():
     assert ingest_log_columns([]) == {name: [] for name in INGEST_LOG_COLUMNS}
     assert rejects_columns([]) == {name: [] for name in REJECTS_COLUMNS}
+
+
+def test_readings_columns_repeat_each_batchs_fields_per_value():
+    from sinks.readings import COLUMNS, locations_columns, readings_columns
+
+    batch = {"request_id": "req_1", "org_id": "org_a", "thing_id": "thg_1", "type_version_id": "tdef_1",
+             "version": 7, "frames": 2,
+             "readings": {"ts": [1, 1, 2], "metric_id": ["m1", "m2", "m1"], "data_type": ["Double"] * 3,
+                          "value": [1.0, 2.0, 3.0], "value_long": [0, 0, 0], "value_string": ["", "", ""]},
+             "locations": [{"ts": 2, "latitude": 1.0, "longitude": 2.0, "accuracy_m": None}]}
+    columns = readings_columns([batch, {**batch, "thing_id": "thg_2"}])
+    assert tuple(columns) == COLUMNS and all(len(v) == 6 for v in columns.values())
+    assert columns["thing_id"] == ["thg_1"] * 3 + ["thg_2"] * 3 and columns["value"] == [1.0, 2.0, 3.0] * 2
+    assert locations_columns([batch])["latitude"] == [1.0]
