@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import eventually
-from tests.kafka_fixture import free_port, free_ports
+from tests.kafka_fixture import free_ports
 
 
 def processes_of(state_dir: Path) -> list[int]:
