@@ -8,6 +8,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.concurrency import run_in_threadpool
 
 import schemas
@@ -85,6 +86,13 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
         if "retry_after" in exc.details:
             headers["Retry-After"] = str(exc.details["retry_after"])
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown routes and methods answer in the one error shape too.
+        codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+        error = SluiceError(exc.status_code, codes.get(exc.status_code, "HTTP_ERROR"), str(exc.detail))
+        return JSONResponse(error.body(), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:

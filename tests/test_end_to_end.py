@@ -70,6 +70,12 @@ def test_unknown_thing_is_404_and_missing_key_is_401(api, stack):
     assert httpx.get(f"{stack.url}/v2/things/thg_nope/latest-event", headers=bearer).status_code == 404
 
 
+def test_unknown_routes_answer_in_the_error_shape(api):
+    reply = api.get("/v2/no-such-thing")
+    assert reply.status_code == 404 and reply.json()["error"]["code"] == "NOT_FOUND"
+    assert api.put("/v2/definitions/metrics").json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+
+
 def test_openapi_document_lists_the_routes(api):
     paths = api.get("/openapi.json").json()["paths"]
     for path in ("/v2/definitions/metrics", "/v2/definitions/thing-types", "/v2/sites",
