@@ -57,7 +57,6 @@ def _stop_sinks(sinks, threads) -> None:
 
 def run_sink(settings: Settings) -> None:
     """Run the warehouse sinks against a ClickHouse server until SIGINT/SIGTERM; blocks."""
-
     warehouse = open_warehouse(settings)
     warehouse.migrate()
     sinks = warehouse_sinks(settings, settings.kafka_bootstrap, warehouse)
