@@ -15,11 +15,9 @@ Everything here blocks on the broker (topic creation, catalog writes, flushes).
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import os
 import secrets
-import signal
 import struct
 import subprocess
 import sys
@@ -38,6 +36,7 @@ from catalog.service import Catalog
 from catalog.view import CatalogView
 from catalog.writer import CatalogWriter
 from config import Settings
+from sluice.stack import die_with_parent
 from sluice.topics_admin import ensure_topics
 
 FRAMES = 100  # frames per request
@@ -267,29 +266,13 @@ def chunks(items: list, size: int) -> Iterator[list]:
 
 # --- child processes ---------------------------------------------------------------------
 
-def _die_with_parent() -> None:
-    # Linux: SIGTERM the child if the harness dies, so no benchmark process outlives it.
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-
-
 def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start `python args...` in its own session, output to `log_path`; returns at once."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:
         return subprocess.Popen([sys.executable, *args], env={**os.environ, **(env or {})}, cwd=_ROOT,
                                 stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=_die_with_parent)
-
-
-def terminate(process: subprocess.Popen, timeout: float = 20) -> None:
-    """SIGTERM, then SIGKILL after `timeout` seconds; blocks until it has exited."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+                                start_new_session=True, preexec_fn=die_with_parent)
 
 
 def tail(path: Path, chars: int = 2000) -> str:

@@ -35,6 +35,7 @@ import time
 import types
 from pathlib import Path
 
+from sluice.stack import terminate
 from bench import fixtures as fx
 from bench.common import Context, Row, Stat
 from bench.sink import CHILD_TIMEOUT_S, sink_requests
@@ -81,7 +82,7 @@ def _measure(ctx: Context, requests: int, messages: list[tuple[bytes, bytes]], u
     try:
         child.wait(CHILD_TIMEOUT_S)
     except Exception:
-        fx.terminate(child)
+        terminate(child)
         raise RuntimeError(f"Kafka-engine child timed out; log:\n{fx.tail(log_path)}") from None
     if child.returncode != 0 or not out.exists():
         raise RuntimeError(f"Kafka-engine child failed with code {child.returncode}; log:\n{fx.tail(log_path)}")

@@ -26,6 +26,7 @@ import time
 from confluent_kafka import Consumer, Producer
 
 import schemas
+from sluice.stack import terminate
 from bench import fixtures as fx
 from bench.common import Context, Row, Stat
 from catalog.view import CatalogView
@@ -90,7 +91,7 @@ def _agent_run(ctx: Context, catalog_prefix: str, messages: list[tuple[bytes, by
         return (total - first) * fx.VALUES_PER_MESSAGE / (now - start)
     finally:
         frames.close()
-        fx.terminate(process)
+        terminate(process)
 
 
 def _plain_run(ctx: Context, catalog_prefix: str, messages: list[tuple[bytes, bytes]]) -> float:

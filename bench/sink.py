@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import schemas
+from sluice.stack import terminate
 from bench import fixtures as fx
 from bench.common import Context, Row, Stat
 from config import Settings
@@ -86,7 +87,7 @@ def _measure(ctx: Context, mode: str, requests: int, messages: list | None, url:
     try:
         child.wait(CHILD_TIMEOUT_S)
     except Exception:
-        fx.terminate(child)
+        terminate(child)
         raise RuntimeError(f"sink child ({mode}) timed out; log:\n{fx.tail(log_path)}") from None
     if child.returncode != 0 or not out.exists():
         raise RuntimeError(f"sink child ({mode}) failed with code {child.returncode}; log:\n{fx.tail(log_path)}")

@@ -12,11 +12,9 @@ takes longest); registering blocks for one HTTP round trip per entity.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +24,7 @@ import httpx
 
 from bench.common import Context, free_port
 from config import Settings
-from sluice.stack import Stack
+from sluice.stack import Stack, die_with_parent, terminate
 
 METRICS = 10
 REBALANCE_S = 4.0  # a new Faust worker is "ready" before the group has settled its partitions
@@ -38,11 +36,6 @@ class Fleet:
 
     metric_ids: list[str]
     thing_ids: list[str]
-
-
-def _die_with_parent() -> None:
-    # Like the stack's own children: SIGTERM if the harness dies, so nothing is orphaned.
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
 class BenchStack:
@@ -73,7 +66,7 @@ class BenchStack:
     def stop(self) -> None:
         """Extra instances first, then the stack (edge last drains, as `sluice up` does); idempotent."""
         for process in self.extra.values():
-            _terminate(process)
+            terminate(process)
         self.extra.clear()
         if self.client is not None:
             self.client.close()
@@ -111,7 +104,7 @@ class BenchStack:
         with open(log, "ab") as out:
             self.extra[name] = subprocess.Popen(
                 [sys.executable, "-m", "sluice.cli", service], env=env, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent)
         deadline = time.monotonic() + 120
         while service == "processor" and not ready.exists():
             if self.extra[name].poll() is not None or time.monotonic() > deadline:
@@ -123,7 +116,7 @@ class BenchStack:
     def stop_service(self, name: str) -> None:
         """Stop one service of the stack itself (e.g. the processor, to measure the edge alone)."""
         child = next(c for c in self.stack.children if c.name == name)
-        _terminate(child.process)
+        terminate(child.process)
         self.stack.children.remove(child)
 
     def check_alive(self) -> None:
@@ -166,16 +159,6 @@ class BenchStack:
         if reply.status_code != 201:
             raise RuntimeError(f"POST {path} answered {reply.status_code}: {reply.text}")
         return reply.json()["id"]
-
-
-def _terminate(process: subprocess.Popen, timeout: float = 20) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def broker_pid(ctx: Context) -> int | None:

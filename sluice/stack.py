@@ -28,9 +28,20 @@ class StackError(RuntimeError):
     """A part of the stack did not start; the message says which and where its log is."""
 
 
-def _die_with_parent() -> None:
-    # Linux: deliver SIGTERM to the child when the parent process dies.
+def die_with_parent() -> None:
+    """preexec_fn for children: Linux delivers them SIGTERM when the parent process dies."""
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def terminate(process: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM, then SIGKILL after `timeout` seconds; blocks until it has exited."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def admin_key(settings: Settings) -> str:
@@ -117,7 +128,7 @@ class Stack:
             process = subprocess.Popen(
                 [sys.executable, "-m", "sluice.cli", service],
                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                start_new_session=True, preexec_fn=die_with_parent,
             )
         self.children.append(Child(service, process, log_path))
 
@@ -152,13 +163,7 @@ class Stack:
     def stop(self, timeout: float = 20) -> None:
         """Stop children in reverse order, then the broker; idempotent."""
         for child in reversed(self.children):
-            if child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
-            try:
-                child.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
+            terminate(child.process, timeout)
         self.children.clear()
         if self.broker is not None:
             self.broker.stop()
