@@ -16,6 +16,7 @@ Everything here blocks on the broker (topic creation, catalog writes, flushes).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import secrets
 import struct
@@ -36,7 +37,7 @@ from catalog.service import Catalog
 from catalog.view import CatalogView
 from catalog.writer import CatalogWriter
 from config import Settings
-from sluice.stack import die_with_parent
+from sluice.stack import die_with_parent, terminate
 from sluice.topics_admin import ensure_topics
 
 FRAMES = 100  # frames per request
@@ -273,6 +274,24 @@ def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) ->
         return subprocess.Popen([sys.executable, *args], env={**os.environ, **(env or {})}, cwd=_ROOT,
                                 stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, preexec_fn=die_with_parent)
+
+
+def run_child(args: list[str], what: str, out: Path, log_path: Path, env: dict[str, str],
+              timeout: float) -> dict:
+    """Run `python args...` to completion and return the JSON it wrote to `out`.
+
+    Blocks up to `timeout`; raises RuntimeError with the tail of its log if it
+    times out, fails, or writes nothing.
+    """
+    child = spawn(args, log_path, env)
+    try:
+        child.wait(timeout)
+    except subprocess.TimeoutExpired:
+        terminate(child)
+        raise RuntimeError(f"{what} timed out; log:\n{tail(log_path)}") from None
+    if child.returncode != 0 or not out.exists():
+        raise RuntimeError(f"{what} failed with code {child.returncode}; log:\n{tail(log_path)}")
+    return json.loads(out.read_text())
 
 
 def tail(path: Path, chars: int = 2000) -> str:

@@ -35,7 +35,6 @@ import time
 import types
 from pathlib import Path
 
-from sluice.stack import terminate
 from bench import fixtures as fx
 from bench.common import Context, Row, Stat
 from bench.sink import CHILD_TIMEOUT_S, sink_requests
@@ -76,17 +75,9 @@ def _measure(ctx: Context, requests: int, messages: list[tuple[bytes, bytes]], u
     fx.produce(settings.kafka_bootstrap, topic, messages)
     out = settings.state_dir / "peer.json"
     log_path = settings.state_dir / "peer.log"
-    child = fx.spawn(["-m", "bench.kafka_engine", "--child", "--topic", topic,
-                      "--rows", str(requests * fx.VALUES_PER_MESSAGE), "--out", str(out)],
-                     log_path, settings.to_env())
-    try:
-        child.wait(CHILD_TIMEOUT_S)
-    except Exception:
-        terminate(child)
-        raise RuntimeError(f"Kafka-engine child timed out; log:\n{fx.tail(log_path)}") from None
-    if child.returncode != 0 or not out.exists():
-        raise RuntimeError(f"Kafka-engine child failed with code {child.returncode}; log:\n{fx.tail(log_path)}")
-    return json.loads(out.read_text())
+    return fx.run_child(["-m", "bench.kafka_engine", "--child", "--topic", topic,
+                         "--rows", str(requests * fx.VALUES_PER_MESSAGE), "--out", str(out)],
+                        "Kafka-engine child", out, log_path, settings.to_env(), CHILD_TIMEOUT_S)
 
 
 # --- the child ---------------------------------------------------------------------------

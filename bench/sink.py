@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import schemas
-from sluice.stack import terminate
 from bench import fixtures as fx
 from bench.common import Context, Row, Stat
 from config import Settings
@@ -82,16 +81,9 @@ def _measure(ctx: Context, mode: str, requests: int, messages: list | None, url:
         fx.produce(settings.kafka_bootstrap, schemas.Topics(settings.topic_prefix).frames, messages)
     out = settings.state_dir / f"{mode}.json"
     log_path = settings.state_dir / f"{mode}.log"
-    child = fx.spawn(["-m", "bench.sink", "--child", mode, "--requests", str(requests),
-                      "--batch-rows", str(round(batch_rows)), "--out", str(out)], log_path, settings.to_env())
-    try:
-        child.wait(CHILD_TIMEOUT_S)
-    except Exception:
-        terminate(child)
-        raise RuntimeError(f"sink child ({mode}) timed out; log:\n{fx.tail(log_path)}") from None
-    if child.returncode != 0 or not out.exists():
-        raise RuntimeError(f"sink child ({mode}) failed with code {child.returncode}; log:\n{fx.tail(log_path)}")
-    return json.loads(out.read_text())
+    return fx.run_child(["-m", "bench.sink", "--child", mode, "--requests", str(requests),
+                         "--batch-rows", str(round(batch_rows)), "--out", str(out)],
+                        f"sink child ({mode})", out, log_path, settings.to_env(), CHILD_TIMEOUT_S)
 
 
 # --- the child: one measurement against one warehouse ------------------------------------
