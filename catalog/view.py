@@ -140,7 +140,7 @@ class CatalogView:
             version = self.get("thing_type_version", type_version_id)
             if version is None:
                 return None
-            metrics = {mid: self.get("metric", mid) for mid in version["metricIds"]}
-            table = build_table(version["metricIds"], {k: v for k, v in metrics.items() if v})
+            metrics = {mid: body for mid in version["metricIds"] if (body := self.get("metric", mid))}
+            table = build_table(version["metricIds"], metrics)
             tables[type_version_id] = table
         return table

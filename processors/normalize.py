@@ -13,8 +13,7 @@ from typing import Callable
 
 import orjson
 
-from catalog.coercion import CoercionError
-from catalog.coercion import COERCERS
+from catalog.coercion import CoercionError, coerce
 from catalog.resolution import ResolutionTable
 
 # Event times outside [epoch, now + this] are rejected as clock errors.
@@ -125,9 +124,7 @@ def _normalize_frames(frames_in: list, table: ResolutionTable, now: int) -> tupl
                 raise Rejection(400, "UNKNOWN_METRIC",
                                 f"metric {name!r} is not defined on the thing's type", f"{where}.metrics.{name}")
             try:
-                number, integer, text = COERCERS[resolved.data_type](raw_value)
-                if resolved.enum_values is not None and text not in resolved.enum_values:
-                    raise CoercionError(f"{text!r} is not one of {sorted(resolved.enum_values)}")
+                number, integer, text = coerce(resolved.data_type, raw_value, resolved.enum_values)
             except CoercionError as exc:
                 raise Rejection(400, "INVALID_VALUE",
                                 f"metric {name!r} in frame {index}: value {raw_value!r}: {exc}",

@@ -14,7 +14,7 @@ import pytest
 from producers.raw_producer import ProducerUnavailable, RawProducer
 from tests.conftest import eventually, session_settings
 from tests.kafka_fixture import free_port
-from tests.seed import SEED_FRAMES
+from tests.seed import SEED_FRAMES, register_battery, register_battery_type
 
 SYNC = {"Prefer": "wait=10"}
 
@@ -139,9 +139,17 @@ def test_idempotency_survives_restarting_edge_and_processor(api, stack, battery)
     assert rows(api, stack, DOUBLES % battery) == [[1.0]]
 
 
-def test_idempotency_keys_are_per_org_and_bounded(api, battery):
+def test_idempotency_keys_are_per_org_and_bounded(api, stack, battery):
     reply = post(api, battery, SEED_FRAMES, {"Idempotency-Key": "x" * 256})
     assert reply.status_code == 400 and reply.json()["error"]["details"]["field"] == "Idempotency-Key"
+
+    key = {"Idempotency-Key": f"shared-{battery}", **SYNC}
+    assert "Idempotent-Replayed" not in post(api, battery, SEED_FRAMES, key).headers
+    tenant = api.post("/v2/orgs", json={"name": f"tenant of {battery}"}).json()["adminKey"]["key"]
+    with httpx.Client(base_url=stack.url, headers={"X-Api-Key": tenant}, timeout=30) as other:
+        thing = register_battery(other, *register_battery_type(other))
+        reply = post(other, thing, SEED_FRAMES, key)  # the same key in another org is a new request
+    assert reply.status_code == 200 and "Idempotent-Replayed" not in reply.headers
 
 
 def test_resending_the_same_frames_does_not_duplicate_readings(api, stack, battery):
@@ -160,7 +168,6 @@ def test_resending_the_same_frames_does_not_duplicate_readings(api, stack, batte
 @pytest.fixture(scope="module")
 def limited(kafka_bootstrap, tmp_path_factory):
     from sluice.stack import Stack
-    from tests.seed import register_battery, register_battery_type
 
     settings = session_settings(kafka_bootstrap, tmp_path_factory.mktemp("limited"),
                                 rate_limit=1.0, rate_burst=3.0, max_body_bytes=2000)
