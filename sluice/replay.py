@@ -14,11 +14,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-import time
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Producer
 
 import schemas
+from catalog.tail import TopicTail
 from config import Settings
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,7 @@ def replay_dead_letters(bootstrap: str, settings: Settings, reason: str | None =
     once however many dead letters it has, none for an undecodable raw message
     or with `dry_run`. Blocks while reading and until every envelope is
     acknowledged (acks=all). Raises ReplayError if the topic cannot be read to
-    its end within `timeout` seconds without progress, or a delivery fails;
-    KafkaException if the broker cannot be reached.
+    its end within `timeout` seconds (broker unreachable included), or a delivery fails.
     """
     topics = schemas.Topics(settings.topic_prefix)
     matched = 0
@@ -102,55 +101,23 @@ def _envelope(dead: dict) -> dict:
     }
 
 
-def _dead_letters(bootstrap: str, topic: str, timeout: float):
-    """Yield every decodable dead letter on `topic` up to the end offsets found at the start."""
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        # Required by the client, never used: partitions are assigned, nothing is committed.
-        "group.id": f"sluice-replay-{secrets.token_hex(4)}",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "enable.partition.eof": True,
-    })
+def _dead_letters(bootstrap: str, topic: str, timeout: float) -> list[dict]:
+    """Every decodable dead letter on `topic`, read to its end as of the start."""
+    messages: list = []
+    tail = TopicTail(bootstrap, topic, messages.append, name=f"replay-{secrets.token_hex(4)}")
+    tail.start()
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
-        if metadata.error is not None:
-            raise ReplayError(f"cannot read topic {topic}: {metadata.error.str()}")
-        ends: dict[int, int] = {}
-        starts = []
-        for partition in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
-            if high > low:
-                ends[partition] = high
-                starts.append(TopicPartition(topic, partition, low))
-        consumer.assign(starts)
-        progress = time.monotonic()
-        while ends:
-            if time.monotonic() - progress > timeout:
-                raise ReplayError(f"no progress reading {topic} for {timeout:.0f}s; "
-                                  f"partitions not read to their end: {sorted(ends)}")
-            for message in consumer.consume(500, timeout=0.5):
-                partition, error = message.partition(), message.error()
-                if partition not in ends:
-                    continue
-                progress = time.monotonic()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        raise KafkaException(error)
-                    # The end can only be at or past the start-time end (offset gaps included).
-                    del ends[partition]
-                    continue
-                if message.offset() >= ends[partition]:
-                    del ends[partition]  # written after the replay started
-                    continue
-                if message.offset() == ends[partition] - 1:
-                    del ends[partition]
-                try:
-                    yield schemas.decode(schemas.DEAD_LETTER, message.value())
-                except schemas.SchemaMismatch as exc:
-                    log.warning("skipping %s[%d]@%d: %s", topic, partition, message.offset(), exc)
+        if not tail.wait_ready(timeout):
+            raise ReplayError(f"could not read {topic} to its end within {timeout:.0f}s")
     finally:
-        consumer.close()
+        tail.stop()
+    dead_letters = []
+    for message in messages:
+        try:
+            dead_letters.append(schemas.decode(schemas.DEAD_LETTER, message.value()))
+        except schemas.SchemaMismatch as exc:
+            log.warning("skipping %s[%d]@%d: %s", topic, message.partition(), message.offset(), exc)
+    return dead_letters
 
 
 def _produce(bootstrap: str, topic: str, envelopes: list[dict], timeout: float) -> None:
