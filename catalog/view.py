@@ -15,7 +15,7 @@ from confluent_kafka import Message
 
 import schemas
 from catalog.resolution import ResolutionTable, build_table
-from catalog.tail import TopicTail
+from bus.tail import TopicTail
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import time
 from confluent_kafka import Message
 
 import schemas
-from catalog.tail import TopicTail
+from bus.tail import TopicTail
 from schemas.topics import IDEMPOTENCY_WINDOW_MS
 
 log = logging.getLogger(__name__)

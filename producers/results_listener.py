@@ -15,7 +15,7 @@ import threading
 from confluent_kafka import Message
 
 import schemas
-from catalog.tail import TopicTail
+from bus.tail import TopicTail
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import secrets
 from confluent_kafka import Producer
 
 import schemas
-from catalog.tail import TopicTail
+from bus.tail import TopicTail
 from config import Settings
 
 log = logging.getLogger(__name__)
