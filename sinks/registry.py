@@ -1,21 +1,52 @@
-"""Every sink that feeds the warehouse, built in one place so the policy is visible."""
+"""Every sink that feeds the warehouse, declared in one table so the policy is visible.
+
+A sink is a topic, the Avro record its messages carry, and the pure column
+builders of the tables it fills (one module per table's builder). Each runs in
+its own consumer group, `{topic_prefix}{name}`, so each keeps its own offsets.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import schemas
 from config import Settings
 from sinks.batching import BatchingSink
-from sinks.catalog_sink import catalog_sink
-from sinks.frames_sink import frames_sink
-from sinks.ingest_log_sink import ingest_log_sink
-from sinks.rejects_sink import rejects_sink
+from sinks.catalog_dims import TABLES as DIMENSION_TABLES
+from sinks.ingest_log import ingest_log_columns
+from sinks.readings import locations_columns, readings_columns
+from sinks.record_sink import BuildColumns, record_sink
+from sinks.rejects import rejects_columns
 from warehouse.backend import Warehouse
 
 
+@dataclass(frozen=True)
+class SinkSpec:
+    name: str  # also the consumer group's suffix
+    topic: str  # logical topic name (schemas.topics)
+    schema: str  # the Avro record its messages carry
+    tables: dict[str, BuildColumns]
+
+
+SINKS = (
+    # One readings row per metric value, one locations row per located frame.
+    SinkSpec("sink-readings", schemas.topics.FRAMES, schemas.FRAME_BATCH,
+             {"readings": readings_columns, "locations": locations_columns}),
+    # One row per verdict; a replayed request adds a newer row, which ReplacingMergeTree(processed_at) keeps.
+    SinkSpec("sink-ingest-log", schemas.topics.RESULTS, schemas.VERDICT, {"ingest_log": ingest_log_columns}),
+    # One row per dead letter.
+    SinkSpec("sink-rejects", schemas.topics.DEADLETTER, schemas.DEAD_LETTER, {"rejects": rejects_columns}),
+    # The catalog mirror: rows carry updated_at, so a re-mirror overwrites.
+    SinkSpec("sink-catalog", schemas.topics.CATALOG, schemas.CATALOG_RECORD, DIMENSION_TABLES),
+)
+
+
+def build_sink(spec: SinkSpec, settings: Settings, bootstrap: str, warehouse: Warehouse) -> BatchingSink:
+    return record_sink(settings, bootstrap, warehouse, name=spec.name,
+                       topic=schemas.Topics(settings.topic_prefix).name(spec.topic), schema=spec.schema,
+                       tables=spec.tables)
+
+
 def warehouse_sinks(settings: Settings, bootstrap: str, warehouse: Warehouse) -> list[BatchingSink]:
-    """The sinks a warehouse-owning process runs, each in its own consumer group."""
-    return [
-        frames_sink(settings, bootstrap, warehouse),
-        ingest_log_sink(settings, bootstrap, warehouse),
-        rejects_sink(settings, bootstrap, warehouse),
-        catalog_sink(settings, bootstrap, warehouse),
-    ]
+    """The sinks a warehouse-owning process runs."""
+    return [build_sink(spec, settings, bootstrap, warehouse) for spec in SINKS]
