@@ -69,6 +69,7 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.platform_key_hash = settings.platform_key_hash  # producers.auth: the platform-admin key
     app.state.topics = topics
     app.state.warehouse = warehouse
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)

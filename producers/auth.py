@@ -53,6 +53,10 @@ class Principal:
         reach = keys.reach(self.key)
         return reach is None or thing["id"] in reach[1] or thing.get("placeId") in reach[0]
 
+    def may_use_stream(self, stream: str) -> bool:
+        reach = keys.reach(self.key)
+        return reach is None or stream in reach[2]
+
     def require_place(self, place_id: str) -> None:
         if not self.may_use_place(place_id):
             raise SluiceError(403, "FORBIDDEN", f"this key's filters do not cover place {place_id!r}")
@@ -71,7 +75,7 @@ async def principal(request: Request) -> Principal:
         secret = token.strip() if scheme.lower() == "bearer" else ""
     if not secret:
         raise SluiceError(401, "UNAUTHORIZED", "missing API key (X-Api-Key or Authorization: Bearer)")
-    expected = request.app.state.settings.platform_key_hash
+    expected = request.app.state.platform_key_hash
     if expected and hmac.compare_digest(keys.hash_secret(secret), expected):
         return Principal(DEFAULT_ORG, PLATFORM_KEY)
     found = request.app.state.catalog.authenticate(secret)
