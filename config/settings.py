@@ -9,6 +9,7 @@ derived from the declarations below, so a new setting is one line.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ class Settings:
     http_port: int = setting("SLUICE_HTTP_PORT", 8080, "The HTTP edge's port.")
     admin_key: str = setting(
         "SLUICE_ADMIN_KEY", "", "The platform-admin API key; generated on first start when empty.")
+    admin_key_sha256: str = setting(
+        "SLUICE_ADMIN_KEY_SHA256", "",
+        "The platform-admin key's SHA-256 (hex), for an edge that should not hold the secret itself.")
     max_body_bytes: int = setting("SLUICE_MAX_BODY_BYTES", 1_048_576, "Largest accepted ingest request body.")
     sink_batch_messages: int = setting(
         "SLUICE_SINK_BATCH_MESSAGES", 5000, "A sink inserts when this many messages are batched...")
@@ -78,6 +82,13 @@ class Settings:
     def describe(cls) -> list[tuple[str, str, str]]:
         """(environment variable, default, doc) of every setting, for the docs and `--help`."""
         return [(f.metadata["env"], str(f.default), f.metadata["doc"]) for f in dataclasses.fields(cls)]
+
+    @property
+    def platform_key_hash(self) -> str:
+        """The SHA-256 the platform-admin key must match; empty: no platform-admin key."""
+        if self.admin_key_sha256:
+            return self.admin_key_sha256.lower()
+        return hashlib.sha256(self.admin_key.encode()).hexdigest() if self.admin_key else ""
 
     @property
     def embedded_warehouse(self) -> bool:

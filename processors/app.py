@@ -63,9 +63,9 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
                 outcome, first_of = _process(payload, envelope, thing_lookup, view.resolution, seen)
                 request_key = outcome.request_id.encode()
                 if first_of is not None:
-                    seen.remember(first_of, outcome.verdict)
+                    first = seen.remember(first_of, outcome.verdict, envelope)  # with the request's fingerprint
                     pending.append(await seen_out.send(
-                        key=first_of.encode(), value=schemas.encode(schemas.VERDICT, outcome.verdict)))
+                        key=first_of.encode(), value=schemas.encode(schemas.VERDICT, first)))
                 if outcome.frames is not None:
                     pending.append(await frames_out.send(
                         key=outcome.frames["thing_id"].encode(),

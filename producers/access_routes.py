@@ -32,21 +32,24 @@ def current_org(request: Request, who: Principal = Depends(principal)) -> dict:
 
 @router.post("/api-keys", status_code=201)
 def create_api_key(spec: ApiKeyIn, request: Request, who: Principal = Depends(principal)) -> dict:
-    """A key of the caller's org; the secret (`key`) is shown only in this reply."""
+    """A key of the caller's org, no broader than the caller's (scopes and filters: 403
+    otherwise); the secret (`key`) is shown only in this reply."""
     who.require("admin")
-    body, secret = _catalog(request).create_api_key(who.org_id, spec)
+    body, secret = _catalog(request).create_api_key(who.org_id, spec, holder=who.key)
     return {**public_key(body), "key": secret}
 
 
 @router.get("/api-keys")
 def list_api_keys(request: Request, who: Principal = Depends(principal)) -> dict:
+    """The org's keys no broader than the caller's (all of them for an unfiltered admin)."""
     who.require("admin")
-    return {"items": [public_key(k) for k in _catalog(request).api_keys(who.org_id)]}
+    return {"items": [public_key(k) for k in _catalog(request).api_keys(who.org_id, holder=who.key)]}
 
 
 @router.delete("/api-keys/{key_id}", status_code=204)
 def revoke_api_key(key_id: str, request: Request, who: Principal = Depends(principal)) -> Response:
-    """Revoke at once in this edge; every other service within its view's lag (seconds)."""
+    """Revoke a key no broader than the caller's (403 otherwise) at once in this edge; every
+    other service within its view's lag (seconds). The platform-admin key is no org key: 404."""
     who.require("admin")
-    _catalog(request).revoke_api_key(who.org_id, key_id)
+    _catalog(request).revoke_api_key(who.org_id, key_id, holder=who.key)
     return Response(status_code=204)

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.concurrency import run_in_threadpool
 
 import schemas
-from catalog.models import ApiKeyIn
+from catalog.access import DEFAULT_ORG
 from catalog.errors import SluiceError
 from catalog.service import Catalog
 from catalog.view import CatalogView
@@ -27,15 +27,16 @@ from warehouse.backend import Warehouse
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ORG = "org_default"
 
+def bootstrap_admin(catalog: Catalog) -> None:
+    """Make sure the default org exists, where the platform-admin key acts.
 
-def bootstrap_admin(catalog: Catalog, secret: str) -> None:
-    """Make sure the default org and the platform-admin key for `secret` exist."""
+    The key itself lives only in the settings (producers.auth), so a restart
+    grants and revokes nothing; stored platform keys of older versions are retired.
+    """
     catalog.ensure_org(DEFAULT_ORG, "default")
-    if catalog.authenticate(secret) is None:
-        catalog.create_api_key(DEFAULT_ORG, ApiKeyIn(name="platform admin", scopes=["admin", "write", "read"]),
-                               secret=secret, platform_admin=True)
+    if retired := catalog.retire_stored_platform_keys():
+        log.warning("revoked %d platform-admin key(s) stored in the catalog by an older version", retired)
 
 
 def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> FastAPI:
@@ -49,8 +50,7 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
             raise RuntimeError("the catalog view did not catch up within 60 s")
         writer = CatalogWriter(bootstrap, topics.catalog, view)
         app.state.catalog = Catalog(view, writer)
-        if settings.admin_key:
-            await run_in_threadpool(bootstrap_admin, app.state.catalog, settings.admin_key)
+        await run_in_threadpool(bootstrap_admin, app.state.catalog)
         app.state.raw_producer = RawProducer(bootstrap)
         app.state.results = ResultsListener(bootstrap, topics.results)
         await run_in_threadpool(app.state.results.start)
@@ -69,6 +69,7 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.platform_key_hash = settings.platform_key_hash  # producers.auth: the platform-admin key
     app.state.topics = topics
     app.state.warehouse = warehouse
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)

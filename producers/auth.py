@@ -4,16 +4,26 @@ The key comes as `X-Api-Key` or `Authorization: Bearer`; the org is derived
 from it, never from the body. Scopes: read (GETs), write (ingest and catalog
 changes; implies read), admin (keys; implies write). Resource filters limit a
 key to some places and things: outside them is 403, another org's object 404.
+
+The platform-admin key is not an org key: it is the one secret whose SHA-256
+matches the edge's settings (SLUICE_ADMIN_KEY, or SLUICE_ADMIN_KEY_SHA256 alone),
+and it acts in the default org. Only the operator's configuration grants it.
 """
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 
 from fastapi import Request
 
 from catalog import keys
+from catalog.access import DEFAULT_ORG
 from catalog.errors import SluiceError
+
+# What the platform-admin key is as a caller; its id names it in envelopes and rate limits.
+PLATFORM_KEY = {"id": "key_platform", "name": "platform admin", "scopes": ["admin", keys.PLATFORM_ADMIN],
+                "filters": {}}
 
 
 @dataclass(frozen=True)
@@ -31,22 +41,21 @@ class Principal:
             raise SluiceError(403, "FORBIDDEN", "this needs the platform-admin key")
 
     @property
-    def _filters(self) -> tuple[set[str], set[str]]:
-        filters = self.key.get("filters") or {}
-        return set(filters.get("placeIds") or ()), set(filters.get("thingIds") or ())
-
-    @property
     def filtered(self) -> bool:
         """Whether resource filters restrict this key at all."""
-        return any(self._filters)
+        return keys.reach(self.key) is not None
 
     def may_use_place(self, place_id: str) -> bool:
-        places, things = self._filters
-        return not (places or things) or place_id in places
+        reach = keys.reach(self.key)
+        return reach is None or place_id in reach[0]
 
     def may_use_thing(self, thing: dict) -> bool:
-        places, things = self._filters
-        return not (places or things) or thing["id"] in things or thing.get("placeId") in places
+        reach = keys.reach(self.key)
+        return reach is None or thing["id"] in reach[1] or thing.get("placeId") in reach[0]
+
+    def may_use_stream(self, stream: str) -> bool:
+        reach = keys.reach(self.key)
+        return reach is None or stream in reach[2]
 
     def require_place(self, place_id: str) -> None:
         if not self.may_use_place(place_id):
@@ -66,6 +75,9 @@ async def principal(request: Request) -> Principal:
         secret = token.strip() if scheme.lower() == "bearer" else ""
     if not secret:
         raise SluiceError(401, "UNAUTHORIZED", "missing API key (X-Api-Key or Authorization: Bearer)")
+    expected = request.app.state.platform_key_hash
+    if expected and hmac.compare_digest(keys.hash_secret(secret), expected):
+        return Principal(DEFAULT_ORG, PLATFORM_KEY)
     found = request.app.state.catalog.authenticate(secret)
     if found is None:
         raise SluiceError(401, "UNAUTHORIZED", "invalid or revoked API key")

@@ -107,8 +107,9 @@ async def post_thing_data(thing_id: str, request: Request, who: Principal = Depe
         "catalog_offset": state.catalog.view.applied_offset,
         "body": body,
     }
-    # Repeats of one idempotency key share a partition, so one processor sees them in order.
-    key = f"{who.org_id}/{idempotency_key}" if idempotency_key else thing_id
+    # Keyed by the thing: an Idempotency-Key's scope includes its target (processors.idempotency),
+    # so all its repeats share a partition and one processor sees them in order.
+    key = thing_id
     wait_s = requested_wait(request, wait, state.settings.max_wait_s)
     verdict = state.results.expect(request_id) if wait_s else None
     try:

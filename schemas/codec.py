@@ -3,6 +3,11 @@
 Each message starts with the two marker bytes C3 01 and the 8-byte little-endian
 CRC-64-AVRO fingerprint of its schema's canonical form, so a reader knows which
 schema wrote it without a registry.
+
+Schemas evolve compatibly (new fields nullable, with a default). Each older
+version stays in avro/history/, so a message written with it (say, on a
+compacted topic) is still read: fastavro resolves its writer schema to the
+current one, filling new fields with their defaults.
 """
 
 from __future__ import annotations
@@ -39,11 +44,27 @@ def parsed_schema(name: str) -> dict:
     return fastavro.parse_schema(json.loads(text))
 
 
+def _header_of(schema: dict) -> bytes:
+    digest = int(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"), 16)
+    return MAGIC + struct.pack("<Q", digest)
+
+
 @cache
 def _header(name: str) -> bytes:
-    canonical = to_parsing_canonical_form(parsed_schema(name))
-    digest = int(fingerprint(canonical, "CRC-64-AVRO"), 16)
-    return MAGIC + struct.pack("<Q", digest)
+    return _header_of(parsed_schema(name))
+
+
+@cache
+def older_schemas(name: str) -> dict[bytes, dict]:
+    """The older versions of schema `name` kept in avro/history/, by their header."""
+    found = {}
+    for file in resources.files("schemas").joinpath("avro", "history").iterdir():
+        if file.name.endswith(".avsc"):
+            schema = json.loads(file.read_text())
+            if f"{schema.get('namespace', '')}.{schema['name']}".lstrip(".") == name:
+                parsed = fastavro.parse_schema(schema)
+                found[_header_of(parsed)] = parsed
+    return found
 
 
 def encode(name: str, record: dict[str, Any]) -> bytes:
@@ -55,14 +76,18 @@ def encode(name: str, record: dict[str, Any]) -> bytes:
 
 
 def decode(name: str, payload: bytes) -> dict[str, Any]:
-    """Decode one record; raises SchemaMismatch for foreign bytes or another schema."""
-    if payload[:HEADER_SIZE] != _header(name):
+    """Decode one record written with schema `name` or an older version of it, as the
+    current version; raises SchemaMismatch for foreign bytes or another schema."""
+    header = payload[:HEADER_SIZE]
+    writer = parsed_schema(name) if header == _header(name) else older_schemas(name).get(header)
+    if writer is None:
         if payload[:2] != MAGIC:
             raise SchemaMismatch("not an Avro single-object message")
         raise SchemaMismatch(f"message was written with another schema than {name}")
     stream = io.BytesIO(payload)
     stream.seek(HEADER_SIZE)
-    return fastavro.schemaless_reader(stream, parsed_schema(name), None)
+    reader = None if writer is parsed_schema(name) else parsed_schema(name)
+    return fastavro.schemaless_reader(stream, writer, reader)
 
 
 def is_avro(payload: bytes) -> bool:

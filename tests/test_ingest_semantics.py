@@ -117,10 +117,12 @@ def test_repeated_idempotency_key_is_accepted_not_reprocessed(api, stack, batter
     first = {"frames": [{"timestamp": 1718884800000, "metrics": {"moduleSoC": 10.0}}]}
     second = {"frames": [{"timestamp": 1718884800000, "metrics": {"moduleSoC": 99.0}}]}
     assert post(api, battery, first, key).status_code == 202
-    assert post(api, battery, second, key).status_code == 202  # accepted...
-    again = post(api, battery, second, {**key, **SYNC})  # ...and a sync repeat returns the first verdict
+    assert post(api, battery, second, key).status_code == 202  # accepted (and refused by the processor)...
+    again = post(api, battery, first, {**key, **SYNC})  # ...and a sync repeat returns the first verdict
     assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
     assert again.json()["framesIngested"] == 1
+    reused = post(api, battery, second, {**key, **SYNC})  # another body under the key: 422
+    assert reused.status_code == 422 and reused.json()["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
     # Not reprocessed: only the first body's value was ever written.
     settle(api, stack, battery)
     assert rows(api, stack, DOUBLES % battery) == [[10.0]]
@@ -132,9 +134,10 @@ def test_idempotency_survives_restarting_edge_and_processor(api, stack, battery)
     assert post(api, battery, body, {**key, **SYNC}).status_code == 200
     stack.restart("edge")
     stack.restart("processor")
-    changed = {"frames": [{"timestamp": 1718884800000, "metrics": {"moduleSoC": 2.0}}]}
-    reply = post(api, battery, changed, {**key, **SYNC})
+    reply = post(api, battery, body, {**key, **SYNC})
     assert reply.status_code == 200 and reply.headers["Idempotent-Replayed"] == "true"
+    changed = {"frames": [{"timestamp": 1718884800000, "metrics": {"moduleSoC": 2.0}}]}
+    assert post(api, battery, changed, {**key, **SYNC}).status_code == 422  # the fingerprint survived too
     settle(api, stack, battery)
     assert rows(api, stack, DOUBLES % battery) == [[1.0]]
 

@@ -1,0 +1,52 @@
+"""Schema evolution: a message written with an older schema version (kept in
+schemas/avro/history/) still decodes, as the current version."""
+
+import io
+import json
+from importlib import resources
+
+import fastavro
+import pytest
+
+import schemas
+from schemas import codec
+
+VERDICT = {
+    "request_id": "req_1", "org_id": "org_a", "thing_id": "thg_1", "route": "thing_data", "status": "ingested",
+    "http_status": 200, "frames_received": 1, "frames_ingested": 1, "metrics": ["moduleSoC"],
+    "errors": [{"code": "X", "message": "m", "field": None}], "duplicate_of": None,
+    "received_at": 1718884800123, "processed_at": 1718884800200,
+}
+# The Verdict as every deployment before `request_hash` wrote it (results and idempotency topics).
+VERDICT_V1_HEADER = bytes.fromhex("c30107cb7197c14f2a06")
+
+
+def written_with(history_file: str, record: dict) -> bytes:
+    """`record` as an older version wrote it: that schema's header, then its encoding."""
+    text = resources.files("schemas").joinpath("avro", "history", history_file).read_text()
+    schema = fastavro.parse_schema(json.loads(text))
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, schema, record)
+    return codec._header_of(schema) + out.getvalue()
+
+
+def test_the_history_file_is_the_schema_old_messages_name():
+    assert written_with("results.v1.avsc", VERDICT)[:codec.HEADER_SIZE] == VERDICT_V1_HEADER
+
+
+def test_a_verdict_written_before_request_hash_reads_as_the_current_version():
+    old = written_with("results.v1.avsc", VERDICT)
+    assert old[:codec.HEADER_SIZE] != schemas.encode(schemas.VERDICT, VERDICT)[:codec.HEADER_SIZE]
+    assert schemas.decode(schemas.VERDICT, old) == {**VERDICT, "request_hash": None}
+
+
+@pytest.mark.parametrize("request_hash", [None, "ab" * 32])
+def test_the_current_verdict_round_trips(request_hash):
+    record = {**VERDICT, "request_hash": request_hash}
+    assert schemas.decode(schemas.VERDICT, schemas.encode(schemas.VERDICT, record)) == record
+
+
+def test_an_unknown_version_is_still_refused():
+    payload = VERDICT_V1_HEADER[:2] + b"\x00" * 8 + b"\x00"
+    with pytest.raises(schemas.SchemaMismatch, match="another schema"):
+        schemas.decode(schemas.VERDICT, payload)
