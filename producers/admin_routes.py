@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from catalog import keys
 from catalog.errors import SluiceError
 from producers.auth import Principal, principal
+from producers.openapi import errors
 
 router = APIRouter(prefix="/v2/admin", tags=["operations"])
 
@@ -17,7 +18,7 @@ class SqlIn(BaseModel):
     sql: str
 
 
-@router.post("/sql")
+@router.post("/sql", responses=errors(400))
 async def readonly_sql(spec: SqlIn, request: Request, who: Principal = Depends(principal)) -> dict:
     """Run one read-only query (readonly=1) across all orgs; platform-admin keys only."""
     if keys.PLATFORM_ADMIN not in who.key.get("scopes", ()):

@@ -13,6 +13,7 @@ import asyncio
 import re
 import time
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -20,6 +21,7 @@ import schemas
 from catalog.errors import SluiceError
 from catalog.ids import request_id as new_request_id
 from producers.auth import Principal, principal, thing_for
+from producers.openapi import errors
 from producers.raw_producer import ProducerUnavailable
 
 router = APIRouter(prefix="/v2", tags=["ingest"])
@@ -38,18 +40,31 @@ FRAMES_BODY = {"requestBody": {"required": True, "content": {"application/json":
                 "accuracyRadius": {"type": "number", "description": "metres"}}}}}}}}}}}}
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing with 413 as soon as it exceeds `limit` (never buffered whole)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise SluiceError(413, "PAYLOAD_TOO_LARGE", f"request body exceeds {limit} bytes", limit=limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise SluiceError(413, "PAYLOAD_TOO_LARGE", f"request body exceeds {limit} bytes", limit=limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+async def read_body(request: Request) -> bytes:
+    """The body; producers.limits refuses it with 413 while it streams, past the ingest limit."""
+    return await request.body()
+
+
+def check_structure(body: bytes) -> None:
+    """The cheap structural check that answers malformed bodies at once (400 INVALID_PAYLOAD):
+    a JSON object whose `frames` is a non-empty array. Every rule about a frame's contents
+    is the processor's (processors/normalize.py), for sync and async requests alike."""
+    def invalid(field: str, reason: str) -> SluiceError:
+        return SluiceError(400, "INVALID_PAYLOAD", f"{field}: {reason}", field=field, reason=reason)
+
+    if not body.strip():
+        raise invalid("body", "the request body is empty")
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise invalid("body", f"not valid JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise invalid("body", "must be a JSON object")
+    frames = document.get("frames")
+    if not isinstance(frames, list):
+        raise invalid("frames", "required, an array of frames")
+    if not frames:
+        raise invalid("frames", "at least one frame is required")
 
 
 def requested_wait(request: Request, wait: bool, max_wait: float) -> float | None:
@@ -77,7 +92,8 @@ def verdict_response(verdict: dict) -> JSONResponse:
 
 @router.post("/thing/{thing_id}/data", status_code=202, openapi_extra=FRAMES_BODY, responses={
     200: {"description": "with a wait preference: the verdict, frames ingested"},
-    202: {"description": "accepted: durable on Kafka, processed asynchronously"}})
+    202: {"description": "accepted: durable on Kafka, processed asynchronously"},
+    **errors(400, 404, 424, 503)})
 async def post_thing_data(thing_id: str, request: Request, who: Principal = Depends(principal),
                           wait: bool = Query(False, description="wait for the verdict (see also Prefer: wait=N)"),
                           ) -> JSONResponse:
@@ -90,7 +106,8 @@ async def post_thing_data(thing_id: str, request: Request, who: Principal = Depe
     if idempotency_key is not None and not 0 < len(idempotency_key) <= _MAX_IDEMPOTENCY_KEY:
         raise SluiceError(400, "INVALID_PAYLOAD", f"Idempotency-Key must be 1–{_MAX_IDEMPOTENCY_KEY} characters",
                           field="Idempotency-Key")
-    body = await read_body(request, state.settings.max_body_bytes)
+    body = await read_body(request)
+    check_structure(body)
     request_id = new_request_id()
     envelope = {
         "request_id": request_id,
