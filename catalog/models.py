@@ -33,6 +33,9 @@ EnumValue = Annotated[str, StringConstraints(max_length=NAME_MAX)]
 # A thing's static property: a scalar, checked against its type's property definitions.
 PropertyValue = StrictBool | int | float | Annotated[str, StringConstraints(max_length=PROPERTY_VALUE_MAX)]
 Properties = Annotated[dict[Name, PropertyValue], Field(max_length=PROPERTIES_MAX)]
+# Strict: JSON `false` or `"12"` is not a coordinate (lax mode would read them as 0.0 and 12.0).
+Latitude = Annotated[float, Field(strict=True, ge=-90, le=90)]
+Longitude = Annotated[float, Field(strict=True, ge=-180, le=180)]
 
 
 class DataType(str, enum.Enum):
@@ -114,8 +117,8 @@ class ThingTypeVersionIn(_Body):
 class PlaceIn(_Body):
     name: Name
     description: Text | None = None
-    latitude: float | None = Field(default=None, ge=-90, le=90)
-    longitude: float | None = Field(default=None, ge=-180, le=180)
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
 
 
 class ThingIn(_Body):
@@ -125,8 +128,8 @@ class ThingIn(_Body):
     thingDescription: Text | None = None
     manufacturer: Name | None = None
     model: Name | None = None
-    latitude: float | None = Field(default=None, ge=-90, le=90)
-    longitude: float | None = Field(default=None, ge=-180, le=180)
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
     properties: Properties = {}
 
 
@@ -139,13 +142,14 @@ class ThingPatch(_Body):
     thingDescription: Text | None = None
     manufacturer: Name | None = None
     model: Name | None = None
-    latitude: float | None = Field(default=None, ge=-90, le=90)
-    longitude: float | None = Field(default=None, ge=-180, le=180)
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
     properties: Properties | None = None
 
 
 class OrgIn(_Body):
-    name: Name
+    # Shorter than other names: the org's first key is named "<name> admin".
+    name: str = Field(min_length=1, max_length=NAME_MAX - len(" admin"))
 
 
 class KeyFilters(_Body):

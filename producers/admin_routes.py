@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from catalog import keys
@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v2/admin", tags=["operations"])
 
 
 class SqlIn(BaseModel):
-    sql: str
+    sql: str = Field(min_length=1, max_length=16_384)
 
 
 @router.post("/sql", responses=errors(400))

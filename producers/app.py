@@ -12,7 +12,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
-from starlette.routing import Match
 
 import schemas
 from catalog.models import ApiKeyIn
@@ -24,7 +23,7 @@ from config import Settings
 from producers import (access_routes, admin_routes, definitions_routes, ingest_log_routes, ingest_routes,
                        read_routes, registry_routes)
 from producers.limits import BodyLimit
-from producers.openapi import document, errors
+from producers.openapi import allowed_methods, document
 from producers.rate_limit import RateLimiter
 from producers.raw_producer import RawProducer
 from producers.results_listener import ResultsListener
@@ -100,7 +99,7 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
             # Starlette names only the first route of the path; a path's methods span several routes.
-            headers["Allow"] = ", ".join(allowed_methods(request))
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
             if request.method == "OPTIONS":
                 return Response(status_code=204, headers=headers)
         codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
@@ -139,12 +138,3 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
 
     return app
 
-
-def allowed_methods(request: Request) -> list[str]:
-    """Every method some route of the request's path answers, and OPTIONS."""
-    methods = {"OPTIONS"}
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods)

@@ -30,14 +30,19 @@ DEFAULT_WAIT_S = 10.0
 _PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 _MAX_IDEMPOTENCY_KEY = 255
 
+# The rulebook's contract (processors/normalize.py), for the document; the edge checks only its outline.
 FRAMES_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
     "type": "object", "required": ["frames"], "properties": {"frames": {"type": "array", "minItems": 1, "items": {
-        "type": "object", "required": ["timestamp"], "properties": {
-            "timestamp": {"type": "integer", "description": "event time, epoch ms UTC"},
-            "metrics": {"type": "object", "additionalProperties": {}, "description": "metric name → scalar"},
-            "location": {"type": "object", "required": ["latitude", "longitude"], "properties": {
-                "latitude": {"type": "number"}, "longitude": {"type": "number"},
-                "accuracyRadius": {"type": "number", "description": "metres"}}}}}}}}}}}}
+        "type": "object", "required": ["timestamp"], "description": "a frame needs metrics or a location",
+        "properties": {
+            "timestamp": {"type": "integer", "minimum": 0, "description": "event time, epoch ms UTC"},
+            # null is as good as absent for both.
+            "metrics": {"type": ["object", "null"], "additionalProperties": {}, "description": "metric name → scalar"},
+            "location": {"type": ["object", "null"], "required": ["latitude", "longitude"], "properties": {
+                "latitude": {"type": "number", "minimum": -90, "maximum": 90},
+                "longitude": {"type": "number", "minimum": -180, "maximum": 180},
+                "accuracyRadius": {"type": ["number", "null"], "minimum": 0, "maximum": 1e7,
+                                   "description": "metres"}}}}}}}}}}}}
 
 
 async def read_body(request: Request) -> bytes:

@@ -9,6 +9,7 @@ cap (429), and, on the authenticated `/v2` routes, 401 and 403. FastAPI's
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI
@@ -84,3 +85,18 @@ def document(app: FastAPI) -> dict[str, Any]:
                 operation["security"] = [{"ApiKey": []}, {"Bearer": []}]
     app.openapi_schema = schema
     return schema
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method the document declares for `path`, and OPTIONS: the `Allow` header."""
+    templates = getattr(app.state, "path_methods", None)
+    if templates is None:
+        templates = app.state.path_methods = [
+            (re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$"),
+             {method.upper() for method in operations})
+            for template, operations in document(app)["paths"].items()]
+    methods = {"OPTIONS"}
+    for pattern, declared in templates:
+        if pattern.match(path):
+            methods |= declared
+    return sorted(methods)
