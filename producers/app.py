@@ -95,6 +95,8 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if isinstance(exc.__cause__, ClientDisconnect):  # FastAPI's "error parsing the body"
+            return await client_gone(request, exc.__cause__)
         # Unknown routes and methods answer in the one error shape too.
         headers = dict(exc.headers or {})
         if exc.status_code == 405:

@@ -57,7 +57,7 @@ def check_structure(body: bytes) -> None:
     def invalid(field: str, reason: str) -> SluiceError:
         return SluiceError(400, "INVALID_PAYLOAD", f"{field}: {reason}", field=field, reason=reason)
 
-    if not body.strip():
+    if not body or body.isspace():
         raise invalid("body", "the request body is empty")
     try:
         document = orjson.loads(body)

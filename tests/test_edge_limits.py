@@ -26,19 +26,17 @@ def error_of(reply: httpx.Response, status: int, code: str) -> dict:
 # ----- body size, one limit per route class
 
 
-def test_ingest_body_over_one_mib_is_413_in_the_error_shape(api, battery):
-    body = b'{"frames": [' + b" " * MiB + b"]}"
-    error = error_of(api.post(f"/v2/thing/{battery}/data", content=body,
-                              headers={"Content-Type": "application/json"}), 413, "PAYLOAD_TOO_LARGE")
-    assert error["details"]["limit"] == MiB
-
-
-def test_ingest_takes_bodies_far_over_the_catalog_limit(api, battery):
-    # (A body of the whole 1 MiB also needs the raw topic's message limit raised to fit.)
+def test_each_route_class_has_its_own_body_limit(api, stack, battery):
+    # 128 KiB: well within the ingest limit, twice the limit of every other route.
     frames = json.dumps(SEED_FRAMES).encode()
-    body = frames[:-1] + b" " * (MiB // 2 - len(frames)) + b"}"
-    assert api.post(f"/v2/thing/{battery}/data", content=body,
-                    headers={"Content-Type": "application/json"}).status_code == 202
+    body = frames[:-1] + b" " * (128 * 1024 - len(frames)) + b"}"
+    headers = {"Content-Type": "application/json"}
+    assert api.post(f"/v2/thing/{battery}/data", content=body, headers=headers).status_code == 202
+    error = error_of(api.post("/v2/sites", content=body, headers=headers), 413, "PAYLOAD_TOO_LARGE")
+    assert error["details"]["limit"] == stack.settings.max_api_body_bytes == 64 * 1024
+    huge = b'{"frames": [' + b" " * MiB + b"]}"
+    error = error_of(api.post(f"/v2/thing/{battery}/data", content=huge, headers=headers), 413, "PAYLOAD_TOO_LARGE")
+    assert error["details"]["limit"] == stack.settings.max_body_bytes == MiB
 
 
 @pytest.mark.parametrize("path", ["/v2/sites", "/v2/definitions/metrics", "/v2/api-keys", "/v2/admin/sql"])
@@ -216,13 +214,16 @@ def test_a_client_disconnect_is_one_log_line(tight):
     stack, thing = tight
     log = stack.settings.state_dir / "logs" / "edge.log"
     before = log.stat().st_size
-    with connect(stack) as conn:
-        conn.sendall((f"POST /v2/thing/{thing}/data HTTP/1.1\r\nHost: edge\r\nX-Api-Key: {stack.settings.admin_key}"
-                      "\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"frames\"").encode())
-        time.sleep(0.3)
+    for path in (f"/v2/thing/{thing}/data", "/v2/sites"):  # the ingest route, and a catalog route
+        with connect(stack) as conn:
+            conn.sendall((f"POST {path} HTTP/1.1\r\nHost: edge\r\nX-Api-Key: {stack.settings.admin_key}\r\n"
+                          "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"frames\"").encode())
+            time.sleep(0.3)
     time.sleep(0.5)
     with open(log, "rb") as f:
         f.seek(before)
         written = f.read().decode(errors="replace")
-    assert "disconnected" in written and "Traceback" not in written, written
+    assert "Traceback" not in written, written
+    assert [line for line in written.splitlines() if "disconnected" in line and "POST /v2/thing/" in line]
+    assert [line for line in written.splitlines() if "disconnected" in line and "POST /v2/sites" in line]
     assert stack.children and all(c.process.poll() is None for c in stack.children)
