@@ -55,3 +55,21 @@ def test_every_route_keeps_its_openapi_contract(stack, api, tmp_path: Path):
     # The run exercised every operation the document declares.
     operations = sum(len(ops) for ops in api.get("/openapi.json").json()["paths"].values())
     assert f"Tested: {operations}\n" in result.stdout, result.stdout[-3000:]
+
+
+def test_the_document_speaks_the_error_shape_and_allow_lists_every_method(api):
+    document = api.get("/openapi.json").json()
+    operations = [op for ops in document["paths"].values() for op in ops.values()]
+    assert not any("422" in op["responses"] for op in operations)
+    assert all({"401", "403", "413"} <= set(op["responses"]) for op in operations if op.get("security"))
+    ingest = document["paths"]["/v2/thing/{thing_id}/data"]["post"]["responses"]
+    assert {"400", "404", "424", "429", "503"} <= set(ingest)
+    assert ingest["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    limit = next(p for p in document["paths"]["/v2/definitions/metrics"]["get"]["parameters"] if p["name"] == "limit")
+    assert limit["schema"]["minimum"] == 1 and limit["schema"]["maximum"] == 1000
+    # A path's methods span several routes; Allow names them all.
+    reply = api.options("/v2/api-keys")
+    assert reply.status_code == 204 and reply.headers["Allow"] == "GET, OPTIONS, POST"
+    reply = api.put("/v2/things/thg_x")
+    assert reply.status_code == 405 and reply.headers["Allow"] == "DELETE, GET, OPTIONS, PATCH"
+    assert reply.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
