@@ -1,7 +1,8 @@
 """Ingest: `POST /v2/thing/{thingId}/data` lands the request on the raw topic.
 
-The edge checks only what it must (key, scope, rate, size, that the thing is
-the caller's); the processors hold the rulebook. By default it answers 202 once
+The edge checks only what it must (key, scope, rate, that the thing is the
+caller's, and the body's outline; its size is producers.limits'); the
+processors hold the rulebook. By default it answers 202 once
 Kafka has the request durably. With `Prefer: wait=N` or `?wait=true` it holds
 the request until the processor's verdict arrives (200, or the 4xx of the
 rules), or answers 202 when the wait runs out.
@@ -43,11 +44,6 @@ FRAMES_BODY = {"requestBody": {"required": True, "content": {"application/json":
                 "longitude": {"type": "number", "minimum": -180, "maximum": 180},
                 "accuracyRadius": {"type": ["number", "null"], "minimum": 0, "maximum": 1e7,
                                    "description": "metres"}}}}}}}}}}}}
-
-
-async def read_body(request: Request) -> bytes:
-    """The body; producers.limits refuses it with 413 while it streams, past the ingest limit."""
-    return await request.body()
 
 
 def check_structure(body: bytes) -> None:
@@ -111,7 +107,7 @@ async def post_thing_data(thing_id: str, request: Request, who: Principal = Depe
     if idempotency_key is not None and not 0 < len(idempotency_key) <= _MAX_IDEMPOTENCY_KEY:
         raise SluiceError(400, "INVALID_PAYLOAD", f"Idempotency-Key must be 1–{_MAX_IDEMPOTENCY_KEY} characters",
                           field="Idempotency-Key")
-    body = await read_body(request)
+    body = await request.body()  # producers.limits stops it at the ingest limit, while it streams
     check_structure(body)
     request_id = new_request_id()
     envelope = {
