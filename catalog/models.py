@@ -1,15 +1,41 @@
 """The catalog's request bodies, as clients send them (seed 001 field names).
 
 Models live at the API boundary only; the hot path works on the plain lookup
-tables in catalog.resolution.
+tables in catalog.resolution. Every string, list and map is bounded: each
+entity is held in the memory of every service, so its size must be too.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator
+
+# Bounds of catalog fields (documented in the README's limits table).
+NAME_MAX = 200
+TEXT_MAX = 2000
+UNIT_MAX = 50
+ID_MAX = 64
+ENUM_VALUES_MAX = 1000
+METRICS_PER_TYPE_MAX = 1000
+PROPERTY_DEFINITIONS_MAX = 100
+CONSTRAINTS_MAX = 20
+PROPERTIES_MAX = 100
+PROPERTY_VALUE_MAX = 1000
+FILTER_IDS_MAX = 1000
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX)]
+Text = Annotated[str, StringConstraints(max_length=TEXT_MAX)]
+Unit = Annotated[str, StringConstraints(max_length=UNIT_MAX)]
+EntityId = Annotated[str, StringConstraints(min_length=1, max_length=ID_MAX)]
+EnumValue = Annotated[str, StringConstraints(max_length=NAME_MAX)]
+# A thing's static property: a scalar, checked against its type's property definitions.
+PropertyValue = StrictBool | int | float | Annotated[str, StringConstraints(max_length=PROPERTY_VALUE_MAX)]
+Properties = Annotated[dict[Name, PropertyValue], Field(max_length=PROPERTIES_MAX)]
+# Strict: JSON `false` or `"12"` is not a coordinate (lax mode would read them as 0.0 and 12.0).
+Latitude = Annotated[float, Field(strict=True, ge=-90, le=90)]
+Longitude = Annotated[float, Field(strict=True, ge=-180, le=180)]
 
 
 class DataType(str, enum.Enum):
@@ -33,13 +59,13 @@ class _Body(BaseModel):
 
 
 class MetricDefinitionIn(_Body):
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z][A-Za-z0-9_.\-]*$")
+    name: str = Field(min_length=1, max_length=NAME_MAX, pattern=r"^[A-Za-z][A-Za-z0-9_.\-]*$")
     dataType: DataType
     defaultAggregation: Aggregation
-    displayName: str | None = None
-    description: str | None = None
-    unitLabel: str | None = None
-    enumValues: list[str] | None = Field(default=None, min_length=1)
+    displayName: Name | None = None
+    description: Text | None = None
+    unitLabel: Unit | None = None
+    enumValues: list[EnumValue] | None = Field(default=None, min_length=1, max_length=ENUM_VALUES_MAX)
 
     @field_validator("enumValues")
     @classmethod
@@ -52,88 +78,89 @@ class MetricDefinitionIn(_Body):
 class MetricPatch(_Body):
     """The mutable fields of a metric definition (name and dataType never change)."""
 
-    displayName: str | None = None
-    description: str | None = None
-    unitLabel: str | None = None
+    displayName: Name | None = None
+    description: Text | None = None
+    unitLabel: Unit | None = None
     defaultAggregation: Aggregation | None = None
-    enumValues: list[str] | None = Field(default=None, min_length=1)
+    enumValues: list[EnumValue] | None = Field(default=None, min_length=1, max_length=ENUM_VALUES_MAX)
 
 
 class Constraint(_Body):
     operator: str = Field(pattern=r"^(>|>=|<|<=|==|!=)$")
-    value: str
+    value: str = Field(max_length=NAME_MAX)
 
 
 class PropertyDefinition(_Body):
-    name: str = Field(min_length=1)
-    description: str | None = None
-    unit: str | None = None
+    name: Name
+    description: Text | None = None
+    unit: Unit | None = None
     valueType: str = Field(pattern=r"^(double|long|boolean|string)$")
-    constraints: list[Constraint] = []
+    constraints: list[Constraint] = Field(default=[], max_length=CONSTRAINTS_MAX)
 
 
 class ThingTypeIn(_Body):
-    displayName: str = Field(min_length=1)
-    description: str | None = None
-    metricIds: list[str]
-    propertyDefinitions: list[PropertyDefinition] = []
+    displayName: Name
+    description: Text | None = None
+    metricIds: list[EntityId] = Field(max_length=METRICS_PER_TYPE_MAX)
+    propertyDefinitions: list[PropertyDefinition] = Field(default=[], max_length=PROPERTY_DEFINITIONS_MAX)
 
 
 class ThingTypeVersionIn(_Body):
     """A new version of a thing type: its full contract (display fields optional)."""
 
-    displayName: str | None = Field(default=None, min_length=1)
-    description: str | None = None
-    metricIds: list[str]
-    propertyDefinitions: list[PropertyDefinition] = []
+    displayName: Name | None = None
+    description: Text | None = None
+    metricIds: list[EntityId] = Field(max_length=METRICS_PER_TYPE_MAX)
+    propertyDefinitions: list[PropertyDefinition] = Field(default=[], max_length=PROPERTY_DEFINITIONS_MAX)
 
 
 class PlaceIn(_Body):
-    name: str = Field(min_length=1)
-    description: str | None = None
-    latitude: float | None = Field(default=None, ge=-90, le=90)
-    longitude: float | None = Field(default=None, ge=-180, le=180)
+    name: Name
+    description: Text | None = None
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
 
 
 class ThingIn(_Body):
-    thingName: str = Field(min_length=1)
-    thingType: str | None = None
-    thingTypeId: str | None = None
-    thingDescription: str | None = None
-    manufacturer: str | None = None
-    model: str | None = None
-    latitude: float | None = Field(default=None, ge=-90, le=90)
-    longitude: float | None = Field(default=None, ge=-180, le=180)
-    properties: dict[str, Any] = {}
+    thingName: Name
+    thingType: Name | None = None
+    thingTypeId: EntityId | None = None
+    thingDescription: Text | None = None
+    manufacturer: Name | None = None
+    model: Name | None = None
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
+    properties: Properties = {}
 
 
 class ThingPatch(_Body):
     """A partial update of a thing; absent fields stay as they are."""
 
-    thingName: str | None = Field(default=None, min_length=1)
-    thingType: str | None = None
-    thingTypeId: str | None = None
-    thingDescription: str | None = None
-    manufacturer: str | None = None
-    model: str | None = None
-    latitude: float | None = Field(default=None, ge=-90, le=90)
-    longitude: float | None = Field(default=None, ge=-180, le=180)
-    properties: dict[str, Any] | None = None
+    thingName: Name | None = None
+    thingType: Name | None = None
+    thingTypeId: EntityId | None = None
+    thingDescription: Text | None = None
+    manufacturer: Name | None = None
+    model: Name | None = None
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
+    properties: Properties | None = None
 
 
 class OrgIn(_Body):
-    name: str = Field(min_length=1, max_length=200)
+    # Shorter than other names: the org's first key is named "<name> admin".
+    name: str = Field(min_length=1, max_length=NAME_MAX - len(" admin"))
 
 
 class KeyFilters(_Body):
     """Restrict a key to some places and/or things (empty lists: no restriction)."""
 
-    placeIds: list[str] = []
-    thingIds: list[str] = []
-    streams: list[str] = []
+    placeIds: list[EntityId] = Field(default=[], max_length=FILTER_IDS_MAX)
+    thingIds: list[EntityId] = Field(default=[], max_length=FILTER_IDS_MAX)
+    streams: list[Name] = Field(default=[], max_length=FILTER_IDS_MAX)
 
 
 class ApiKeyIn(_Body):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     scopes: list[Literal["read", "write", "admin"]] = Field(min_length=1)
     filters: KeyFilters = KeyFilters()

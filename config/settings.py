@@ -47,6 +47,14 @@ class Settings:
         "SLUICE_ADMIN_KEY_SHA256", "",
         "The platform-admin key's SHA-256 (hex), for an edge that should not hold the secret itself.")
     max_body_bytes: int = setting("SLUICE_MAX_BODY_BYTES", 1_048_576, "Largest accepted ingest request body.")
+    max_api_body_bytes: int = setting(
+        "SLUICE_MAX_API_BODY_BYTES", 65_536, "Largest accepted body on every other route (catalog, keys, admin).")
+    header_timeout_s: float = setting(
+        "SLUICE_HEADER_TIMEOUT_S", 10.0, "A request's headers must arrive whole within this many seconds.")
+    body_timeout_s: float = setting(
+        "SLUICE_BODY_TIMEOUT_S", 30.0, "A request's body must arrive whole within this many seconds of its headers.")
+    max_connections_per_ip: int = setting(
+        "SLUICE_MAX_CONNECTIONS_PER_IP", 256, "Open connections one client IP may hold; 0 turns the cap off.")
     sink_batch_messages: int = setting(
         "SLUICE_SINK_BATCH_MESSAGES", 5000, "A sink inserts when this many messages are batched...")
     sink_batch_bytes: int = setting("SLUICE_SINK_BATCH_BYTES", 16 * 1024 * 1024, "...or this many bytes...")

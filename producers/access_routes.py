@@ -8,6 +8,7 @@ from catalog.access import public_key
 from catalog.models import ApiKeyIn, OrgIn
 from catalog.service import Catalog
 from producers.auth import Principal, principal
+from producers.openapi import errors
 
 router = APIRouter(prefix="/v2", tags=["access"])
 
@@ -16,7 +17,7 @@ def _catalog(request: Request) -> Catalog:
     return request.app.state.catalog
 
 
-@router.post("/orgs", status_code=201)
+@router.post("/orgs", status_code=201, responses=errors(400))
 def create_org(spec: OrgIn, request: Request, who: Principal = Depends(principal)) -> dict:
     """A new tenant and its first admin key; the secret (`key`) is shown only here."""
     who.require_platform_admin()
@@ -24,13 +25,13 @@ def create_org(spec: OrgIn, request: Request, who: Principal = Depends(principal
     return {**org, "adminKey": {**public_key(key), "key": secret}}
 
 
-@router.get("/orgs/current")
+@router.get("/orgs/current", responses=errors(404))
 def current_org(request: Request, who: Principal = Depends(principal)) -> dict:
     who.require("read")
     return _catalog(request).org(who.org_id)
 
 
-@router.post("/api-keys", status_code=201)
+@router.post("/api-keys", status_code=201, responses=errors(400))
 def create_api_key(spec: ApiKeyIn, request: Request, who: Principal = Depends(principal)) -> dict:
     """A key of the caller's org, no broader than the caller's (scopes and filters: 403
     otherwise); the secret (`key`) is shown only in this reply."""
@@ -46,7 +47,7 @@ def list_api_keys(request: Request, who: Principal = Depends(principal)) -> dict
     return {"items": [public_key(k) for k in _catalog(request).api_keys(who.org_id, holder=who.key)]}
 
 
-@router.delete("/api-keys/{key_id}", status_code=204)
+@router.delete("/api-keys/{key_id}", status_code=204, responses=errors(404))
 def revoke_api_key(key_id: str, request: Request, who: Principal = Depends(principal)) -> Response:
     """Revoke a key no broader than the caller's (403 otherwise) at once in this edge; every
     other service within its view's lag (seconds). The platform-admin key is no org key: 404."""

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from catalog import keys
 from catalog.errors import SluiceError
 from producers.auth import Principal, principal
+from producers.openapi import errors
 
 router = APIRouter(prefix="/v2/admin", tags=["operations"])
 
 
 class SqlIn(BaseModel):
-    sql: str
+    sql: str = Field(min_length=1, max_length=16_384)
 
 
-@router.post("/sql")
+@router.post("/sql", responses=errors(400))
 async def readonly_sql(spec: SqlIn, request: Request, who: Principal = Depends(principal)) -> dict:
     """Run one read-only query (readonly=1) across all orgs; platform-admin keys only."""
     if keys.PLATFORM_ADMIN not in who.key.get("scopes", ()):

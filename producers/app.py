@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 import schemas
 from catalog.access import DEFAULT_ORG
@@ -20,6 +22,8 @@ from catalog.writer import CatalogWriter
 from config import Settings
 from producers import (access_routes, admin_routes, definitions_routes, ingest_log_routes, ingest_routes,
                        read_routes, registry_routes)
+from producers.limits import BodyLimit
+from producers.openapi import allowed_methods, document
 from producers.rate_limit import RateLimiter
 from producers.raw_producer import RawProducer
 from producers.results_listener import ResultsListener
@@ -73,6 +77,8 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
     app.state.topics = topics
     app.state.warehouse = warehouse
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+    app.add_middleware(BodyLimit, ingest_limit=settings.max_body_bytes, other_limit=settings.max_api_body_bytes)
+    app.openapi = lambda: document(app)  # type: ignore[method-assign]
     app.include_router(definitions_routes.router)
     app.include_router(registry_routes.router)
     app.include_router(access_routes.router)
@@ -89,11 +95,26 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if isinstance(exc.__cause__, ClientDisconnect):  # FastAPI's "error parsing the body"
+            return await client_gone(request, exc.__cause__)
         # Unknown routes and methods answer in the one error shape too.
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the first route of the path; a path's methods span several routes.
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers=headers)
         codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
         error = SluiceError(exc.status_code, codes.get(exc.status_code, "HTTP_ERROR"), str(exc.detail))
-        return JSONResponse(error.body(), status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse(error.body(), status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # Routine on flaky links: one line, no traceback. Nobody reads the answer.
+        client = request.client.host if request.client else "?"
+        log.info("client %s disconnected during %s %s", client, request.method, request.url.path)
+        return Response(status_code=499)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -110,10 +131,13 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
     async def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"])
+    @app.get("/readyz", tags=["operations"], responses={
+        503: {"description": "the catalog view has not caught up yet", "content": {"application/json": {
+            "schema": {"type": "object", "properties": {"ready": {"type": "boolean"}}}}}}})
     async def readyz(request: Request) -> JSONResponse:
         catalog = getattr(request.app.state, "catalog", None)
         ready = catalog is not None and catalog.view.ready
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     return app
+

@@ -6,12 +6,14 @@ catalog write blocks until Kafka and the local view confirm it.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 
 from catalog.models import MetricDefinitionIn, MetricPatch, ThingTypeIn, ThingTypeVersionIn
 from catalog.service import Catalog
 from catalog.store import page
 from producers.auth import Principal, principal
+from producers.openapi import errors
+from producers.paging import PageCursor, PageLimit
 
 router = APIRouter(prefix="/v2/definitions", tags=["catalog"])
 
@@ -20,51 +22,51 @@ def _catalog(request: Request) -> Catalog:
     return request.app.state.catalog
 
 
-@router.post("/metrics", status_code=201)
+@router.post("/metrics", status_code=201, responses=errors(400, 409))
 def create_metric(spec: MetricDefinitionIn, request: Request, who: Principal = Depends(principal)) -> dict:
     who.require("write")
     return _catalog(request).create_metric(who.org_id, spec)
 
 
-@router.get("/metrics")
-def list_metrics(request: Request, who: Principal = Depends(principal), limit: int = Query(100),
-                 cursor: str | None = Query(None)) -> dict:
+@router.get("/metrics", responses=errors(400))
+def list_metrics(request: Request, who: Principal = Depends(principal), limit: PageLimit = 100,
+                 cursor: PageCursor = None) -> dict:
     who.require("read")
     return page(_catalog(request).metrics(who.org_id), limit, cursor)
 
 
-@router.get("/metrics/{metric_id}")
+@router.get("/metrics/{metric_id}", responses=errors(404))
 def get_metric(metric_id: str, request: Request, who: Principal = Depends(principal)) -> dict:
     who.require("read")
     return _catalog(request).metric(who.org_id, metric_id)
 
 
-@router.patch("/metrics/{metric_id}")
+@router.patch("/metrics/{metric_id}", responses=errors(400, 404))
 def update_metric(metric_id: str, patch: MetricPatch, request: Request, who: Principal = Depends(principal)) -> dict:
     who.require("write")
     return _catalog(request).update_metric(who.org_id, metric_id, patch)
 
 
-@router.post("/thing-types", status_code=201)
+@router.post("/thing-types", status_code=201, responses=errors(400))
 def create_thing_type(spec: ThingTypeIn, request: Request, who: Principal = Depends(principal)) -> dict:
     who.require("write")
     return _catalog(request).create_thing_type(who.org_id, spec)
 
 
-@router.get("/thing-types")
-def list_thing_types(request: Request, who: Principal = Depends(principal), limit: int = Query(100),
-                     cursor: str | None = Query(None)) -> dict:
+@router.get("/thing-types", responses=errors(400))
+def list_thing_types(request: Request, who: Principal = Depends(principal), limit: PageLimit = 100,
+                     cursor: PageCursor = None) -> dict:
     who.require("read")
     return page(_catalog(request).thing_types(who.org_id), limit, cursor)
 
 
-@router.get("/thing-types/{type_id}")
+@router.get("/thing-types/{type_id}", responses=errors(404))
 def get_thing_type(type_id: str, request: Request, who: Principal = Depends(principal)) -> dict:
     who.require("read")
     return _catalog(request).thing_type(who.org_id, type_id)
 
 
-@router.post("/thing-types/{type_id}/versions", status_code=201)
+@router.post("/thing-types/{type_id}/versions", status_code=201, responses=errors(400, 404))
 def create_thing_type_version(type_id: str, spec: ThingTypeVersionIn, request: Request,
                               who: Principal = Depends(principal)) -> dict:
     """A new version becomes the type's latest; existing things keep theirs."""
@@ -72,7 +74,7 @@ def create_thing_type_version(type_id: str, spec: ThingTypeVersionIn, request: R
     return _catalog(request).create_thing_type_version(who.org_id, type_id, spec)
 
 
-@router.get("/thing-types/{type_id}/versions/{version_id}")
+@router.get("/thing-types/{type_id}/versions/{version_id}", responses=errors(404))
 def get_thing_type_version(type_id: str, version_id: str, request: Request,
                            who: Principal = Depends(principal)) -> dict:
     who.require("read")

@@ -14,12 +14,13 @@ from starlette.concurrency import run_in_threadpool
 
 from catalog.errors import SluiceError
 from producers.auth import Principal, principal
+from producers.openapi import errors
 from warehouse.queries import ingest_verdict, recent_verdicts
 
 router = APIRouter(prefix="/v2", tags=["ingest"])
 
 
-@router.get("/ingest-log/{request_id}")
+@router.get("/ingest-log/{request_id}", responses=errors(404))
 async def get_ingest_verdict(request_id: str, request: Request, who: Principal = Depends(principal)) -> dict:
     """The newest verdict on one of the caller's requests; 404 NOT_FOUND if none is stored yet
     (or the request id belongs to another organization)."""
@@ -33,9 +34,9 @@ async def get_ingest_verdict(request_id: str, request: Request, who: Principal =
     return _public(verdict)
 
 
-@router.get("/ingest-log")
+@router.get("/ingest-log", responses=errors(400))
 async def list_ingest_verdicts(request: Request, who: Principal = Depends(principal),
-                               thing_id: str | None = Query(None, alias="thingId"),
+                               thing_id: str | None = Query(None, alias="thingId", max_length=64),
                                limit: int = Query(50, ge=1, le=1000)) -> dict:
     """The caller's most recently processed requests, newest first, one verdict each."""
     who.require("read")

@@ -1,7 +1,8 @@
 """Ingest: `POST /v2/thing/{thingId}/data` lands the request on the raw topic.
 
-The edge checks only what it must (key, scope, rate, size, that the thing is
-the caller's); the processors hold the rulebook. By default it answers 202 once
+The edge checks only what it must (key, scope, rate, that the thing is the
+caller's, and the body's outline; its size is producers.limits'); the
+processors hold the rulebook. By default it answers 202 once
 Kafka has the request durably. With `Prefer: wait=N` or `?wait=true` it holds
 the request until the processor's verdict arrives (200, or the 4xx of the
 rules), or answers 202 when the wait runs out.
@@ -13,6 +14,7 @@ import asyncio
 import re
 import time
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -20,6 +22,7 @@ import schemas
 from catalog.errors import SluiceError
 from catalog.ids import request_id as new_request_id
 from producers.auth import Principal, principal, thing_for
+from producers.openapi import errors
 from producers.raw_producer import ProducerUnavailable
 
 router = APIRouter(prefix="/v2", tags=["ingest"])
@@ -28,28 +31,41 @@ DEFAULT_WAIT_S = 10.0
 _PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 _MAX_IDEMPOTENCY_KEY = 255
 
+# The rulebook's contract (processors/normalize.py), for the document; the edge checks only its outline.
 FRAMES_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
     "type": "object", "required": ["frames"], "properties": {"frames": {"type": "array", "minItems": 1, "items": {
-        "type": "object", "required": ["timestamp"], "properties": {
-            "timestamp": {"type": "integer", "description": "event time, epoch ms UTC"},
-            "metrics": {"type": "object", "additionalProperties": {}, "description": "metric name → scalar"},
-            "location": {"type": "object", "required": ["latitude", "longitude"], "properties": {
-                "latitude": {"type": "number"}, "longitude": {"type": "number"},
-                "accuracyRadius": {"type": "number", "description": "metres"}}}}}}}}}}}}
+        "type": "object", "required": ["timestamp"], "description": "a frame needs metrics or a location",
+        "properties": {
+            "timestamp": {"type": "integer", "minimum": 0, "description": "event time, epoch ms UTC"},
+            # null is as good as absent for both.
+            "metrics": {"type": ["object", "null"], "additionalProperties": {}, "description": "metric name → scalar"},
+            "location": {"type": ["object", "null"], "required": ["latitude", "longitude"], "properties": {
+                "latitude": {"type": "number", "minimum": -90, "maximum": 90},
+                "longitude": {"type": "number", "minimum": -180, "maximum": 180},
+                "accuracyRadius": {"type": ["number", "null"], "minimum": 0, "maximum": 1e7,
+                                   "description": "metres"}}}}}}}}}}}}
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing with 413 as soon as it exceeds `limit` (never buffered whole)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise SluiceError(413, "PAYLOAD_TOO_LARGE", f"request body exceeds {limit} bytes", limit=limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise SluiceError(413, "PAYLOAD_TOO_LARGE", f"request body exceeds {limit} bytes", limit=limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+def check_structure(body: bytes) -> None:
+    """The cheap structural check that answers malformed bodies at once (400 INVALID_PAYLOAD):
+    a JSON object whose `frames` is a non-empty array. Every rule about a frame's contents
+    is the processor's (processors/normalize.py), for sync and async requests alike."""
+    def invalid(field: str, reason: str) -> SluiceError:
+        return SluiceError(400, "INVALID_PAYLOAD", f"{field}: {reason}", field=field, reason=reason)
+
+    if not body or body.isspace():
+        raise invalid("body", "the request body is empty")
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise invalid("body", f"not valid JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise invalid("body", "must be a JSON object")
+    frames = document.get("frames")
+    if not isinstance(frames, list):
+        raise invalid("frames", "required, an array of frames")
+    if not frames:
+        raise invalid("frames", "at least one frame is required")
 
 
 def requested_wait(request: Request, wait: bool, max_wait: float) -> float | None:
@@ -77,7 +93,8 @@ def verdict_response(verdict: dict) -> JSONResponse:
 
 @router.post("/thing/{thing_id}/data", status_code=202, openapi_extra=FRAMES_BODY, responses={
     200: {"description": "with a wait preference: the verdict, frames ingested"},
-    202: {"description": "accepted: durable on Kafka, processed asynchronously"}})
+    202: {"description": "accepted: durable on Kafka, processed asynchronously"},
+    **errors(400, 404, 424, 503)})
 async def post_thing_data(thing_id: str, request: Request, who: Principal = Depends(principal),
                           wait: bool = Query(False, description="wait for the verdict (see also Prefer: wait=N)"),
                           ) -> JSONResponse:
@@ -90,7 +107,8 @@ async def post_thing_data(thing_id: str, request: Request, who: Principal = Depe
     if idempotency_key is not None and not 0 < len(idempotency_key) <= _MAX_IDEMPOTENCY_KEY:
         raise SluiceError(400, "INVALID_PAYLOAD", f"Idempotency-Key must be 1–{_MAX_IDEMPOTENCY_KEY} characters",
                           field="Idempotency-Key")
-    body = await read_body(request, state.settings.max_body_bytes)
+    body = await request.body()  # producers.limits stops it at the ingest limit, while it streams
+    check_structure(body)
     request_id = new_request_id()
     envelope = {
         "request_id": request_id,

@@ -6,12 +6,13 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from producers.auth import Principal, principal, thing_for
+from producers.openapi import errors
 from warehouse.queries import latest_event
 
 router = APIRouter(prefix="/v2", tags=["read"])
 
 
-@router.get("/things/{thing_id}/latest-event")
+@router.get("/things/{thing_id}/latest-event", responses=errors(404))
 async def get_latest_event(thing_id: str, request: Request, who: Principal = Depends(principal)) -> dict:
     """The latest value of each metric by event time (a late backfill never replaces it)."""
     thing_for(request, who, thing_id, "read")

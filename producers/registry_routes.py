@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Request, Response
 
 from catalog.models import PlaceIn, ThingIn, ThingPatch
 from catalog.service import Catalog
 from catalog.store import page
 from producers.auth import Principal, principal, thing_for
+from producers.openapi import errors
+from producers.paging import PageCursor, PageLimit
 
 router = APIRouter(prefix="/v2", tags=["catalog"])
 
@@ -23,33 +25,35 @@ def _catalog(request: Request) -> Catalog:
 
 
 def _place_routes(kind: str, plural: str) -> None:
-    @router.post(f"/{plural}", status_code=201, name=f"create_{kind}")
+    @router.post(f"/{plural}", status_code=201, name=f"create_{kind}", responses=errors(400))
     def create_place(spec: PlaceIn, request: Request, who: Principal = Depends(principal)) -> dict:
         who.require("write")
         return _catalog(request).create_place(who.org_id, kind, spec)
 
-    @router.get(f"/{plural}", name=f"list_{plural}")
-    def list_places(request: Request, who: Principal = Depends(principal), limit: int = Query(100),
-                    cursor: str | None = Query(None)) -> dict:
+    @router.get(f"/{plural}", name=f"list_{plural}", responses=errors(400))
+    def list_places(request: Request, who: Principal = Depends(principal), limit: PageLimit = 100,
+                    cursor: PageCursor = None) -> dict:
         who.require("read")
         places = [p for p in _catalog(request).places(who.org_id, kind) if who.may_use_place(p["id"])]
         return page(places, limit, cursor)
 
-    @router.get(f"/{plural}/{{place_id}}", name=f"get_{kind}")
+    @router.get(f"/{plural}/{{place_id}}", name=f"get_{kind}", responses=errors(404))
     def get_place(place_id: str, request: Request, who: Principal = Depends(principal)) -> dict:
         who.require("read")
         place = _catalog(request).place(who.org_id, place_id, kind)
         who.require_place(place_id)
         return place
 
-    @router.post(f"/{plural}/{{place_id}}/things", status_code=201, name=f"create_thing_in_{kind}")
+    @router.post(f"/{plural}/{{place_id}}/things", status_code=201, name=f"create_thing_in_{kind}",
+                 responses=errors(400, 404))
     def create_thing(place_id: str, spec: ThingIn, request: Request, who: Principal = Depends(principal)) -> dict:
         who.require("write")
         _catalog(request).place(who.org_id, place_id, kind)
         who.require_place(place_id)
         return _catalog(request).create_thing(who.org_id, place_id, kind, spec)
 
-    @router.post(f"/{plural}/{{place_id}}/things/bulk", status_code=207, name=f"create_things_in_{kind}")
+    @router.post(f"/{plural}/{{place_id}}/things/bulk", status_code=207, name=f"create_things_in_{kind}",
+                 responses=errors(400, 404))
     def create_things(place_id: str, request: Request, who: Principal = Depends(principal),
                       items: list[Any] = Body(..., description="an array of thing bodies")) -> dict:
         """Register many things; 207 with one report per item ({index, status, id | error})."""
@@ -60,9 +64,9 @@ def _place_routes(kind: str, plural: str) -> None:
         return {"created": sum(1 for r in report if r["status"] == 201), "failed":
                 sum(1 for r in report if r["status"] != 201), "items": report}
 
-    @router.get(f"/{plural}/{{place_id}}/things", name=f"list_things_in_{kind}")
+    @router.get(f"/{plural}/{{place_id}}/things", name=f"list_things_in_{kind}", responses=errors(400, 404))
     def list_things(place_id: str, request: Request, who: Principal = Depends(principal),
-                    limit: int = Query(100), cursor: str | None = Query(None)) -> dict:
+                    limit: PageLimit = 100, cursor: PageCursor = None) -> dict:
         who.require("read")
         things = [t for t in _catalog(request).things_in(who.org_id, place_id, kind) if who.may_use_thing(t)]
         return page(things, limit, cursor)
@@ -72,18 +76,18 @@ _place_routes("site", "sites")
 _place_routes("fleet", "fleets")
 
 
-@router.get("/things/{thing_id}")
+@router.get("/things/{thing_id}", responses=errors(404))
 def get_thing(thing_id: str, request: Request, who: Principal = Depends(principal)) -> dict:
     return thing_for(request, who, thing_id, "read")
 
 
-@router.patch("/things/{thing_id}")
+@router.patch("/things/{thing_id}", responses=errors(400, 404))
 def update_thing(thing_id: str, patch: ThingPatch, request: Request, who: Principal = Depends(principal)) -> dict:
     thing_for(request, who, thing_id, "write")
     return _catalog(request).update_thing(who.org_id, thing_id, patch)
 
 
-@router.delete("/things/{thing_id}", status_code=204)
+@router.delete("/things/{thing_id}", status_code=204, responses=errors(404))
 def delete_thing(thing_id: str, request: Request, who: Principal = Depends(principal)) -> Response:
     """Forget the thing; its stored readings stay queryable."""
     thing_for(request, who, thing_id, "write")

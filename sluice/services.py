@@ -20,6 +20,7 @@ from config import Settings
 from processors.app import ProcessorWorker, create_app as create_processor_app
 from processors.idempotency import IdempotencyStore
 from producers.app import create_app as create_edge_app
+from producers.http_protocol import edge_protocol
 from schemas import Topics
 from sinks.registry import warehouse_sinks
 from warehouse import open_warehouse
@@ -41,7 +42,7 @@ def run_edge(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning",
-                    access_log=False, timeout_graceful_shutdown=10)
+                    access_log=False, timeout_graceful_shutdown=10, http=edge_protocol(settings))
     finally:
         _stop_sinks(sinks, threads)
         warehouse.close()
