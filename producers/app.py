@@ -51,7 +51,8 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
         app.state.catalog = Catalog(view, writer)
         if settings.admin_key:
             await run_in_threadpool(bootstrap_admin, app.state.catalog, settings.admin_key)
-        app.state.raw_producer = RawProducer(bootstrap)
+        app.state.raw_producer = RawProducer(
+            bootstrap, max_message_bytes=schemas.topics.MessageLimits.for_body(settings.max_body_bytes).raw)
         app.state.results = ResultsListener(bootstrap, topics.results)
         await run_in_threadpool(app.state.results.start)
         try:
