@@ -22,6 +22,7 @@ def ensure_topics(bootstrap: str, settings: Settings, replication: int = 1, time
     topics = Topics(settings.topic_prefix)
     limits = MessageLimits.for_body(settings.max_body_bytes)
     existing = set(admin.list_topics(timeout=timeout).topics)
+    created: set[str] = set()
     wanted = [
         NewTopic(topics.name(spec.logical),
                  num_partitions=1 if spec.single_partition else settings.partitions,
@@ -30,21 +31,22 @@ def ensure_topics(bootstrap: str, settings: Settings, replication: int = 1, time
         for spec in SPECS
         if topics.name(spec.logical) not in existing
     ]
+    if wanted:
+        for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
+            try:
+                future.result()
+                created.add(name)
+                log.info("created topic %s", name)
+            except KafkaException as exc:
+                if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: it exists after all (or another process won)
+                    raise
     altered = [
         ConfigResource(ResourceType.TOPIC, topics.name(spec.logical), incremental_configs=[
             ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
             for name, value in topic_configs(spec, limits).items()])
         for spec in SPECS
-        if topics.name(spec.logical) in existing
+        if topics.name(spec.logical) not in created
     ]
-    if wanted:
-        for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
-            try:
-                future.result()
-                log.info("created topic %s", name)
-            except KafkaException as exc:
-                if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: another process won the race
-                    raise
     if altered:
         for resource, future in admin.incremental_alter_configs(altered, request_timeout=timeout).items():
             future.result()
