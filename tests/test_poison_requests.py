@@ -178,17 +178,20 @@ def test_largest_accepted_body_is_202_and_ingested(poisoned):
     eventually(lambda: readings(api, stack, largest) == [expected, expected], timeout=90, interval=0.5)
 
 
-def test_replay_works_for_the_largest_dead_letters(poisoned):
+def test_replay_works_for_every_dead_letter_however_large(poisoned):
     from sluice.replay import replay_dead_letters
 
     stack, api, new_thing = poisoned
     small = new_thing()
-    body = poison_bodies(stack.settings.max_body_bytes)["max-size metric name"][0]
-    reply = api.post(f"/v2/thing/{small}/data", content=body,
-                     headers={"Prefer": "wait=20", "Content-Type": "application/json"})
-    assert reply.status_code == 400 and reply.json()["error"]["code"] == "UNKNOWN_METRIC", reply.text
-    request_id = reply.headers["X-Request-Id"]
-    assert replay_dead_letters(stack.settings.kafka_bootstrap, stack.settings, request_id=request_id) == (1, 1)
-    query = "SELECT count(), max(length(original)) FROM {db}.rejects WHERE request_id = '%s'" % request_id
-    eventually(lambda: sql(api, stack, query) == [[2, len(body)]], timeout=60)
+    sent = {}  # request id -> body
+    for name, (body, reason) in poison_bodies(stack.settings.max_body_bytes).items():
+        reply = api.post(f"/v2/thing/{small}/data", content=body,
+                         headers={"Prefer": "wait=20", "Content-Type": "application/json"})
+        assert reply.status_code == 400 and reply.json()["error"]["code"] == reason, (name, reply.text)
+        sent[reply.headers["X-Request-Id"]] = body
+    for request_id in sent:
+        assert replay_dead_letters(stack.settings.kafka_bootstrap, stack.settings, request_id=request_id) == (1, 1)
+    for request_id, body in sent.items():  # judged again: a second dead letter, the whole body kept
+        query = "SELECT count(), max(length(original)) FROM {db}.rejects WHERE request_id = '%s'" % request_id
+        eventually(lambda: sql(api, stack, query) == [[2, len(body)]], timeout=60)
     stack.check_alive()
