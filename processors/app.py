@@ -83,8 +83,8 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
             except asyncio.CancelledError:
                 log.warning("stopped mid-batch; exiting before the batch is committed")
                 os._exit(70)
-            except BaseException:
-                log.critical("producing outputs failed; exiting before the batch is committed", exc_info=True)
+            except BaseException:  # producing failed for good, most likely
+                log.critical("a batch failed; exiting before it is committed", exc_info=True)
                 os._exit(70)
 
     return app
@@ -105,14 +105,6 @@ def request_messages(payload: bytes, envelope: dict | str, thing_lookup, table_l
     try:
         outcome, first_of = _process(payload, envelope, thing_lookup, table_lookup, seen)
         messages = _messages(outcome, first_of, limits)
-        largest = max(len(key) + len(value) for _, key, value in messages)
-        if largest + RECORD_OVERHEAD > limits.output:
-            if not isinstance(envelope, dict):
-                raise ValueError(f"an undecodable message's dead letter is {largest} bytes")
-            log.error("request %s: an output of %d bytes exceeds the %d-byte message limit",
-                      envelope["request_id"], largest, limits.output)
-            return _messages(failed(envelope, "TOO_LARGE", f"an output of {largest} bytes exceeds the "
-                                    f"{limits.output}-byte message limit", 413), None, limits)
     except Exception as exc:
         if not isinstance(envelope, dict):
             raise  # an undecodable message has no request to blame; the batch exits uncommitted
@@ -121,6 +113,13 @@ def request_messages(payload: bytes, envelope: dict | str, thing_lookup, table_l
                   envelope["request_id"], trace)
         return _messages(failed(envelope, "INTERNAL_ERROR", f"the processor failed: {type(exc).__name__}: {exc}"),
                          None, limits)
+    largest = max(len(key) + len(value) for _, key, value in messages)
+    if largest + RECORD_OVERHEAD > limits.output and isinstance(envelope, dict):
+        # Its dead letter carries only the body, which fits (see MessageLimits).
+        log.error("request %s: an output of %d bytes exceeds the %d-byte message limit",
+                  envelope["request_id"], largest, limits.output)
+        return _messages(failed(envelope, "TOO_LARGE", f"an output of {largest} bytes exceeds the "
+                                f"{limits.output}-byte message limit", 413), None, limits)
     if first_of is not None:
         seen.remember(first_of, outcome.verdict)
     return messages
@@ -135,7 +134,8 @@ def _messages(outcome: Outcome, first_of: str | None, limits: MessageLimits) -> 
         messages.append((IDEMPOTENCY, first_of.encode(), schemas.encode(schemas.VERDICT, outcome.verdict)))
     if outcome.frames is not None:
         thing_key = outcome.frames["thing_id"].encode()
-        messages.extend((FRAMES, thing_key, value) for value in encode_frame_batch(outcome.frames, limits.frames_budget))
+        messages.extend((FRAMES, thing_key, value)
+                        for value in encode_frame_batch(outcome.frames, limits.frames_budget))
     for dead in outcome.dead_letters:
         messages.append((DEADLETTER, request_key, schemas.encode(schemas.DEAD_LETTER, dead)))
     if outcome.verdict is not None:

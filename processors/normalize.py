@@ -138,7 +138,8 @@ def _normalize_frames(frames_in: list, table: ResolutionTable, now: int) -> tupl
             try:
                 number, integer, text = coerce(resolved.data_type, raw_value, resolved.enum_values)
             except CoercionError as exc:
-                raise Rejection(400, "INVALID_VALUE", f"metric {brief(name)} in frame {index}: value {brief(raw_value)}: {exc}",
+                raise Rejection(400, "INVALID_VALUE",
+                                f"metric {brief(name)} in frame {index}: value {brief(raw_value)}: {exc}",
                                 f"{where}.metrics.{name}") from None
             ts_col.append(ts)
             metric_col.append(resolved.metric_id)

@@ -49,7 +49,8 @@ def batch_of(readings: int, locations: int = 0, text: str = "") -> dict:
         "request_id": "req_1", "org_id": "org_a", "thing_id": "thg_1", "type_version_id": "tdef_1",
         "version": 1718884800999, "frames": readings,
         "readings": {"ts": list(range(readings)), "metric_id": [f"mdef_{i % 6:020d}" for i in range(readings)],
-                     "data_type": ["String" if text else "Double"] * readings, "value": [i / 3 for i in range(readings)],
+                     "data_type": ["String" if text else "Double"] * readings,
+                     "value": [i / 3 for i in range(readings)],
                      "value_long": [0] * readings, "value_string": [text] * readings},
         "locations": [{"ts": i, "latitude": 1.0, "longitude": 2.0, "accuracy_m": None} for i in range(locations)],
     }
@@ -131,3 +132,13 @@ def test_limits_fit_the_largest_body_and_its_dead_letter():
     assert messages[0][0] == "deadletter" and len(messages[0][2]) + 1024 <= LIMITS.output
     configs = {spec.logical: topic_configs(spec, LIMITS)["max.message.bytes"] for spec in SPECS}
     assert configs["raw"] == str(LIMITS.raw) and configs["deadletter"] == configs["frames"] == str(LIMITS.output)
+
+
+def test_an_output_too_large_for_a_message_is_the_requests_too_large():
+    limits = MessageLimits(raw=2000, output=3000, frames_budget=100_000)  # frames may not be split small enough
+    body = orjson.dumps({"frames": [{"timestamp": 1718884800000 + i, "metrics": {
+        "status": i, "moduleSoC": 1.5, "enabled": True, "mode": "idle"}} for i in range(30)]})
+    messages = request_messages(b"", envelope(body), *lookups(), seen=None, limits=limits)
+    assert [topic for topic, _, _ in messages] == ["deadletter", "results"]
+    assert schemas.decode(schemas.DEAD_LETTER, messages[0][2])["reason"] == "TOO_LARGE"
+    assert schemas.decode(schemas.VERDICT, messages[1][2])["errors"][0]["code"] == "TOO_LARGE"
