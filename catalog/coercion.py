@@ -1,12 +1,15 @@
 """Coercion of a reading's scalar value to its metric's declared data type.
 
 Pure functions over plain values: the processors call them for every value, so
-they avoid allocation beyond the result tuple.
+they avoid allocation beyond the result tuple. Error messages show the value
+through `brief` (bounded, never raising: a client's value can be anything).
 """
 
 from __future__ import annotations
 
 import math
+
+from catalog.brief import brief
 
 # A coerced value, shaped like the readings columns: (value, value_long, value_string).
 Coerced = tuple[float, int, str]
@@ -27,7 +30,7 @@ def _to_double(value: object) -> Coerced:
         try:
             number = float(value)
         except ValueError:
-            raise CoercionError(f"expected a number, got the string {value!r}") from None
+            raise CoercionError(f"expected a number, got the string {brief(value)}") from None
     else:
         raise CoercionError(f"expected a scalar number, got {type(value).__name__}")
     if not math.isfinite(number):
@@ -42,13 +45,13 @@ def _to_long(value: object) -> Coerced:
         number = value
     elif isinstance(value, float):
         if not value.is_integer():
-            raise CoercionError(f"expected an integer, got {value!r}")
+            raise CoercionError(f"expected an integer, got {brief(value)}")
         number = int(value)
     elif isinstance(value, str):
         try:
             number = int(value.strip())
         except ValueError:
-            raise CoercionError(f"expected an integer, got the string {value!r}") from None
+            raise CoercionError(f"expected an integer, got the string {brief(value)}") from None
     else:
         raise CoercionError(f"expected a scalar integer, got {type(value).__name__}")
     if not LONG_MIN <= number <= LONG_MAX:
@@ -68,7 +71,7 @@ def _to_boolean(value: object) -> Coerced:
     elif isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         flag = value.strip().lower() in _TRUE
     else:
-        raise CoercionError(f"expected a boolean, got {value!r}")
+        raise CoercionError(f"expected a boolean, got {brief(value)}")
     return float(flag), int(flag), ""
 
 
@@ -94,5 +97,5 @@ def coerce(data_type: str, value: object, enum_values: frozenset[str] | None = N
     """Coerce one scalar; raises CoercionError naming what was expected."""
     coerced = COERCERS[data_type](value)
     if enum_values is not None and coerced[2] not in enum_values:
-        raise CoercionError(f"{coerced[2]!r} is not one of {sorted(enum_values)}")
+        raise CoercionError(f"{brief(coerced[2])} is not one of {sorted(enum_values)}")
     return coerced

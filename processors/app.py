@@ -5,9 +5,15 @@ Idempotency: see processors.idempotency.
 
 Durability: the agent takes raw messages in batches and awaits the broker's
 acknowledgement of every output before the batch's offsets are acked, so a
-crash replays the batch instead of losing it. If producing fails for good the
-process exits at once, before Faust can commit the batch (`take()` acks in a
-`finally`), and the batch is replayed on restart.
+crash replays the batch instead of losing it. `take()` acks a batch whenever
+the loop moves on or is left, for whatever reason (its `finally`), so nothing
+may leave the loop mid-batch: if producing fails for good, or anything else
+escapes, the process exits at once, before Faust can commit, and the batch is
+replayed on restart.
+
+Isolation: a request the processor fails to handle (a bug, an output too large
+for a message) becomes that request's own verdict and dead letter
+(INTERNAL_ERROR, TOO_LARGE); its batch-mates are judged as usual.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import asyncio
 import logging
 import os
 import time
+import traceback
 from pathlib import Path
 
 import faust
@@ -23,8 +30,10 @@ import faust
 import schemas
 from catalog.view import CatalogView
 from config import Settings
-from processors.idempotency import IdempotencyStore, idempotency_id, repeat_verdict
-from processors.normalize import Outcome, normalize, undecodable
+from processors.idempotency import IdempotencyStore, first_verdict, idempotency_id, repeat_verdict
+from processors.normalize import Outcome, failed, normalize, undecodable
+from processors.splitting import encode_frame_batch
+from schemas.topics import DEADLETTER, FRAMES, IDEMPOTENCY, RESULTS, MessageLimits
 
 log = logging.getLogger(__name__)
 
@@ -44,45 +53,97 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
         datadir=str(settings.state_dir / "faust"),
         broker_commit_interval=1.0,
     )
+    # Message sizes follow the edge's body limit (schemas.topics.MessageLimits).
+    limits = MessageLimits.for_body(settings.max_body_bytes)
+    app.conf.producer_max_request_size = limits.output
+    app.conf.consumer_max_fetch_size = limits.raw
     raw = app.topic(topics.raw, key_type=bytes, value_type=bytes)
-    frames_out = app.topic(topics.frames, key_type=bytes, value_type=bytes)
-    results_out = app.topic(topics.results, key_type=bytes, value_type=bytes)
-    dead_out = app.topic(topics.deadletter, key_type=bytes, value_type=bytes)
-    seen_out = app.topic(topics.idempotency, key_type=bytes, value_type=bytes)
+    outputs = {logical: app.topic(topics.name(logical), key_type=bytes, value_type=bytes)
+               for logical in (FRAMES, RESULTS, DEADLETTER, IDEMPOTENCY)}
 
     def thing_lookup(org_id: str, thing_id: str) -> dict | None:
         return view.get("thing", thing_id, org_id)
 
+    async def handle(batch: list[bytes]) -> None:
+        """Produce every output of `batch` and wait for the broker to acknowledge them all."""
+        decoded = [_decode(payload) for payload in batch]
+        await _catch_up(view, max((e["catalog_offset"] for e in decoded if isinstance(e, dict)), default=-1))
+        pending = []
+        for payload, envelope in zip(batch, decoded):
+            for logical, key, value in request_messages(payload, envelope, thing_lookup, view.resolution, seen,
+                                                        limits):
+                pending.append(await outputs[logical].send(key=key, value=value))
+        await asyncio.gather(*pending)
+
     @app.agent(raw, name="normalize")
     async def normalize_agent(stream):
         async for batch in stream.take(settings.processor_batch, within=0.01):
-            decoded = [_decode(payload) for payload in batch]
-            await _catch_up(view, max((e["catalog_offset"] for e in decoded if isinstance(e, dict)), default=-1))
-            pending = []
-            for payload, envelope in zip(batch, decoded):
-                outcome, first_of = _process(payload, envelope, thing_lookup, view.resolution, seen)
-                request_key = outcome.request_id.encode()
-                if first_of is not None:
-                    first = seen.remember(first_of, outcome.verdict, envelope)  # with the request's fingerprint
-                    pending.append(await seen_out.send(
-                        key=first_of.encode(), value=schemas.encode(schemas.VERDICT, first)))
-                if outcome.frames is not None:
-                    pending.append(await frames_out.send(
-                        key=outcome.frames["thing_id"].encode(),
-                        value=schemas.encode(schemas.FRAME_BATCH, outcome.frames)))
-                for dead in outcome.dead_letters:
-                    pending.append(await dead_out.send(
-                        key=request_key, value=schemas.encode(schemas.DEAD_LETTER, dead)))
-                if outcome.verdict is not None:
-                    pending.append(await results_out.send(
-                        key=request_key, value=schemas.encode(schemas.VERDICT, outcome.verdict)))
             try:
-                await asyncio.gather(*pending)
-            except Exception:
-                log.critical("producing outputs failed; exiting before the batch is committed", exc_info=True)
+                await handle(batch)
+            except asyncio.CancelledError:
+                log.warning("stopped mid-batch; exiting before the batch is committed")
+                os._exit(70)
+            except BaseException:  # producing failed for good, most likely
+                log.critical("a batch failed; exiting before it is committed", exc_info=True)
                 os._exit(70)
 
     return app
+
+
+# Kafka's framing of one record in a batch, on top of key and value (generous).
+RECORD_OVERHEAD = 1024
+
+
+def request_messages(payload: bytes, envelope: dict | str, thing_lookup, table_lookup, seen: IdempotencyStore,
+                     limits: MessageLimits) -> list[tuple[str, bytes, bytes]]:
+    """Every message one raw message produces, as (logical topic, key, value).
+
+    Never raises for a request: an exception while judging or encoding it becomes
+    its INTERNAL_ERROR verdict and dead letter, and an output that would not fit
+    a message (frames are split, so only a pathological one) its TOO_LARGE.
+    """
+    try:
+        outcome, first_of = _process(payload, envelope, thing_lookup, table_lookup, seen)
+        # What an Idempotency-Key remembers: the verdict with the request's fingerprint.
+        first = (first_of, first_verdict(outcome.verdict, envelope)) if first_of is not None else None
+        messages = _messages(outcome, first, limits)
+    except Exception as exc:
+        if not isinstance(envelope, dict):
+            raise  # an undecodable message has no request to blame; the batch exits uncommitted
+        trace = "".join(traceback.format_exception(exc, limit=-6))[-4000:]
+        log.error("request %s failed in the processor; dead-lettered as INTERNAL_ERROR:\n%s",
+                  envelope["request_id"], trace)
+        return _messages(failed(envelope, "INTERNAL_ERROR", f"the processor failed: {type(exc).__name__}: {exc}"),
+                         None, limits)
+    largest = max(len(key) + len(value) for _, key, value in messages)
+    if largest + RECORD_OVERHEAD > limits.output and isinstance(envelope, dict):
+        # Its dead letter carries only the body, which fits (see MessageLimits).
+        log.error("request %s: an output of %d bytes exceeds the %d-byte message limit",
+                  envelope["request_id"], largest, limits.output)
+        return _messages(failed(envelope, "TOO_LARGE", f"an output of {largest} bytes exceeds the "
+                                f"{limits.output}-byte message limit", 413), None, limits)
+    if first is not None:
+        seen.remember(*first)
+    return messages
+
+
+def _messages(outcome: Outcome, first: tuple[str, dict] | None,
+              limits: MessageLimits) -> list[tuple[str, bytes, bytes]]:
+    """An outcome's encoded messages: first verdict of an idempotency key, frames (split
+    under the budget), dead letters, then the verdict."""
+    messages = []
+    request_key = outcome.request_id.encode()
+    if first is not None:
+        messages.append((IDEMPOTENCY, first[0].encode(), schemas.encode(schemas.VERDICT, first[1])))
+    if outcome.frames is not None:
+        thing_key = outcome.frames["thing_id"].encode()
+        messages.extend((FRAMES, thing_key, value)
+                        for value in encode_frame_batch(outcome.frames, limits.frames_budget))
+    for dead in outcome.dead_letters:
+        messages.append((DEADLETTER, request_key, schemas.encode(schemas.DEAD_LETTER, dead)))
+    if outcome.verdict is not None:
+        messages.append((RESULTS, request_key, schemas.encode(schemas.VERDICT, outcome.verdict)))
+    return messages
 
 
 CATALOG_CATCH_UP_S = 30.0

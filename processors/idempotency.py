@@ -96,11 +96,9 @@ class IdempotencyStore:
             return None
         return verdict
 
-    def remember(self, key: str, verdict: dict, envelope: dict) -> dict:
-        """Record `verdict` of `envelope` as the first for `key` (called when `first` found
-        none); returns the record to publish on the topic."""
-        first = self._first[key] = first_verdict(verdict, envelope)
-        return first
+    def remember(self, key: str, first: dict) -> None:
+        """Record `first` (see `first_verdict`) for `key`; called when `first()` found none."""
+        self._first[key] = first
 
     def _on_message(self, message: Message) -> None:
         key, value = message.key(), message.value()

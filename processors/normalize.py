@@ -3,6 +3,9 @@ envelope to its normalized frames, its verdict and its dead letters.
 
 No I/O: it reads the catalog through two lookups it is given, so it is tested
 alone and reused by the benchmark's plain-Python baseline.
+
+Whatever a client sends, the verdict and dead letter stay small: error messages
+and fields are bounded (`Rejection`), and values are shown through `brief`.
 """
 
 from __future__ import annotations
@@ -13,11 +16,16 @@ from typing import Callable
 
 import orjson
 
+from catalog.brief import brief, clip
 from catalog.coercion import CoercionError, coerce
 from catalog.resolution import ResolutionTable
 
 # Event times outside [epoch, now + this] are rejected as clock errors.
 MAX_FUTURE_MS = 24 * 3600 * 1000
+
+# Longest error message and field name in a verdict or dead letter (characters).
+MAX_MESSAGE_CHARS = 512
+MAX_FIELD_CHARS = 160
 
 ThingLookup = Callable[[str, str], "dict | None"]  # (org id, thing id) -> thing body
 TableLookup = Callable[[str], "ResolutionTable | None"]  # type version id -> table
@@ -37,9 +45,13 @@ class Outcome:
 
 
 class Rejection(Exception):
+    """Why a request is refused; message and field are cut to a bounded length."""
+
     def __init__(self, status: int, code: str, message: str, field: str | None = None):
+        message = clip(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
+        self.status, self.code, self.message = status, code, message
+        self.field = None if field is None else clip(field, MAX_FIELD_CHARS)
 
 
 def normalize(envelope: dict, thing_lookup: ThingLookup, table_lookup: TableLookup) -> Outcome:
@@ -52,7 +64,7 @@ def normalize(envelope: dict, thing_lookup: ThingLookup, table_lookup: TableLook
         frames_received = len(frames_in)
         thing = thing_lookup(envelope["org_id"], envelope["thing_id"] or "")
         if thing is None:
-            raise Rejection(404, "THING_NOT_FOUND", f"thing {envelope['thing_id']!r} not found")
+            raise Rejection(404, "THING_NOT_FOUND", f"thing {brief(envelope['thing_id'])} not found")
         version_id = thing.get("thingTypeVersionId")
         table = table_lookup(version_id) if version_id else None
         if table is None:
@@ -122,12 +134,12 @@ def _normalize_frames(frames_in: list, table: ResolutionTable, now: int) -> tupl
             resolved = table.get(name.lower())
             if resolved is None:
                 raise Rejection(400, "UNKNOWN_METRIC",
-                                f"metric {name!r} is not defined on the thing's type", f"{where}.metrics.{name}")
+                                f"metric {brief(name)} is not defined on the thing's type", f"{where}.metrics.{name}")
             try:
                 number, integer, text = coerce(resolved.data_type, raw_value, resolved.enum_values)
             except CoercionError as exc:
                 raise Rejection(400, "INVALID_VALUE",
-                                f"metric {name!r} in frame {index}: value {raw_value!r}: {exc}",
+                                f"metric {brief(name)} in frame {index}: value {brief(raw_value)}: {exc}",
                                 f"{where}.metrics.{name}") from None
             ts_col.append(ts)
             metric_col.append(resolved.metric_id)
@@ -144,7 +156,7 @@ def _normalize_frames(frames_in: list, table: ResolutionTable, now: int) -> tupl
 def _number(value: object, field: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise Rejection(400, "INVALID_LOCATION", f"{field.rsplit('.', 1)[-1]} must be a number in [{low:g}, {high:g}], "
-                        f"got {value!r}", field)
+                        f"got {brief(value)}", field)
     return float(value)
 
 
@@ -162,8 +174,14 @@ def _location(raw: object, where: str) -> dict | None:
     }
 
 
+def failed(envelope: dict, code: str, message: str, status: int = 500) -> Outcome:
+    """The verdict and dead letter of a request the processor could not handle
+    (INTERNAL_ERROR, TOO_LARGE): its own outcome, so its batch-mates are unaffected."""
+    return _rejected(envelope, Rejection(status, code, message), 0, int(time.time() * 1000))
+
+
 def _rejected(envelope: dict, rejection: Rejection, frames_received: int, now: int) -> Outcome:
-    status = "failed_dependency" if rejection.status == 424 else "rejected"
+    status = {424: "failed_dependency", 500: "failed"}.get(rejection.status, "rejected")
     errors = [{"code": rejection.code, "message": rejection.message, "field": rejection.field}]
     verdict = _verdict(envelope, status, rejection.status, frames_received, 0, [], errors, now)
     dead = {
@@ -207,5 +225,5 @@ def undecodable(payload: bytes, reason: str) -> Outcome:
     """A message on the raw topic that is not a request envelope: dead-letter it whole."""
     now = int(time.time() * 1000)
     dead = {"request_id": "", "org_id": "", "route": "unknown", "received_at": now, "item_index": -1,
-            "reason": "UNDECODABLE", "detail": reason, "original": payload, "rejected_at": now}
+            "reason": "UNDECODABLE", "detail": clip(reason, MAX_MESSAGE_CHARS), "original": payload, "rejected_at": now}
     return Outcome(None, None, [dead])

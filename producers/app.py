@@ -55,7 +55,8 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
         writer = CatalogWriter(bootstrap, topics.catalog, view)
         app.state.catalog = Catalog(view, writer)
         await run_in_threadpool(bootstrap_admin, app.state.catalog)
-        app.state.raw_producer = RawProducer(bootstrap)
+        app.state.raw_producer = RawProducer(
+            bootstrap, max_message_bytes=schemas.topics.MessageLimits.for_body(settings.max_body_bytes).raw)
         app.state.results = ResultsListener(bootstrap, topics.results)
         await run_in_threadpool(app.state.results.start)
         try:

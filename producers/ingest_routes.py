@@ -120,7 +120,8 @@ async def post_thing_data(thing_id: str, request: Request, who: Principal = Depe
         "stream": None,
         "template_id": None,
         "idempotency_key": idempotency_key,
-        "content_type": request.headers.get("content-type", "application/json"),
+        # Cut: headers are not size-limited, and a max-size body must still fit the raw topic's limit.
+        "content_type": request.headers.get("content-type", "application/json")[:255],
         # What this edge knew of the catalog: the processor catches up to it before judging.
         "catalog_offset": state.catalog.view.applied_offset,
         "body": body,

@@ -2,6 +2,10 @@
 
 `send` resolves only when the broker has acknowledged the message with acks=all
 (idempotent producer), which is what lets the edge answer 202.
+
+`max_message_bytes` is the raw topic's message limit (schemas.topics.MessageLimits):
+the largest body the edge accepts fits it with its envelope, so a max-size body
+is 202, never 503.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ class ProducerUnavailable(Exception):
 
 
 class RawProducer:
-    def __init__(self, bootstrap: str, delivery_timeout_ms: int = 10_000) -> None:
+    def __init__(self, bootstrap: str, *, max_message_bytes: int, delivery_timeout_ms: int = 10_000) -> None:
         self._producer = Producer({
             "bootstrap.servers": bootstrap,
             "acks": "all",
@@ -33,6 +37,7 @@ class RawProducer:
             "linger.ms": 5,
             "compression.type": "lz4",
             "queue.buffering.max.kbytes": 256 * 1024,
+            "message.max.bytes": max_message_bytes,
             # Bounded: a message not delivered in this time fails (503), it never hangs.
             "delivery.timeout.ms": delivery_timeout_ms,
         })

@@ -73,11 +73,47 @@ class Topics:
         return self.name(IDEMPOTENCY)
 
 
-def topic_configs(spec: TopicSpec) -> dict[str, str]:
-    """Broker-side configs each topic is created with."""
+# Room for everything a raw message carries besides the body: ids, the route, the
+# Idempotency-Key, the content type (HTTP servers cap headers well below this)
+# and Kafka's record framing. A dead letter wraps at most a whole raw message
+# plus a bounded reason, so output topics get this much again.
+ENVELOPE_ALLOWANCE = 64 * 1024
+
+# Frames of one request are split into messages of at most this many bytes: well
+# under any broker's default limit, and small enough that one request never
+# dominates a sink's batch. A single reading larger than this travels alone.
+FRAMES_MESSAGE_BUDGET = 256 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class MessageLimits:
+    """Largest message, in bytes, of each topic, derived from the edge's body limit.
+
+    `raw`: the largest body the edge accepts, in its envelope, fits (a max-size
+    body is 202, never 503). `output`: frames, results, dead letters and the
+    rest; a dead letter of the largest raw message (undecodable ones are kept
+    whole) fits. Producers' message.max.bytes and consumers' fetch sizes use these.
+    """
+
+    raw: int
+    output: int
+    frames_budget: int = FRAMES_MESSAGE_BUDGET
+
+    @classmethod
+    def for_body(cls, max_body_bytes: int) -> "MessageLimits":
+        raw = max_body_bytes + ENVELOPE_ALLOWANCE
+        return cls(raw=raw, output=raw + ENVELOPE_ALLOWANCE)
+
+    def topic(self, spec: TopicSpec) -> int:
+        return self.raw if spec.logical == RAW else self.output
+
+
+def topic_configs(spec: TopicSpec, limits: MessageLimits) -> dict[str, str]:
+    """Broker-side configs each topic is created with (and existing topics are altered to)."""
+    size = {"max.message.bytes": str(limits.topic(spec))}
     if spec.compacted and spec.retention_ms is not None:
         return {"cleanup.policy": "compact,delete", "retention.ms": str(spec.retention_ms),
-                "min.compaction.lag.ms": "0", "segment.ms": "3600000"}
+                "min.compaction.lag.ms": "0", "segment.ms": "3600000", **size}
     if spec.compacted:
         # Keep every catalog entity forever; tombstones linger a day so every
         # service's view sees deletions before they are compacted away.
@@ -86,5 +122,6 @@ def topic_configs(spec: TopicSpec) -> dict[str, str]:
             "min.compaction.lag.ms": "0",
             "delete.retention.ms": "86400000",
             "segment.ms": "3600000",
+            **size,
         }
-    return {"cleanup.policy": "delete", "retention.ms": str(7 * 86400000)}
+    return {"cleanup.policy": "delete", "retention.ms": str(7 * 86400000), **size}

@@ -20,6 +20,7 @@ from confluent_kafka import Producer
 import schemas
 from bus.tail import TopicTail
 from config import Settings
+from schemas.topics import MessageLimits
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ def replay_dead_letters(bootstrap: str, settings: Settings, reason: str | None =
     topics = schemas.Topics(settings.topic_prefix)
     matched = 0
     envelopes: dict[str, dict] = {}  # request id -> envelope; a later dead letter wins
-    for dead in _dead_letters(bootstrap, topics.deadletter, timeout):
+    limits = MessageLimits.for_body(settings.max_body_bytes)
+    for dead in _dead_letters(bootstrap, topics.deadletter, limits.output, timeout):
         if reason is not None and dead["reason"] != reason:
             continue
         if request_id is not None and dead["request_id"] != request_id:
@@ -78,7 +80,7 @@ def replay_dead_letters(bootstrap: str, settings: Settings, reason: str | None =
             envelopes[dead["request_id"]] = _envelope(dead)
     if dry_run or not envelopes:
         return matched, 0
-    _produce(bootstrap, topics.raw, list(envelopes.values()), timeout)
+    _produce(bootstrap, topics.raw, list(envelopes.values()), limits.raw, timeout)
     return matched, len(envelopes)
 
 
@@ -101,10 +103,11 @@ def _envelope(dead: dict) -> dict:
     }
 
 
-def _dead_letters(bootstrap: str, topic: str, timeout: float) -> list[dict]:
+def _dead_letters(bootstrap: str, topic: str, max_message_bytes: int, timeout: float) -> list[dict]:
     """Every decodable dead letter on `topic`, read to its end as of the start."""
     messages: list = []
-    tail = TopicTail(bootstrap, topic, messages.append, name=f"replay-{secrets.token_hex(4)}")
+    tail = TopicTail(bootstrap, topic, messages.append, name=f"replay-{secrets.token_hex(4)}",
+                     config={"max.partition.fetch.bytes": max_message_bytes})
     tail.start()
     try:
         if not tail.wait_ready(timeout):
@@ -120,10 +123,15 @@ def _dead_letters(bootstrap: str, topic: str, timeout: float) -> list[dict]:
     return dead_letters
 
 
-def _produce(bootstrap: str, topic: str, envelopes: list[dict], timeout: float) -> None:
-    """Produce every envelope (keyed like the edge does, by thing) and wait for all acks."""
+def _produce(bootstrap: str, topic: str, envelopes: list[dict], max_message_bytes: int, timeout: float) -> None:
+    """Produce every envelope (keyed like the edge does, by thing) and wait for all acks.
+
+    A dead letter keeps its whole body, so its envelope is no larger than the
+    edge's was and fits the raw topic's `max_message_bytes`.
+    """
     producer = Producer({
         "bootstrap.servers": bootstrap,
+        "message.max.bytes": max_message_bytes,
         "acks": "all",
         "enable.idempotence": True,
         "delivery.timeout.ms": int(timeout * 1000),

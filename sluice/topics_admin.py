@@ -1,37 +1,53 @@
-"""Creates the pipeline's topics with explicit partitions and configs."""
+"""Creates the pipeline's topics with explicit partitions and configs, and brings
+the configs of topics that already exist (an older deployment's) up to date."""
 
 from __future__ import annotations
 
 import logging
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic,
+                                   ResourceType)
 
 from config import Settings
-from schemas.topics import SPECS, Topics, topic_configs
+from schemas.topics import SPECS, MessageLimits, Topics, topic_configs
 
 log = logging.getLogger(__name__)
 
 
 def ensure_topics(bootstrap: str, settings: Settings, replication: int = 1, timeout: float = 30) -> None:
-    """Create missing topics; existing ones are left as they are. Raises KafkaException."""
+    """Create missing topics and set the declared configs on existing ones
+    (incrementally: configs we do not declare are left as they are). Blocks; raises KafkaException."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     topics = Topics(settings.topic_prefix)
+    limits = MessageLimits.for_body(settings.max_body_bytes)
     existing = set(admin.list_topics(timeout=timeout).topics)
+    created: set[str] = set()
     wanted = [
         NewTopic(topics.name(spec.logical),
                  num_partitions=1 if spec.single_partition else settings.partitions,
                  replication_factor=replication,
-                 config=topic_configs(spec))
+                 config=topic_configs(spec, limits))
         for spec in SPECS
         if topics.name(spec.logical) not in existing
     ]
-    if not wanted:
-        return
-    for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
-        try:
+    if wanted:
+        for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
+            try:
+                future.result()
+                created.add(name)
+                log.info("created topic %s", name)
+            except KafkaException as exc:
+                if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: it exists after all (or another process won)
+                    raise
+    altered = [
+        ConfigResource(ResourceType.TOPIC, topics.name(spec.logical), incremental_configs=[
+            ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+            for name, value in topic_configs(spec, limits).items()])
+        for spec in SPECS
+        if topics.name(spec.logical) not in created
+    ]
+    if altered:
+        for resource, future in admin.incremental_alter_configs(altered, request_timeout=timeout).items():
             future.result()
-            log.info("created topic %s", name)
-        except KafkaException as exc:
-            if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: another process won the race
-                raise
+            log.info("configs of topic %s are up to date", resource.name)

@@ -225,7 +225,7 @@ def test_rate_limit_is_429_with_retry_after(limited):
 
 
 def test_unreachable_broker_fails_fast_instead_of_hanging():
-    producer = RawProducer(f"127.0.0.1:{free_port()}", delivery_timeout_ms=1500)
+    producer = RawProducer(f"127.0.0.1:{free_port()}", max_message_bytes=1_000_000, delivery_timeout_ms=1500)
     started = time.monotonic()
     with pytest.raises(ProducerUnavailable) as caught:
         asyncio.run(producer.send("raw", b"k", b"v"))

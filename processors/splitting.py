@@ -1,0 +1,53 @@
+"""A request's frame batch as Kafka messages under a byte budget.
+
+A big request (7,000 frames of 6 metrics is ~2 MB once encoded: metric ids are
+longer than the names they replace) would not fit one message. Its readings
+are split into parts that each carry the batch's own fields (request id,
+version, ...), so the sink writes the same rows whether or not a batch was
+split, and a part replayed after a crash overwrites itself (readings are keyed
+by org, thing, metric and event time).
+"""
+
+from __future__ import annotations
+
+import math
+
+import schemas
+
+READING_COLUMNS = ("ts", "metric_id", "data_type", "value", "value_long", "value_string")
+
+
+def encode_frame_batch(batch: dict, budget: int) -> list[bytes]:
+    """The encoded FrameBatch messages of `batch`, each at most `budget` bytes.
+
+    One encoding when it fits (the usual case). Otherwise the readings and
+    locations are cut into about as many even parts as the size asks for, and a
+    part still over budget (values of uneven size) is halved again. A single
+    reading or location larger than the budget travels alone.
+    """
+    encoded = schemas.encode(schemas.FRAME_BATCH, batch)
+    if len(encoded) <= budget or _items(batch) <= 1:
+        return [encoded]
+    parts = math.ceil(len(encoded) * 1.1 / budget)  # 10% slack: parts are cut by count, not bytes
+    return [message for part in _cut(batch, parts) for message in encode_frame_batch(part, budget)]
+
+
+def _items(batch: dict) -> int:
+    return len(batch["readings"]["ts"]) + len(batch["locations"])
+
+
+def _cut(batch: dict, parts: int) -> list[dict]:
+    """`batch` as `parts` (at least 2) non-empty batches of about equal size, in order.
+
+    Readings then locations are numbered as one sequence, cut into even ranges.
+    """
+    readings, locations = batch["readings"], batch["locations"]
+    n, total = len(readings["ts"]), _items(batch)
+    parts = max(2, min(parts, total))
+    cut = []
+    for i in range(parts):
+        start, stop = total * i // parts, total * (i + 1) // parts
+        r0, r1 = min(start, n), min(stop, n)
+        cut.append({**batch, "readings": {name: readings[name][r0:r1] for name in READING_COLUMNS},
+                    "locations": locations[max(start - n, 0):max(stop - n, 0)]})
+    return cut
