@@ -31,9 +31,10 @@ import schemas
 from catalog.view import CatalogView
 from config import Settings
 from processors.idempotency import IdempotencyStore, first_verdict, idempotency_id, repeat_verdict
-from processors.normalize import Outcome, failed, normalize, undecodable
-from processors.splitting import encode_frame_batch
-from schemas.topics import DEADLETTER, FRAMES, IDEMPOTENCY, RESULTS, MessageLimits
+from processors.outcome import Outcome, failed, undecodable
+from processors.rulebooks import Catalog, judge
+from processors.splitting import encode_frame_batch, encode_record_batches
+from schemas.topics import DEADLETTER, FRAMES, IDEMPOTENCY, RECORDS, RESULTS, MessageLimits
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,7 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
     app.conf.consumer_max_fetch_size = limits.raw
     raw = app.topic(topics.raw, key_type=bytes, value_type=bytes)
     outputs = {logical: app.topic(topics.name(logical), key_type=bytes, value_type=bytes)
-               for logical in (FRAMES, RESULTS, DEADLETTER, IDEMPOTENCY)}
-
-    def thing_lookup(org_id: str, thing_id: str) -> dict | None:
-        return view.get("thing", thing_id, org_id)
+               for logical in (FRAMES, RECORDS, RESULTS, DEADLETTER, IDEMPOTENCY)}
 
     async def handle(batch: list[bytes]) -> None:
         """Produce every output of `batch` and wait for the broker to acknowledge them all."""
@@ -70,8 +68,7 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
         await _catch_up(view, max((e["catalog_offset"] for e in decoded if isinstance(e, dict)), default=-1))
         pending = []
         for payload, envelope in zip(batch, decoded):
-            for logical, key, value in request_messages(payload, envelope, thing_lookup, view.resolution, seen,
-                                                        limits):
+            for logical, key, value in request_messages(payload, envelope, view, seen, limits):
                 pending.append(await outputs[logical].send(key=key, value=value))
         await asyncio.gather(*pending)
 
@@ -94,7 +91,7 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
 RECORD_OVERHEAD = 1024
 
 
-def request_messages(payload: bytes, envelope: dict | str, thing_lookup, table_lookup, seen: IdempotencyStore,
+def request_messages(payload: bytes, envelope: dict | str, catalog: Catalog, seen: IdempotencyStore,
                      limits: MessageLimits) -> list[tuple[str, bytes, bytes]]:
     """Every message one raw message produces, as (logical topic, key, value).
 
@@ -103,7 +100,7 @@ def request_messages(payload: bytes, envelope: dict | str, thing_lookup, table_l
     a message (frames are split, so only a pathological one) its TOO_LARGE.
     """
     try:
-        outcome, first_of = _process(payload, envelope, thing_lookup, table_lookup, seen)
+        outcome, first_of = _process(payload, envelope, catalog, seen)
         # What an Idempotency-Key remembers: the verdict with the request's fingerprint.
         first = (first_of, first_verdict(outcome.verdict, envelope)) if first_of is not None else None
         messages = _messages(outcome, first, limits)
@@ -129,8 +126,8 @@ def request_messages(payload: bytes, envelope: dict | str, thing_lookup, table_l
 
 def _messages(outcome: Outcome, first: tuple[str, dict] | None,
               limits: MessageLimits) -> list[tuple[str, bytes, bytes]]:
-    """An outcome's encoded messages: first verdict of an idempotency key, frames (split
-    under the budget), dead letters, then the verdict."""
+    """An outcome's encoded messages: first verdict of an idempotency key, frames and
+    dialect table rows (split under the budget), dead letters, then the verdict."""
     messages = []
     request_key = outcome.request_id.encode()
     if first is not None:
@@ -139,6 +136,12 @@ def _messages(outcome: Outcome, first: tuple[str, dict] | None,
         thing_key = outcome.frames["thing_id"].encode()
         messages.extend((FRAMES, thing_key, value)
                         for value in encode_frame_batch(outcome.frames, limits.frames_budget))
+    if outcome.records:
+        verdict = outcome.verdict
+        for batch in outcome.records:
+            messages.extend((RECORDS, request_key, value) for value in encode_record_batches(
+                verdict["request_id"], verdict["org_id"], verdict["received_at"], batch["table"], batch["rows"],
+                limits.frames_budget))
     for dead in outcome.dead_letters:
         messages.append((DEADLETTER, request_key, schemas.encode(schemas.DEAD_LETTER, dead)))
     if outcome.verdict is not None:
@@ -171,7 +174,7 @@ async def _catch_up(view: CatalogView, offset: int) -> None:
         await asyncio.sleep(0.005)
 
 
-def _process(payload: bytes, envelope: dict | str, thing_lookup, table_lookup,
+def _process(payload: bytes, envelope: dict | str, catalog: Catalog,
              seen: IdempotencyStore) -> tuple[Outcome, str | None]:
     """Normalize one decoded raw message: (outcome, idempotency id to record it under).
 
@@ -186,7 +189,7 @@ def _process(payload: bytes, envelope: dict | str, thing_lookup, table_lookup,
         first = seen.first(key, envelope["received_at"])
         if first is not None:
             return Outcome(None, repeat_verdict(first, envelope)), None
-    return normalize(envelope, thing_lookup, table_lookup), key
+    return judge(envelope, catalog), key
 
 
 class ProcessorWorker(faust.Worker):

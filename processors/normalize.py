@@ -2,56 +2,27 @@
 envelope to its normalized frames, its verdict and its dead letters.
 
 No I/O: it reads the catalog through two lookups it is given, so it is tested
-alone and reused by the benchmark's plain-Python baseline.
-
-Whatever a client sends, the verdict and dead letter stay small: error messages
-and fields are bounded (`Rejection`), and values are shown through `brief`.
+alone and reused by the benchmark's plain-Python baseline. Verdicts and dead
+letters are built by processors.outcome, like every rulebook's.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import orjson
 
-from catalog.brief import brief, clip
+from catalog.brief import brief
 from catalog.coercion import CoercionError, coerce
 from catalog.resolution import ResolutionTable
+from processors.outcome import Outcome, Rejection, make_verdict, rejected
 
 # Event times outside [epoch, now + this] are rejected as clock errors.
 MAX_FUTURE_MS = 24 * 3600 * 1000
 
-# Longest error message and field name in a verdict or dead letter (characters).
-MAX_MESSAGE_CHARS = 512
-MAX_FIELD_CHARS = 160
-
 ThingLookup = Callable[[str, str], "dict | None"]  # (org id, thing id) -> thing body
 TableLookup = Callable[[str], "ResolutionTable | None"]  # type version id -> table
-
-
-@dataclass
-class Outcome:
-    """What one raw request becomes: at most one frame batch, one verdict, dead letters."""
-
-    frames: dict | None
-    verdict: dict | None  # None only for bytes that are not a request at all
-    dead_letters: list[dict] = field(default_factory=list)
-
-    @property
-    def request_id(self) -> str:
-        return self.verdict["request_id"] if self.verdict else self.dead_letters[0]["request_id"]
-
-
-class Rejection(Exception):
-    """Why a request is refused; message and field are cut to a bounded length."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None):
-        message = clip(message, MAX_MESSAGE_CHARS)
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.field = None if field is None else clip(field, MAX_FIELD_CHARS)
 
 
 def normalize(envelope: dict, thing_lookup: ThingLookup, table_lookup: TableLookup) -> Outcome:
@@ -73,7 +44,7 @@ def normalize(envelope: dict, thing_lookup: ThingLookup, table_lookup: TableLook
             )
         readings, locations, names = _normalize_frames(frames_in, table, now)
     except Rejection as rejection:
-        return _rejected(envelope, rejection, frames_received, now)
+        return rejected(envelope, rejection, frames_received, now)
     batch = {
         "request_id": envelope["request_id"],
         "org_id": envelope["org_id"],
@@ -84,7 +55,7 @@ def normalize(envelope: dict, thing_lookup: ThingLookup, table_lookup: TableLook
         "readings": readings,
         "locations": locations,
     }
-    verdict = _verdict(envelope, "ingested", 200, frames_received, frames_received, names, [], now)
+    verdict = make_verdict(envelope, "ingested", 200, frames_received, frames_received, names, [], now)
     return Outcome(batch, verdict)
 
 
@@ -174,56 +145,3 @@ def _location(raw: object, where: str) -> dict | None:
     }
 
 
-def failed(envelope: dict, code: str, message: str, status: int = 500) -> Outcome:
-    """The verdict and dead letter of a request the processor could not handle
-    (INTERNAL_ERROR, TOO_LARGE): its own outcome, so its batch-mates are unaffected."""
-    return _rejected(envelope, Rejection(status, code, message), 0, int(time.time() * 1000))
-
-
-def _rejected(envelope: dict, rejection: Rejection, frames_received: int, now: int) -> Outcome:
-    status = {424: "failed_dependency", 500: "failed"}.get(rejection.status, "rejected")
-    errors = [{"code": rejection.code, "message": rejection.message, "field": rejection.field}]
-    verdict = _verdict(envelope, status, rejection.status, frames_received, 0, [], errors, now)
-    dead = {
-        "request_id": envelope["request_id"],
-        "org_id": envelope["org_id"],
-        "key_id": envelope.get("key_id"),
-        "route": envelope["route"],
-        "thing_id": envelope.get("thing_id"),
-        "stream": envelope.get("stream"),
-        "template_id": envelope.get("template_id"),
-        "received_at": envelope["received_at"],
-        "item_index": -1,
-        "reason": rejection.code,
-        "detail": rejection.message,
-        "original": envelope["body"],
-        "rejected_at": now,
-    }
-    return Outcome(None, verdict, [dead])
-
-
-def _verdict(envelope: dict, status: str, http_status: int, received: int, ingested: int,
-             metrics: list[str], errors: list[dict], now: int) -> dict:
-    return {
-        "request_id": envelope["request_id"],
-        "org_id": envelope["org_id"],
-        "thing_id": envelope.get("thing_id"),
-        "route": envelope["route"],
-        "status": status,
-        "http_status": http_status,
-        "frames_received": received,
-        "frames_ingested": ingested,
-        "metrics": metrics,
-        "errors": errors,
-        "duplicate_of": None,
-        "received_at": envelope["received_at"],
-        "processed_at": now,
-    }
-
-
-def undecodable(payload: bytes, reason: str) -> Outcome:
-    """A message on the raw topic that is not a request envelope: dead-letter it whole."""
-    now = int(time.time() * 1000)
-    dead = {"request_id": "", "org_id": "", "route": "unknown", "received_at": now, "item_index": -1,
-            "reason": "UNDECODABLE", "detail": clip(reason, MAX_MESSAGE_CHARS), "original": payload, "rejected_at": now}
-    return Outcome(None, None, [dead])

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 
+import orjson
+
 import schemas
 
 READING_COLUMNS = ("ts", "metric_id", "data_type", "value", "value_long", "value_string")
@@ -51,3 +53,20 @@ def _cut(batch: dict, parts: int) -> list[dict]:
         cut.append({**batch, "readings": {name: readings[name][r0:r1] for name in READING_COLUMNS},
                     "locations": locations[max(start - n, 0):max(stop - n, 0)]})
     return cut
+
+
+def encode_record_batches(request_id: str, org_id: str, version: int, table: str, rows: list[dict],
+                          budget: int) -> list[bytes]:
+    """The encoded RecordBatch messages of `rows` for `table`, each at most `budget` bytes
+    (halved until they fit; a single row larger than the budget travels alone).
+
+    Rows are keyed in their tables by what they are (item key, record index), not by
+    message, so a split changes no row.
+    """
+    encoded = schemas.encode(schemas.RECORD_BATCH, {"request_id": request_id, "org_id": org_id, "table": table,
+                                                     "version": version, "rows": orjson.dumps(rows)})
+    if len(encoded) <= budget or len(rows) <= 1:
+        return [encoded]
+    half = len(rows) // 2
+    return [*encode_record_batches(request_id, org_id, version, table, rows[:half], budget),
+            *encode_record_batches(request_id, org_id, version, table, rows[half:], budget)]

@@ -20,7 +20,7 @@ from catalog.service import Catalog
 from catalog.view import CatalogView
 from catalog.writer import CatalogWriter
 from config import Settings
-from producers import (access_routes, admin_routes, definitions_routes, ingest_log_routes, ingest_routes,
+from producers import (access_routes, admin_routes, definitions_routes, dialects, ingest_log_routes,
                        read_routes, registry_routes)
 from producers.limits import BodyLimit
 from producers.openapi import allowed_methods, document
@@ -83,7 +83,8 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
     app.include_router(definitions_routes.router)
     app.include_router(registry_routes.router)
     app.include_router(access_routes.router)
-    app.include_router(ingest_routes.router)
+    for dialect in dialects.registered():
+        app.include_router(dialect.router)
     app.include_router(read_routes.router)
     app.include_router(ingest_log_routes.router)
     app.include_router(admin_routes.router)
@@ -93,7 +94,7 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
         headers = {}
         if "retry_after" in exc.details:
             headers["Retry-After"] = str(exc.details["retry_after"])
-        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+        return JSONResponse(dialects.error_body(request.url.path, exc), status_code=exc.status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -108,7 +109,8 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
                 return Response(status_code=204, headers=headers)
         codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
         error = SluiceError(exc.status_code, codes.get(exc.status_code, "HTTP_ERROR"), str(exc.detail))
-        return JSONResponse(error.body(), status_code=exc.status_code, headers=headers)
+        return JSONResponse(dialects.error_body(request.url.path, error), status_code=exc.status_code,
+                            headers=headers)
 
     @app.exception_handler(ClientDisconnect)
     async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
@@ -126,7 +128,7 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
         first = problems[0] if problems else {"field": None, "reason": "invalid request"}
         error = SluiceError(400, "INVALID_PAYLOAD", f"{first['field']}: {first['reason']}",
                             field=first["field"], problems=problems)
-        return JSONResponse(error.body(), status_code=400)
+        return JSONResponse(dialects.error_body(request.url.path, error), status_code=400)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict:

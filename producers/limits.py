@@ -9,25 +9,23 @@ route (catalog, keys, admin) the smaller `SLUICE_MAX_API_BODY_BYTES`.
 
 from __future__ import annotations
 
-import re
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from catalog.errors import SluiceError
+from producers import dialects
 
-# The ingest routes: a thing's data, and any dialect under it.
-INGEST_PATH = re.compile(r"^/v2/thing/[^/]+/data(?:/|$)")
 
 
 class BodyTooLarge(Exception):
     """Raised into the app by `receive` when the body passes its limit."""
 
 
-def too_large(limit: int) -> JSONResponse:
+def too_large(path: str, limit: int) -> JSONResponse:
     error = SluiceError(413, "PAYLOAD_TOO_LARGE", f"request body exceeds {limit} bytes", limit=limit)
     # The rest of the body is not read: the connection cannot carry another request.
-    return JSONResponse(error.body(), status_code=413, headers={"Connection": "close"})
+    return JSONResponse(dialects.error_body(path, error), status_code=413, headers={"Connection": "close"})
 
 
 class BodyLimit:
@@ -37,7 +35,8 @@ class BodyLimit:
         self.other_limit = other_limit
 
     def limit_for(self, scope: Scope) -> int:
-        return self.ingest_limit if INGEST_PATH.match(scope["path"]) else self.other_limit
+        # Every dialect's paths are ingest routes; the control plane takes the smaller limit.
+        return self.ingest_limit if dialects.dialect_for(scope["path"]) else self.other_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -46,7 +45,7 @@ class BodyLimit:
         limit = self.limit_for(scope)
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
         if declared.isdigit() and int(declared) > limit:
-            await too_large(limit)(scope, receive, send)
+            await too_large(scope["path"], limit)(scope, receive, send)
             return
         received = 0
         over = False
@@ -77,4 +76,4 @@ class BodyLimit:
             if not over:
                 raise
         if over and not started:
-            await too_large(limit)(scope, receive, send)
+            await too_large(scope["path"], limit)(scope, receive, send)

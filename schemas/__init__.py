@@ -8,12 +8,14 @@ FRAME_BATCH = "sluice.FrameBatch"
 VERDICT = "sluice.Verdict"
 DEAD_LETTER = "sluice.DeadLetter"
 CATALOG_RECORD = "sluice.CatalogRecord"
+RECORD_BATCH = "sluice.RecordBatch"
 
 __all__ = [
     "CATALOG_RECORD",
     "DEAD_LETTER",
     "FRAME_BATCH",
     "RAW_ENVELOPE",
+    "RECORD_BATCH",
     "VERDICT",
     "SchemaMismatch",
     "Topics",

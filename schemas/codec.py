@@ -31,6 +31,7 @@ _FILES = {
     "sluice.Verdict": "results.avsc",
     "sluice.DeadLetter": "deadletter.avsc",
     "sluice.CatalogRecord": "catalog_record.avsc",
+    "sluice.RecordBatch": "records.avsc",
 }
 
 

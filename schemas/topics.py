@@ -14,6 +14,7 @@ FRAMES = "frames"
 RESULTS = "results"
 DEADLETTER = "deadletter"
 IDEMPOTENCY = "idempotency"
+RECORDS = "records"
 
 # How long an Idempotency-Key is remembered (seed 002: 24 hours).
 IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000
@@ -34,6 +35,8 @@ SPECS = (
     TopicSpec(FRAMES, "sluice.FrameBatch"),
     TopicSpec(RESULTS, "sluice.Verdict"),
     TopicSpec(DEADLETTER, "sluice.DeadLetter"),
+    # Rows of the dialects' own tables (stream items, data-source records, ...).
+    TopicSpec(RECORDS, "sluice.RecordBatch"),
     # First verdict per (org, Idempotency-Key): compacted, and expired an hour past the window.
     TopicSpec(IDEMPOTENCY, "sluice.Verdict", compacted=True, retention_ms=IDEMPOTENCY_WINDOW_MS + 3600 * 1000),
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 COLUMNS = ("request_id", "org_id", "thing_id", "route", "status", "http_status", "frames_received",
-           "frames_ingested", "metrics", "errors", "duplicate_of", "received_at", "processed_at")
+           "frames_ingested", "metrics", "errors", "duplicate_of", "received_at", "processed_at", "key_id", "stream")
 
 
 def ingest_log_columns(verdicts: list[dict]) -> dict[str, list]:
@@ -29,4 +29,6 @@ def ingest_log_columns(verdicts: list[dict]) -> dict[str, list]:
         columns["duplicate_of"].append(v.get("duplicate_of") or "")
         columns["received_at"].append(v["received_at"])
         columns["processed_at"].append(v["processed_at"])
+        columns["key_id"].append(v.get("key_id") or "")
+        columns["stream"].append(v.get("stream") or "")
     return columns

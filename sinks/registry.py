@@ -16,6 +16,7 @@ from sinks.catalog_dims import TABLES as DIMENSION_TABLES
 from sinks.ingest_log import ingest_log_columns
 from sinks.readings import locations_columns, readings_columns
 from sinks.record_sink import BuildColumns, record_sink
+from sinks.records import RECORD_TABLES
 from sinks.rejects import rejects_columns
 from warehouse.backend import Warehouse
 
@@ -36,6 +37,8 @@ SINKS = (
     SinkSpec("sink-ingest-log", schemas.topics.RESULTS, schemas.VERDICT, {"ingest_log": ingest_log_columns}),
     # One row per dead letter.
     SinkSpec("sink-rejects", schemas.topics.DEADLETTER, schemas.DEAD_LETTER, {"rejects": rejects_columns}),
+    # Rows of the dialects' own tables, each message naming its table.
+    SinkSpec("sink-records", schemas.topics.RECORDS, schemas.RECORD_BATCH, RECORD_TABLES),
     # The catalog mirror: rows carry updated_at, so a re-mirror overwrites.
     SinkSpec("sink-catalog", schemas.topics.CATALOG, schemas.CATALOG_RECORD, DIMENSION_TABLES),
 )

@@ -18,9 +18,33 @@ FRAMES = {
                  "value_string": ["", "ok"]},
     "locations": [{"ts": 1718884800000, "latitude": 55.6761, "longitude": 12.5683, "accuracy_m": None}],
 }
+VERDICT = {
+    "request_id": "req_1", "org_id": "org_a", "thing_id": None, "route": "stream_items", "key_id": "key_1",
+    "stream": "sales", "status": "rejected", "http_status": 400, "frames_received": 3, "frames_ingested": 0,
+    "metrics": [], "errors": [{"code": "INVALID_PAYLOAD", "message": "m", "field": "[1].region"}],
+    "duplicate_of": None, "received_at": 1718884800123, "processed_at": 1718884800200, "request_hash": None,
+}
+DEAD_LETTER = {
+    "request_id": "req_1", "org_id": "org_a", "key_id": None, "route": "thing_data", "thing_id": "thg_1",
+    "stream": None, "template_id": None, "received_at": 1718884800123, "item_index": -1,
+    "reason": "UNKNOWN_METRIC", "detail": "d", "original": b"\xff{", "rejected_at": 1718884800200,
+}
+CATALOG_RECORD = {"kind": "metric", "id": "mdef_1", "org_id": "org_a", "body": '{"name": "soc"}',
+                  "updated_at": 1718884800123}
+RECORD_BATCH = {"request_id": "req_1", "org_id": "org_a", "table": "stream_items", "version": 1718884800123,
+                "rows": b'[{"item_key": "North"}]'}
+EVERY_SCHEMA = [(schemas.RAW_ENVELOPE, ENVELOPE), (schemas.FRAME_BATCH, FRAMES), (schemas.VERDICT, VERDICT),
+                (schemas.DEAD_LETTER, DEAD_LETTER), (schemas.CATALOG_RECORD, CATALOG_RECORD),
+                (schemas.RECORD_BATCH, RECORD_BATCH)]
 
 
-@pytest.mark.parametrize("name,record", [(schemas.RAW_ENVELOPE, ENVELOPE), (schemas.FRAME_BATCH, FRAMES)])
+def test_every_schema_of_the_codec_is_round_tripped_here():
+    from schemas import codec
+
+    assert {name for name, _ in EVERY_SCHEMA} == set(codec._FILES)
+
+
+@pytest.mark.parametrize("name,record", EVERY_SCHEMA)
 def test_round_trip(name, record):
     payload = schemas.encode(name, record)
     assert payload[:2] == b"\xc3\x01"

@@ -10,7 +10,7 @@ import pytest
 
 import schemas
 from processors.app import request_messages
-from processors.normalize import MAX_FIELD_CHARS, MAX_MESSAGE_CHARS
+from processors.outcome import MAX_FIELD_CHARS, MAX_MESSAGE_CHARS
 from processors.splitting import encode_frame_batch
 from schemas.topics import SPECS, MessageLimits, topic_configs
 from tests.test_normalize import TABLE, THING, envelope, run
@@ -90,8 +90,17 @@ def test_splitter_sends_a_small_batch_whole_and_an_oversized_reading_alone():
 LIMITS = MessageLimits.for_body(1_048_576)
 
 
-def lookups(thing_lookup=lambda org, tid: THING):
-    return thing_lookup, lambda version: TABLE if version == "tdef_1" else None
+class Catalog:
+    """The two catalog reads a rulebook makes (processors.rulebooks.Catalog)."""
+
+    def __init__(self, thing_lookup=lambda org, tid: THING) -> None:
+        self.thing_lookup = thing_lookup
+
+    def get(self, kind, entity_id, org_id=None):
+        return self.thing_lookup(org_id, entity_id) if kind == "thing" else None
+
+    def resolution(self, version):
+        return TABLE if version == "tdef_1" else None
 
 
 def test_a_failure_while_handling_a_request_is_its_own_internal_error():
@@ -99,7 +108,7 @@ def test_a_failure_while_handling_a_request_is_its_own_internal_error():
         raise RecursionError("maximum recursion depth exceeded")
 
     body = orjson.dumps({"frames": [{"timestamp": 1, "metrics": {"status": 1}}]})
-    messages = request_messages(b"", envelope(body), *lookups(broken), seen=None, limits=LIMITS)
+    messages = request_messages(b"", envelope(body), Catalog(broken), seen=None, limits=LIMITS)
     assert [topic for topic, _, _ in messages] == ["deadletter", "results"]
     dead = schemas.decode(schemas.DEAD_LETTER, messages[0][2])
     verdict = schemas.decode(schemas.VERDICT, messages[1][2])
@@ -111,7 +120,7 @@ def test_a_failure_while_handling_a_request_is_its_own_internal_error():
 def test_a_large_request_is_split_and_its_verdict_follows_its_frames():
     body = orjson.dumps({"frames": [{"timestamp": 1718884800000 + i, "metrics": {
         "status": i, "moduleSoC": 1.5, "enabled": True, "mode": "idle"}} for i in range(7000)]})
-    messages = request_messages(b"", envelope(body), *lookups(), seen=None, limits=LIMITS)
+    messages = request_messages(b"", envelope(body), Catalog(), seen=None, limits=LIMITS)
     topics = [topic for topic, _, _ in messages]
     assert topics[-1] == "results" and set(topics[:-1]) == {"frames"} and len(topics) > 2
     assert all(len(value) <= LIMITS.frames_budget for _, _, value in messages)
@@ -128,7 +137,7 @@ def test_limits_fit_the_largest_body_and_its_dead_letter():
     raw = schemas.encode(schemas.RAW_ENVELOPE, envelope_)
     assert len(raw) + 1024 <= LIMITS.raw < LIMITS.output
     # an undecodable raw message of the largest size is dead-lettered whole
-    messages = request_messages(b"x" * LIMITS.raw, "not an envelope", *lookups(), seen=None, limits=LIMITS)
+    messages = request_messages(b"x" * LIMITS.raw, "not an envelope", Catalog(), seen=None, limits=LIMITS)
     assert messages[0][0] == "deadletter" and len(messages[0][2]) + 1024 <= LIMITS.output
     configs = {spec.logical: topic_configs(spec, LIMITS)["max.message.bytes"] for spec in SPECS}
     assert configs["raw"] == str(LIMITS.raw) and configs["deadletter"] == configs["frames"] == str(LIMITS.output)
@@ -138,7 +147,7 @@ def test_an_output_too_large_for_a_message_is_the_requests_too_large():
     limits = MessageLimits(raw=2000, output=3000, frames_budget=100_000)  # frames may not be split small enough
     body = orjson.dumps({"frames": [{"timestamp": 1718884800000 + i, "metrics": {
         "status": i, "moduleSoC": 1.5, "enabled": True, "mode": "idle"}} for i in range(30)]})
-    messages = request_messages(b"", envelope(body), *lookups(), seen=None, limits=limits)
+    messages = request_messages(b"", envelope(body), Catalog(), seen=None, limits=limits)
     assert [topic for topic, _, _ in messages] == ["deadletter", "results"]
     assert schemas.decode(schemas.DEAD_LETTER, messages[0][2])["reason"] == "TOO_LARGE"
     assert schemas.decode(schemas.VERDICT, messages[1][2])["errors"][0]["code"] == "TOO_LARGE"

@@ -68,7 +68,9 @@ ORDER BY (org_id, thing_id, ts)
     errors String,
     duplicate_of String,
     received_at {_TS},
-    processed_at {_TS}
+    processed_at {_TS},
+    key_id String,
+    stream String
 )
 ENGINE = ReplacingMergeTree(processed_at)
 ORDER BY (org_id, request_id)
@@ -154,6 +156,12 @@ ORDER BY (org_id, place_id)
 #: The tables migrate() creates, in creation order.
 TABLES: tuple[str, ...] = tuple(_TABLES)
 
+# Columns added after a table was first released: an older deployment gains them in place.
+_ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ingest_log", "key_id String"),  # the per-key (per-connector) log of seed 002
+    ("ingest_log", "stream String"),
+)
+
 
 def identifier(name: str) -> str:
     """Return `name` if it is a plain identifier ([A-Za-z_][A-Za-z0-9_]*).
@@ -175,4 +183,4 @@ def statements(database: str) -> list[str]:
     db = identifier(database)
     return [f"CREATE DATABASE IF NOT EXISTS {db}"] + [
         f"CREATE TABLE IF NOT EXISTS {db}.{name} {body}" for name, body in _TABLES.items()
-    ]
+    ] + [f"ALTER TABLE {db}.{table} ADD COLUMN IF NOT EXISTS {column}" for table, column in _ADDED_COLUMNS]

@@ -1,4 +1,4 @@
-"""Ingest: `POST /v2/thing/{thingId}/data` lands the request on the raw topic.
+"""Sluice's own dialect (seed 001): `POST /v2/thing/{thingId}/data` with a `frames` body.
 
 The edge checks only what it must (key, scope, rate, that the thing is the
 caller's, and the body's outline; its size is producers.limits'); the
@@ -10,26 +10,19 @@ rules), or answers 202 when the wait runs out.
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-import schemas
 from catalog.errors import SluiceError
-from catalog.ids import request_id as new_request_id
 from producers.auth import Principal, principal, thing_for
+from producers.dialects import Dialect
 from producers.openapi import errors
-from producers.raw_producer import ProducerUnavailable
+from producers.submit import Target, check_rate, requested_wait, submit
 
 router = APIRouter(prefix="/v2", tags=["ingest"])
-
-DEFAULT_WAIT_S = 10.0
-_PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
-_MAX_IDEMPOTENCY_KEY = 255
 
 # The rulebook's contract (processors/normalize.py), for the document; the edge checks only its outline.
 FRAMES_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
@@ -68,14 +61,6 @@ def check_structure(body: bytes) -> None:
         raise invalid("frames", "at least one frame is required")
 
 
-def requested_wait(request: Request, wait: bool, max_wait: float) -> float | None:
-    """Seconds to wait for the verdict (RFC 7240 `Prefer: wait=N`, or `?wait=true`), or None."""
-    match = _PREFER_WAIT.search(request.headers.get("prefer", ""))
-    if match:
-        return min(float(match.group(1)), max_wait)
-    return min(DEFAULT_WAIT_S, max_wait) if wait else None
-
-
 def verdict_response(verdict: dict) -> JSONResponse:
     """The seed's sync reply: 200 with the ingest summary, or the rule's 4xx in the error shape."""
     headers = {"X-Request-Id": verdict["request_id"]}
@@ -98,53 +83,18 @@ def verdict_response(verdict: dict) -> JSONResponse:
 async def post_thing_data(thing_id: str, request: Request, who: Principal = Depends(principal),
                           wait: bool = Query(False, description="wait for the verdict (see also Prefer: wait=N)"),
                           ) -> JSONResponse:
-    state = request.app.state
     thing_for(request, who, thing_id, "write")
-    retry_after = state.rate_limiter.acquire(who.key["id"])
-    if retry_after:
-        raise SluiceError(429, "RATE_LIMITED", "too many requests for this API key", retry_after=retry_after)
-    idempotency_key = request.headers.get("idempotency-key")
-    if idempotency_key is not None and not 0 < len(idempotency_key) <= _MAX_IDEMPOTENCY_KEY:
-        raise SluiceError(400, "INVALID_PAYLOAD", f"Idempotency-Key must be 1–{_MAX_IDEMPOTENCY_KEY} characters",
-                          field="Idempotency-Key")
+    check_rate(request, who)
     body = await request.body()  # producers.limits stops it at the ingest limit, while it streams
     check_structure(body)
-    request_id = new_request_id()
-    envelope = {
-        "request_id": request_id,
-        "org_id": who.org_id,
-        "key_id": who.key["id"],
-        "route": "thing_data",
-        "received_at": int(time.time() * 1000),
-        "thing_id": thing_id,
-        "stream": None,
-        "template_id": None,
-        "idempotency_key": idempotency_key,
-        # Cut: headers are not size-limited, and a max-size body must still fit the raw topic's limit.
-        "content_type": request.headers.get("content-type", "application/json")[:255],
-        # What this edge knew of the catalog: the processor catches up to it before judging.
-        "catalog_offset": state.catalog.view.applied_offset,
-        "body": body,
-    }
-    # Keyed by the thing: an Idempotency-Key's scope includes its target (processors.idempotency),
-    # so all its repeats share a partition and one processor sees them in order.
-    key = thing_id
-    wait_s = requested_wait(request, wait, state.settings.max_wait_s)
-    verdict = state.results.expect(request_id) if wait_s else None
-    try:
-        await state.raw_producer.send(state.topics.raw, key.encode(), schemas.encode(schemas.RAW_ENVELOPE, envelope))
-        if verdict is not None:
-            try:
-                reply = verdict_response(await asyncio.wait_for(verdict, wait_s))
-                reply.headers["Preference-Applied"] = f"wait={wait_s:g}"
-                return reply
-            except asyncio.TimeoutError:
-                pass  # still processing: answer as an async request would
-    except ProducerUnavailable as exc:
-        raise SluiceError(exc.status, "UNAVAILABLE" if exc.status == 503 else "RATE_LIMITED", str(exc),
-                          retry_after=exc.retry_after) from None
-    finally:
-        if verdict is not None:
-            state.results.forget(request_id)
-    return JSONResponse({"requestId": request_id, "thingId": thing_id, "status": "accepted"}, status_code=202,
-                        headers={"X-Request-Id": request_id})
+    wait_s = requested_wait(request, wait, request.app.state.settings.max_wait_s)
+    done = await submit(request, who, Target("thing_data", thing_id=thing_id), body, wait_s)
+    if done.verdict is not None:
+        reply = verdict_response(done.verdict)
+        reply.headers["Preference-Applied"] = f"wait={done.waited_s:g}"
+        return reply
+    return JSONResponse({"requestId": done.request_id, "thingId": thing_id, "status": "accepted"}, status_code=202,
+                        headers={"X-Request-Id": done.request_id})
+
+
+DIALECT = Dialect("sluice", router, re.compile(r"^/v2/thing/[^/]+/data(?:/|$)"))

@@ -1,0 +1,45 @@
+"""Which rulebook judges a request: one pure normalizer per route (payload kind).
+
+A rulebook takes the raw envelope and the catalog (read through `Catalog`'s two
+methods, so tests pass a small stand-in) and returns the request's Outcome; it
+never raises for bad input. Adding a dialect's payload kind is one entry here.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Protocol
+
+from catalog.brief import brief
+from catalog.resolution import ResolutionTable
+from processors.normalize import normalize
+from processors.outcome import Outcome, Rejection, rejected
+
+
+class Catalog(Protocol):
+    """What rulebooks read of the catalog (catalog.view.CatalogView has it)."""
+
+    def get(self, kind: str, entity_id: str, org_id: str | None = None) -> dict | None: ...
+
+    def resolution(self, type_version_id: str) -> ResolutionTable | None: ...
+
+
+Rulebook = Callable[[dict, Catalog], Outcome]
+
+
+def _frames(envelope: dict, catalog: Catalog) -> Outcome:
+    return normalize(envelope, lambda org, thing: catalog.get("thing", thing, org), catalog.resolution)
+
+
+RULEBOOKS: dict[str, Rulebook] = {
+    "thing_data": _frames,  # seed 001: POST /v2/thing/{thingId}/data
+}
+
+
+def judge(envelope: dict, catalog: Catalog) -> Outcome:
+    """The outcome of one decoded request, by the rulebook of its route."""
+    rulebook = RULEBOOKS.get(envelope["route"])
+    if rulebook is None:  # from a newer edge, or an upstream producer's mistake
+        return rejected(envelope, Rejection(400, "UNKNOWN_ROUTE", f"no rulebook for route {brief(envelope['route'])}",
+                                            field="route"), 0, int(time.time() * 1000))
+    return rulebook(envelope, catalog)

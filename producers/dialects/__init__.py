@@ -1,0 +1,56 @@
+"""The ingestion dialects the edge speaks: one module per API a client may already use.
+
+A dialect is its routes, its paths (which take the ingest body limit), and the
+shape its errors answer in; everything after the route (auth, rate, envelope,
+raw topic, verdicts) is shared, in producers.submit. Registering a dialect here
+is all the rest of the edge needs to know of it.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fastapi import APIRouter
+
+from catalog.errors import SluiceError
+
+# An error as one dialect's clients expect it: the JSON body (status and headers are shared).
+ErrorShape = Callable[[SluiceError], dict]
+
+
+def sluice_error_body(error: SluiceError) -> dict:
+    """Sluice's own shape: {"error": {"code", "message", "details"}}."""
+    return error.body()
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    router: APIRouter
+    paths: re.Pattern  # every path of the dialect: ingest body limit, this error shape
+    error_body: ErrorShape = sluice_error_body
+
+
+@functools.cache
+def registered() -> tuple[Dialect, ...]:
+    """Every dialect; adding one is one line here (imported late: dialect modules import this one)."""
+    from producers.dialects import frames
+
+    return (frames.DIALECT,)
+
+
+def dialect_for(path: str) -> Dialect | None:
+    """The dialect serving `path`, or None for the control plane (catalog, keys, admin)."""
+    for dialect in registered():
+        if dialect.paths.match(path):
+            return dialect
+    return None
+
+
+def error_body(path: str, error: SluiceError) -> dict:
+    """`error` in the shape the client of `path` expects."""
+    dialect = dialect_for(path)
+    return dialect.error_body(error) if dialect else error.body()
