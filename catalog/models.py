@@ -164,3 +164,15 @@ class ApiKeyIn(_Body):
     name: Name
     scopes: list[Literal["read", "write", "admin"]] = Field(min_length=1)
     filters: KeyFilters = KeyFilters()
+
+
+# A stream's name is how ingest keys (filters.streams), the X-Stream header and the
+# stream_items table name it, so it is a plain token and never changes.
+STREAM_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+
+class StreamIn(_Body):
+    """A record stream (seed 002): items pushed to it with POST /api/ingest."""
+
+    name: str = Field(min_length=1, max_length=NAME_MAX, pattern=STREAM_NAME_PATTERN)
+    description: Text | None = None

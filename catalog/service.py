@@ -10,7 +10,8 @@ from __future__ import annotations
 from catalog.access import Access
 from catalog.definitions import Definitions
 from catalog.registry import Registry
+from catalog.streams import Streams
 
 
-class Catalog(Access, Definitions, Registry):
+class Catalog(Access, Definitions, Registry, Streams):
     pass

@@ -31,6 +31,7 @@ class CatalogView:
         self._entities: dict[tuple[str, str], tuple[str, dict]] = {}
         self._metric_names: dict[tuple[str, str], str] = {}  # (org, lower name) -> metric id
         self._key_hashes: dict[str, str] = {}  # secret hash -> api key id
+        self._stream_names: dict[tuple[str, str], str] = {}  # (org, name) -> stream id
         self._tables: dict[str, ResolutionTable] = {}
         self._applied = -1  # offset of the last applied record
         self._cond = threading.Condition()
@@ -97,6 +98,8 @@ class CatalogView:
             self._metric_names[(org_id, body["name"].lower())] = entity_id
         elif kind == "api_key" and not body.get("revoked"):
             self._key_hashes[body["hash"]] = entity_id
+        elif kind == "stream":
+            self._stream_names[(org_id, body["name"])] = entity_id
         if kind in ("metric", "thing_type_version"):
             # Resolution tables depend on versions and metrics: rebuild lazily.
             self._tables = {}
@@ -106,6 +109,8 @@ class CatalogView:
             self._metric_names.pop((org_id, body["name"].lower()), None)
         elif kind == "api_key":
             self._key_hashes.pop(body["hash"], None)
+        elif kind == "stream":
+            self._stream_names.pop((org_id, body["name"]), None)
 
     # ----- reads
 
@@ -127,6 +132,9 @@ class CatalogView:
 
     def metric_id_by_name(self, org_id: str, name: str) -> str | None:
         return self._metric_names.get((org_id, name.lower()))
+
+    def stream_id_by_name(self, org_id: str, name: str) -> str | None:
+        return self._stream_names.get((org_id, name))
 
     def api_key_by_hash(self, secret_hash: str) -> dict | None:
         key_id = self._key_hashes.get(secret_hash)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import orjson
 
 from sinks.record_sink import BuildColumns
+from sinks.stream_items import stream_items_columns
 
 # Filled in by each message, not by the rows.
 MESSAGE_COLUMNS = ("request_id", "org_id", "version")
@@ -38,4 +39,6 @@ def table_rows(table: str, columns: tuple[str, ...]) -> BuildColumns:
 
 # table → builder: a dialect that writes a table of its own adds a line here (and its DDL
 # to warehouse/ddl.py).
-RECORD_TABLES: dict[str, BuildColumns] = {}
+RECORD_TABLES: dict[str, BuildColumns] = {
+    "stream_items": stream_items_columns,  # seed 002: POST /api/ingest
+}

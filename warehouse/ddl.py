@@ -151,10 +151,61 @@ ORDER BY (org_id, thing_id)
 ENGINE = ReplacingMergeTree(updated_at)
 ORDER BY (org_id, place_id)
 {_DEDUP}""",
+    # Seed 002: every item pushed to a stream, one row each (its history). A replayed
+    # request writes the same (key, received_at, request, index) rows, which merges collapse.
+    "stream_items": f"""(
+    org_id LowCardinality(String),
+    stream LowCardinality(String),
+    item_key String,
+    item_index UInt32,
+    received_at {_TS},
+    request_id String,
+    item JSON,
+    version UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(received_at)
+ORDER BY (org_id, stream, item_key, received_at, request_id, item_index)
+{_DEDUP}""",
+    # The latest item per (org, stream, item key), kept by stream_items_latest_mv: argMax
+    # states by (version, request_id, item_index), so the last item of the last request
+    # wins, and a replayed row changes nothing. Read it through the stream_items_latest view.
+    "stream_items_latest_state": f"""(
+    org_id LowCardinality(String),
+    stream LowCardinality(String),
+    item_key String,
+    item_state AggregateFunction(argMax, JSON, Tuple(UInt64, String, UInt32)),
+    request_id_state AggregateFunction(argMax, String, Tuple(UInt64, String, UInt32)),
+    latest_received_at SimpleAggregateFunction(max, {_TS}),
+    latest_version SimpleAggregateFunction(max, UInt64)
+)
+ENGINE = AggregatingMergeTree
+ORDER BY (org_id, stream, item_key)""",
 }
 
-#: The tables migrate() creates, in creation order.
-TABLES: tuple[str, ...] = tuple(_TABLES)
+# Views, created after the tables they read: name → (kind, body); `{db}` is the database.
+_VIEWS: dict[str, tuple[str, str]] = {
+    "stream_items_latest_mv": ("MATERIALIZED VIEW", """TO {db}.stream_items_latest_state AS
+SELECT org_id, stream, item_key,
+    argMaxState(item, (version, request_id, item_index)) AS item_state,
+    argMaxState(request_id, (version, request_id, item_index)) AS request_id_state,
+    max(received_at) AS latest_received_at,
+    max(version) AS latest_version
+FROM {db}.stream_items
+GROUP BY org_id, stream, item_key"""),
+    # What analysts query: one row per item key, its latest item. No FINAL needed.
+    "stream_items_latest": ("VIEW", """AS
+SELECT org_id, stream, item_key,
+    argMaxMerge(item_state) AS item,
+    argMaxMerge(request_id_state) AS request_id,
+    max(latest_received_at) AS received_at,
+    max(latest_version) AS version
+FROM {db}.stream_items_latest_state
+GROUP BY org_id, stream, item_key"""),
+}
+
+#: The tables (and views) migrate() creates, in creation order.
+TABLES: tuple[str, ...] = tuple(_TABLES) + tuple(_VIEWS)
 
 # Columns added after a table was first released: an older deployment gains them in place.
 _ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -183,4 +234,5 @@ def statements(database: str) -> list[str]:
     db = identifier(database)
     return [f"CREATE DATABASE IF NOT EXISTS {db}"] + [
         f"CREATE TABLE IF NOT EXISTS {db}.{name} {body}" for name, body in _TABLES.items()
-    ] + [f"ALTER TABLE {db}.{table} ADD COLUMN IF NOT EXISTS {column}" for table, column in _ADDED_COLUMNS]
+    ] + [f"ALTER TABLE {db}.{table} ADD COLUMN IF NOT EXISTS {column}" for table, column in _ADDED_COLUMNS] + [
+        f"CREATE {kind} IF NOT EXISTS {db}.{name} {body.format(db=db)}" for name, (kind, body) in _VIEWS.items()]
