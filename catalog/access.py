@@ -86,6 +86,14 @@ class Access(Store):
         self._require_no_broader(body, holder, org_id, "revoke")
         return self.writer.put("api_key", key_id, org_id, {**body, "revoked": True, "revokedAt": now_ms()})
 
+    def api_key_for(self, org_id: str, key_id: str, holder: dict, verb: str) -> dict:
+        """A key `holder` may act on (no broader than itself): 404 if not the org's, 403 if broader."""
+        body = self.view.get("api_key", key_id, org_id)
+        if body is None or not _org_key(body):
+            raise not_found("api key", key_id)
+        self._require_no_broader(body, holder, org_id, verb)
+        return body
+
     def authenticate(self, secret: str) -> tuple[str, dict] | None:
         """(org id, key body) for a live org key, else None."""
         key = self.view.api_key_by_hash(keys.hash_secret(secret))

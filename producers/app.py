@@ -22,6 +22,7 @@ from catalog.writer import CatalogWriter
 from config import Settings
 from producers import (access_routes, admin_routes, definitions_routes, dialects, ingest_log_routes,
                        read_routes, registry_routes)
+from producers import streams_routes
 from producers.limits import BodyLimit
 from producers.openapi import allowed_methods, document
 from producers.rate_limit import RateLimiter
@@ -88,6 +89,7 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
     app.include_router(read_routes.router)
     app.include_router(ingest_log_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(streams_routes.router)  # seed 002: streams, the per-key log
 
     @app.exception_handler(SluiceError)
     async def sluice_error(request: Request, exc: SluiceError) -> JSONResponse:

@@ -108,3 +108,33 @@ def recent_verdicts(wh: Warehouse, org_id: str, thing_id: str | None = None, lim
 def _verdict(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "thing_id": row["thing_id"] or None, "duplicate_of": row["duplicate_of"] or None,
             "errors": json.loads(row["errors"] or "[]")}
+
+
+# The per-key (per-connector) log of seed 002: every request one API key made, newest
+# first by acceptance time, each with its newest verdict. The cursor is the last entry's
+# (received_at, request_id); pages stay stable while new requests arrive.
+_KEY_LOG = f"""
+SELECT request_id, thing_id, route, stream, status, http_status, frames_received, frames_ingested, errors,
+    duplicate_of, received_at, processed_at
+FROM (
+    SELECT {_VERDICT_COLUMNS}, stream
+    FROM ingest_log
+    WHERE org_id = {{org_id:String}} AND key_id = {{key_id:String}}
+    ORDER BY processed_at DESC
+    LIMIT 1 BY request_id
+)
+WHERE (received_at, request_id) < ({{before_ts:Int64}}, {{before_id:String}})
+ORDER BY received_at DESC, request_id DESC
+LIMIT {{limit:UInt32}}
+"""
+_NO_CURSOR = (2**63 - 1, "")
+
+
+def key_log(wh: Warehouse, org_id: str, key_id: str, limit: int = 50,
+            before: tuple[int, str] | None = None) -> list[dict[str, Any]]:
+    """The requests of one API key, newest first (by received_at, then request id), at most
+    `limit`, only those before `before` (a (received_at, request_id) cursor) when given.
+    Dicts as ingest_verdict, plus `stream` (None when the request named none)."""
+    before_ts, before_id = before or _NO_CURSOR
+    params = {"org_id": org_id, "key_id": key_id, "limit": limit, "before_ts": before_ts, "before_id": before_id}
+    return [{**_verdict(row), "stream": row["stream"] or None} for row in wh.query(_KEY_LOG, params).dicts()]
