@@ -26,7 +26,7 @@ from catalog.brief import brief
 from processors.outcome import Outcome, Rejection, make_verdict, rejected
 
 ROUTE = "stream_items"
-TABLE = "stream_items"
+TABLE = "stream_items_input"  # the warehouse parses it into stream_items
 MAX_ITEM_KEY_CHARS = 1024  # an item key is part of the table's sort key: keep it an identifier
 
 

@@ -40,5 +40,5 @@ def table_rows(table: str, columns: tuple[str, ...]) -> BuildColumns:
 # table → builder: a dialect that writes a table of its own adds a line here (and its DDL
 # to warehouse/ddl.py).
 RECORD_TABLES: dict[str, BuildColumns] = {
-    "stream_items": stream_items_columns,  # seed 002: POST /api/ingest
+    "stream_items_input": stream_items_columns,  # seed 002: POST /api/ingest
 }

@@ -1,14 +1,15 @@
-"""RecordBatch rows of seed 002's items → stream_items columns.
+"""RecordBatch rows of seed 002's items → stream_items_input columns.
 
-The rows carry each item as a JSON object; the table's `item` column has
-ClickHouse's JSON type, which both backends fill from the item's JSON text.
+The rows carry each item as a JSON object; it is inserted as JSON text, and the
+warehouse's stream_items_mv parses it into stream_items' JSON column (with the
+settings that keep strings strings, which an insert of ours could not carry).
 """
 
 from __future__ import annotations
 
 import orjson
 
-TABLE = "stream_items"
+TABLE = "stream_items_input"  # parsed into stream_items by a materialized view
 ROW_COLUMNS = ("stream", "item_key", "item_index", "received_at")
 
 

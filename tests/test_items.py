@@ -24,7 +24,7 @@ def test_each_item_is_a_row_keyed_by_its_item_key_field():
     assert outcome.verdict["frames_received"] == outcome.verdict["frames_ingested"] == 3
     assert outcome.verdict["stream"] == "sales" and outcome.verdict["key_id"] == "key_1"
     [batch] = outcome.records
-    assert batch["table"] == "stream_items"
+    assert batch["table"] == "stream_items_input"
     assert [r["item_key"] for r in batch["rows"]] == ["North", "South", "East"]
     assert [r["item_index"] for r in batch["rows"]] == [0, 1, 2]
     assert batch["rows"][0]["item"] == SEED_ITEMS[0] and batch["rows"][0]["stream"] == "sales"
@@ -84,7 +84,7 @@ def test_duplicate_paths_follow_the_clickhouse_json_type():
 
 def test_the_sink_writes_items_as_json_text_with_the_message_columns():
     outcome = stream_items(envelope(SEED_ITEMS[:2], "region"))
-    message = {"request_id": "req_1", "org_id": "org_a", "table": "stream_items", "version": 1775471400000,
+    message = {"request_id": "req_1", "org_id": "org_a", "table": "stream_items_input", "version": 1775471400000,
                "rows": orjson.dumps(outcome.records[0]["rows"])}
     columns = stream_items_columns([message, {**message, "table": "other"}])
     assert columns["item_key"] == ["North", "South"] and columns["org_id"] == ["org_a", "org_a"]

@@ -151,8 +151,21 @@ ORDER BY (org_id, thing_id)
 ENGINE = ReplacingMergeTree(updated_at)
 ORDER BY (org_id, place_id)
 {_DEDUP}""",
-    # Seed 002: every item pushed to a stream, one row each (its history). A replayed
-    # request writes the same (key, received_at, request, index) rows, which merges collapse.
+    # Seed 002: where the records sink writes items, their JSON as text. It stores
+    # nothing: stream_items_mv parses each item into stream_items' JSON column.
+    "stream_items_input": f"""(
+    org_id LowCardinality(String),
+    stream LowCardinality(String),
+    item_key String,
+    item_index UInt32,
+    received_at {_TS},
+    request_id String,
+    item String,
+    version UInt64
+)
+ENGINE = Null""",
+    # Every item pushed to a stream, one row each (its history). A replayed request
+    # writes the same (key, received_at, request, index) rows, which merges collapse.
     "stream_items": f"""(
     org_id LowCardinality(String),
     stream LowCardinality(String),
@@ -185,6 +198,15 @@ ORDER BY (org_id, stream, item_key)""",
 
 # Views, created after the tables they read: name → (kind, body); `{db}` is the database.
 _VIEWS: dict[str, tuple[str, str]] = {
+    # The item's text as ClickHouse's JSON type, strings kept as strings: by default the
+    # JSON type reads "2026-04-06T10:30:00Z" as a DateTime (and gives it back changed).
+    # A path twice would refuse the whole insert: the rulebook refuses such items first,
+    # and skipping duplicates here keeps a missed case from stalling the sink.
+    "stream_items_mv": ("MATERIALIZED VIEW", """TO {db}.stream_items AS
+SELECT org_id, stream, item_key, item_index, received_at, request_id, CAST(item, 'JSON') AS item, version
+FROM {db}.stream_items_input
+SETTINGS input_format_try_infer_dates = 0, input_format_try_infer_datetimes = 0,
+    type_json_skip_duplicated_paths = 1"""),
     "stream_items_latest_mv": ("MATERIALIZED VIEW", """TO {db}.stream_items_latest_state AS
 SELECT org_id, stream, item_key,
     argMaxState(item, (version, request_id, item_index)) AS item_state,
