@@ -164,3 +164,31 @@ class ApiKeyIn(_Body):
     name: Name
     scopes: list[Literal["read", "write", "admin"]] = Field(min_length=1)
     filters: KeyFilters = KeyFilters()
+
+
+class HarborIn(_Body):
+    """A harbor (seed 003): a dataset of tall points. With autoProvision, unknown ships and
+    cargos are created on first sight; without, points naming them are rejected."""
+
+    name: Name
+    description: Text | None = None
+    autoProvision: StrictBool = False
+
+
+class HarborPatch(_Body):
+    name: Name | None = None
+    description: Text | None = None
+    autoProvision: StrictBool | None = None
+
+
+class ShipIn(_Body):
+    shipId: Name
+    thingName: Name | None = None
+
+
+class CargoIn(_Body):
+    cargoId: Name
+    displayName: Name | None = None
+    description: Text | None = None
+    unitLabel: Unit | None = None
+    defaultAggregation: Aggregation | None = None
