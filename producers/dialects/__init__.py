@@ -38,8 +38,10 @@ class Dialect:
 def registered() -> tuple[Dialect, ...]:
     """Every dialect; adding one is one line here (imported late: dialect modules import this one)."""
     from producers.dialects import frames
+    from producers.dialects import harbor
 
-    return (frames.DIALECT,)
+    return (frames.DIALECT,
+            harbor.DIALECT)
 
 
 def dialect_for(path: str) -> Dialect | None:
