@@ -121,6 +121,13 @@ def test_malformed_bodies_are_answered_at_once(api):
         assert reply.json()["field"] == "body"
 
 
+def test_shared_refusals_speak_the_dialect_too(stack):
+    with httpx.Client(base_url=stack.url, timeout=30) as anonymous:
+        reply = push(anonymous, "hbr_x", SEED_POINT)
+    assert reply.status_code == 401
+    assert reply.json() == {"detail": reply.json()["detail"], "code": "UNAUTHORIZED", "field": None}
+
+
 def test_an_idempotent_repeat_is_not_stored_twice(api, stack):
     harbor = harbor_of(api, auto=True)
     key = {"Idempotency-Key": f"push-{harbor}", **SYNC}
