@@ -124,10 +124,10 @@ def _plain_run(ctx: Context, catalog_prefix: str, messages: list[tuple[bytes, by
             for message in batch:
                 envelope = schemas.decode(schemas.RAW_ENVELOPE, message.value())
                 outcome = normalize(envelope, thing_lookup, view.resolution)
-                if outcome.frames is None:
+                if not outcome.frames:
                     raise RuntimeError(f"baseline: request rejected: {outcome.verdict}")
-                _send(producer, topics.frames, outcome.frames["thing_id"].encode(),
-                      schemas.encode(schemas.FRAME_BATCH, outcome.frames))
+                _send(producer, topics.frames, outcome.frames[0]["thing_id"].encode(),
+                      schemas.encode(schemas.FRAME_BATCH, outcome.frames[0]))
                 _send(producer, topics.results, outcome.request_id.encode(),
                       schemas.encode(schemas.VERDICT, outcome.verdict))
             # As the agent: every output acknowledged before the batch's offsets are committed.

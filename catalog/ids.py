@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 
 PREFIXES = {
@@ -14,12 +15,19 @@ PREFIXES = {
     "thing": "thg_",
     "api_key": "key_",
     "stream": "stm_",
+    "harbor": "hbr_",
 }
 
 
 def new_id(kind: str) -> str:
     # 80 random bits: collision-free in practice and short enough to read aloud.
     return PREFIXES[kind] + secrets.token_hex(10)
+
+
+def derived_id(kind: str, *parts: str) -> str:
+    """An id that is a function of `parts` (as long as a random one): whoever derives it
+    from the same parts, in whichever process, names the same entity."""
+    return PREFIXES[kind] + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
 
 
 def request_id() -> str:

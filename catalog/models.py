@@ -176,3 +176,31 @@ class StreamIn(_Body):
 
     name: str = Field(min_length=1, max_length=NAME_MAX, pattern=STREAM_NAME_PATTERN)
     description: Text | None = None
+
+
+class HarborIn(_Body):
+    """A harbor (seed 003): a dataset of tall points. With autoProvision, unknown ships and
+    cargos are created on first sight; without, points naming them are rejected."""
+
+    name: Name
+    description: Text | None = None
+    autoProvision: StrictBool = False
+
+
+class HarborPatch(_Body):
+    name: Name | None = None
+    description: Text | None = None
+    autoProvision: StrictBool | None = None
+
+
+class ShipIn(_Body):
+    shipId: Name
+    thingName: Name | None = None
+
+
+class CargoIn(_Body):
+    cargoId: Name
+    displayName: Name | None = None
+    description: Text | None = None
+    unitLabel: Unit | None = None
+    defaultAggregation: Aggregation | None = None

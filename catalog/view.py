@@ -94,6 +94,8 @@ class CatalogView:
         self._index(kind, entity_id, record["org_id"], body)
 
     def _index(self, kind: str, entity_id: str, org_id: str, body: dict) -> None:
+        if kind == "metric" and "harborId" in body:
+            return  # a harbor's cargo: named per harbor, resolved by its derived id, in no type version
         if kind == "metric":
             self._metric_names[(org_id, body["name"].lower())] = entity_id
         elif kind == "api_key" and not body.get("revoked"):
@@ -105,6 +107,8 @@ class CatalogView:
             self._tables = {}
 
     def _unindex(self, kind: str, entity_id: str, org_id: str, body: dict) -> None:
+        if kind == "metric" and "harborId" in body:
+            return
         if kind == "metric":
             self._metric_names.pop((org_id, body["name"].lower()), None)
         elif kind == "api_key":

@@ -24,11 +24,13 @@ import os
 import time
 import traceback
 from pathlib import Path
+from typing import Callable
 
 import faust
 
 import schemas
 from catalog.view import CatalogView
+from catalog.writer import CatalogWriteError, CatalogWriter
 from config import Settings
 from processors.idempotency import IdempotencyStore, first_verdict, idempotency_id, repeat_verdict
 from processors.outcome import Outcome, failed, undecodable
@@ -39,7 +41,8 @@ from schemas.topics import DEADLETTER, FRAMES, IDEMPOTENCY, RECORDS, RESULTS, Me
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: IdempotencyStore) -> faust.App:
+def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: IdempotencyStore,
+               writer: CatalogWriter | None = None) -> faust.App:
     topics = schemas.Topics(settings.topic_prefix)
     app = faust.App(
         f"{settings.topic_prefix}processors",
@@ -62,13 +65,15 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
     outputs = {logical: app.topic(topics.name(logical), key_type=bytes, value_type=bytes)
                for logical in (FRAMES, RECORDS, RESULTS, DEADLETTER, IDEMPOTENCY)}
 
+    provision = writer.put_many if writer is not None else None
+
     async def handle(batch: list[bytes]) -> None:
         """Produce every output of `batch` and wait for the broker to acknowledge them all."""
         decoded = [_decode(payload) for payload in batch]
         await _catch_up(view, max((e["catalog_offset"] for e in decoded if isinstance(e, dict)), default=-1))
         pending = []
         for payload, envelope in zip(batch, decoded):
-            for logical, key, value in request_messages(payload, envelope, view, seen, limits):
+            for logical, key, value in request_messages(payload, envelope, view, seen, limits, provision):
                 pending.append(await outputs[logical].send(key=key, value=value))
         await asyncio.gather(*pending)
 
@@ -87,23 +92,35 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
     return app
 
 
+# Writes catalog entities, blocking until durable and in the local view (CatalogWriter.put_many).
+Provision = Callable[[list[tuple[str, str, str, dict]]], None]
+
 # Kafka's framing of one record in a batch, on top of key and value (generous).
 RECORD_OVERHEAD = 1024
 
 
 def request_messages(payload: bytes, envelope: dict | str, catalog: Catalog, seen: IdempotencyStore,
-                     limits: MessageLimits) -> list[tuple[str, bytes, bytes]]:
+                     limits: MessageLimits, provision: Provision | None = None) -> list[tuple[str, bytes, bytes]]:
     """Every message one raw message produces, as (logical topic, key, value).
 
     Never raises for a request: an exception while judging or encoding it becomes
     its INTERNAL_ERROR verdict and dead letter, and an output that would not fit
     a message (frames are split, so only a pathological one) its TOO_LARGE.
+    The catalog entities the request provisions are written through `provision`
+    first (blocking until the local view has them, so the next request of the batch
+    finds them); a CatalogWriteError escapes, so the batch exits uncommitted.
     """
     try:
         outcome, first_of = _process(payload, envelope, catalog, seen)
+        if outcome.provisions:
+            if provision is None:
+                raise RuntimeError("this processor has no catalog writer to provision with")
+            provision(outcome.provisions)
         # What an Idempotency-Key remembers: the verdict with the request's fingerprint.
         first = (first_of, first_verdict(outcome.verdict, envelope)) if first_of is not None else None
         messages = _messages(outcome, first, limits)
+    except CatalogWriteError:
+        raise  # the catalog did not take the write: not the request's fault; replayed after restart
     except Exception as exc:
         if not isinstance(envelope, dict):
             raise  # an undecodable message has no request to blame; the batch exits uncommitted
@@ -132,10 +149,10 @@ def _messages(outcome: Outcome, first: tuple[str, dict] | None,
     request_key = outcome.request_id.encode()
     if first is not None:
         messages.append((IDEMPOTENCY, first[0].encode(), schemas.encode(schemas.VERDICT, first[1])))
-    if outcome.frames is not None:
-        thing_key = outcome.frames["thing_id"].encode()
+    for frame_batch in outcome.frames or ():  # or (): an older rulebook's None
+        thing_key = frame_batch["thing_id"].encode()
         messages.extend((FRAMES, thing_key, value)
-                        for value in encode_frame_batch(outcome.frames, limits.frames_budget))
+                        for value in encode_frame_batch(frame_batch, limits.frames_budget))
     if outcome.records:
         verdict = outcome.verdict
         for batch in outcome.records:
@@ -188,7 +205,7 @@ def _process(payload: bytes, envelope: dict | str, catalog: Catalog,
     if key is not None:
         first = seen.first(key, envelope["received_at"])
         if first is not None:
-            return Outcome(None, repeat_verdict(first, envelope)), None
+            return Outcome([], repeat_verdict(first, envelope)), None
     return judge(envelope, catalog), key
 
 

@@ -56,7 +56,7 @@ def normalize(envelope: dict, thing_lookup: ThingLookup, table_lookup: TableLook
         "locations": locations,
     }
     verdict = make_verdict(envelope, "ingested", 200, frames_received, frames_received, names, [], now)
-    return Outcome(batch, verdict)
+    return Outcome([batch], verdict)
 
 
 def _parse(raw: bytes) -> dict:

@@ -21,15 +21,19 @@ MAX_FIELD_CHARS = 160
 
 @dataclass
 class Outcome:
-    """What one raw request becomes: at most one frame batch (readings and locations),
-    rows of dialect tables, one verdict, dead letters."""
+    """What one raw request becomes: frame batches (readings and locations, one per thing),
+    rows of dialect tables, one verdict, dead letters, and the catalog entities it needs."""
 
-    frames: dict | None
+    frames: list[dict]  # FrameBatch dicts, one per thing (a harbor batch spans many ships)
     verdict: dict | None  # None only for bytes that are not a request at all
     dead_letters: list[dict] = field(default_factory=list)
     # Rows for a dialect's own warehouse tables: [{"table": name, "rows": [row dict, ...]}]
     # (see schemas/avro/records.avsc and sinks/records.py).
     records: list[dict] = field(default_factory=list)
+    # Catalog entities to create before any output, as (kind, id, org id, body): a harbor's
+    # ships and cargos seen first in this request. Ids are derived, so writing one twice
+    # (a replay, a concurrent processor) writes the same entity.
+    provisions: list[tuple[str, str, str, dict]] = field(default_factory=list)
 
     @property
     def request_id(self) -> str:
@@ -73,7 +77,7 @@ def rejected(envelope: dict, rejection: Rejection, received: int, now: int) -> O
         "original": envelope["body"],
         "rejected_at": now,
     }
-    return Outcome(None, verdict, [dead])
+    return Outcome([], verdict, [dead])
 
 
 def make_verdict(envelope: dict, status: str, http_status: int, received: int, ingested: int,
@@ -104,4 +108,4 @@ def undecodable(payload: bytes, reason: str) -> Outcome:
     dead = {"request_id": "", "org_id": "", "route": "unknown", "received_at": now, "item_index": -1,
             "reason": "UNDECODABLE", "detail": clip(reason, MAX_MESSAGE_CHARS), "original": payload,
             "rejected_at": now}
-    return Outcome(None, None, [dead])
+    return Outcome([], None, [dead])

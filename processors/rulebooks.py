@@ -15,6 +15,7 @@ from catalog.resolution import ResolutionTable
 from processors.items import stream_items
 from processors.normalize import normalize
 from processors.outcome import Outcome, Rejection, rejected
+from processors.points import points
 
 
 class Catalog(Protocol):
@@ -32,9 +33,14 @@ def _frames(envelope: dict, catalog: Catalog) -> Outcome:
     return normalize(envelope, lambda org, thing: catalog.get("thing", thing, org), catalog.resolution)
 
 
+def _points(envelope: dict, catalog: Catalog) -> Outcome:
+    return points(envelope, lambda kind, entity_id, org: catalog.get(kind, entity_id, org))
+
+
 RULEBOOKS: dict[str, Rulebook] = {
     "thing_data": _frames,  # seed 001: POST /v2/thing/{thingId}/data
     "stream_items": lambda envelope, catalog: stream_items(envelope),  # seed 002: POST /api/ingest
+    "harbor_points": _points,  # seed 003: POST /api/v1/ingest/ingest/{harbor_id}[/batch]
 }
 
 

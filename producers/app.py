@@ -22,7 +22,7 @@ from catalog.writer import CatalogWriter
 from config import Settings
 from producers import (access_routes, admin_routes, definitions_routes, dialects, ingest_log_routes,
                        read_routes, registry_routes)
-from producers import streams_routes
+from producers import harbor_routes, streams_routes
 from producers.limits import BodyLimit
 from producers.openapi import allowed_methods, document
 from producers.rate_limit import RateLimiter
@@ -83,6 +83,7 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
     app.openapi = lambda: document(app)  # type: ignore[method-assign]
     app.include_router(definitions_routes.router)
     app.include_router(registry_routes.router)
+    app.include_router(harbor_routes.router)
     app.include_router(access_routes.router)
     for dialect in dialects.registered():
         app.include_router(dialect.router)

@@ -35,12 +35,14 @@ class Target:
     thing_id: str | None = None
     stream: str | None = None
     template_id: str | None = None
+    # Overrides the partition key; it must keep every repeat of an Idempotency-Key together.
+    partition: str | None = None
 
     @property
     def partition_key(self) -> bytes:
         # All requests for one target share a partition, so one processor sees them (and
         # every repeat of an Idempotency-Key, whose scope includes the target) in order.
-        return (self.thing_id or self.stream or self.template_id or self.route).encode()
+        return (self.partition or self.thing_id or self.stream or self.template_id or self.route).encode()
 
 
 @dataclass(frozen=True)

@@ -29,18 +29,18 @@ def run(body, thing=THING):
 
 def test_names_resolve_case_insensitively_to_ids():
     outcome = run({"frames": [{"timestamp": 1718884800000, "metrics": {"STATUS": 1, "modulesoc": 87.4}}]})
-    readings = outcome.frames["readings"]
+    readings = outcome.frames[0]["readings"]
     assert readings["metric_id"] == ["mdef_status", "mdef_soc"]
     assert readings["ts"] == [1718884800000, 1718884800000] and readings["data_type"] == ["Long", "Double"]
     assert readings["value_long"][0] == 1 and readings["value"][1] == 87.4
     assert outcome.verdict["http_status"] == 200
     assert outcome.verdict["metrics"] == ["status", "moduleSoC"]  # canonical spellings
-    assert outcome.frames["version"] == 1718884800999
+    assert outcome.frames[0]["version"] == 1718884800999
 
 
 def test_unknown_metric_is_rejected_naming_it():
     outcome = run({"frames": [{"timestamp": 1, "metrics": {"status": 1, "bogus": 2}}]})
-    assert outcome.frames is None
+    assert outcome.frames == []
     error = outcome.verdict["errors"][0]
     assert outcome.verdict["http_status"] == 400 and error["code"] == "UNKNOWN_METRIC"
     assert "bogus" in error["message"] and error["field"] == "frames[0].metrics.bogus"
@@ -105,10 +105,10 @@ def test_locations_are_range_checked_and_may_stand_alone():
     frames = [{"timestamp": 1, "location": {"latitude": 55.67, "longitude": 12.56, "accuracyRadius": 8}},
               {"timestamp": 2, "metrics": {"status": 1}, "location": {"latitude": -90, "longitude": 180}}]
     outcome = run({"frames": frames})
-    assert outcome.frames["locations"] == [
+    assert outcome.frames[0]["locations"] == [
         {"ts": 1, "latitude": 55.67, "longitude": 12.56, "accuracy_m": 8.0},
         {"ts": 2, "latitude": -90.0, "longitude": 180.0, "accuracy_m": None}]
-    assert outcome.frames["readings"]["ts"] == [2] and outcome.frames["frames"] == 2
+    assert outcome.frames[0]["readings"]["ts"] == [2] and outcome.frames[0]["frames"] == 2
 
 
 @pytest.mark.parametrize("location,field", [

@@ -39,9 +39,11 @@ def registered() -> tuple[Dialect, ...]:
     """Every dialect; adding one is one line here (imported late: dialect modules import this one)."""
     from producers.dialects import frames
     from producers.dialects import streams  # seed 002: POST /api/ingest
+    from producers.dialects import harbor  # seed 003: POST /api/v1/ingest/ingest/{harbor_id}[/batch]
 
     return (frames.DIALECT,
-            streams.DIALECT)
+            streams.DIALECT,
+            harbor.DIALECT)
 
 
 def dialect_for(path: str) -> Dialect | None:
