@@ -13,6 +13,7 @@ PREFIXES = {
     "fleet": "flt_",
     "thing": "thg_",
     "api_key": "key_",
+    "datasource": "dsrc_",
 }
 
 

@@ -1,5 +1,5 @@
 """The catalog's operations in one object: access (orgs, keys), definitions
-(metrics, thing types) and the registry (places, things). Each checks against the
+(metrics, thing types), the registry (places, things) and data sources. Each checks against the
 view, then writes through the writer.
 
 Blocking: every write waits for Kafka and the view (see CatalogWriter.put).
@@ -8,9 +8,10 @@ Blocking: every write waits for Kafka and the view (see CatalogWriter.put).
 from __future__ import annotations
 
 from catalog.access import Access
+from catalog.datasources import DataSources
 from catalog.definitions import Definitions
 from catalog.registry import Registry
 
 
-class Catalog(Access, Definitions, Registry):
+class Catalog(Access, Definitions, Registry, DataSources):
     pass

@@ -26,15 +26,17 @@ import traceback
 from pathlib import Path
 
 import faust
+import orjson
 
 import schemas
 from catalog.view import CatalogView
 from config import Settings
+from processors.deciding_catalog import DecidingCatalog, StaleCatalog
 from processors.idempotency import IdempotencyStore, first_verdict, idempotency_id, repeat_verdict
 from processors.outcome import Outcome, failed, undecodable
 from processors.rulebooks import Catalog, judge
 from processors.splitting import encode_frame_batch, encode_record_batches
-from schemas.topics import DEADLETTER, FRAMES, IDEMPOTENCY, RECORDS, RESULTS, MessageLimits
+from schemas.topics import CATALOG, DEADLETTER, FRAMES, IDEMPOTENCY, RECORDS, RESULTS, MessageLimits
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +62,25 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
     app.conf.consumer_max_fetch_size = limits.raw
     raw = app.topic(topics.raw, key_type=bytes, value_type=bytes)
     outputs = {logical: app.topic(topics.name(logical), key_type=bytes, value_type=bytes)
-               for logical in (FRAMES, RECORDS, RESULTS, DEADLETTER, IDEMPOTENCY)}
+               for logical in (FRAMES, RECORDS, RESULTS, DEADLETTER, IDEMPOTENCY, CATALOG)}
+    catalog = DecidingCatalog(view)
 
     async def handle(batch: list[bytes]) -> None:
         """Produce every output of `batch` and wait for the broker to acknowledge them all."""
         decoded = [_decode(payload) for payload in batch]
         await _catch_up(view, max((e["catalog_offset"] for e in decoded if isinstance(e, dict)), default=-1))
         pending = []
+        catalog.fresh = False
         for payload, envelope in zip(batch, decoded):
-            for logical, key, value in request_messages(payload, envelope, view, seen, limits):
+            try:
+                messages = request_messages(payload, envelope, catalog, seen, limits)
+            except StaleCatalog:  # it decides a catalog entity: judge it again on the catalog's end
+                if not await asyncio.get_running_loop().run_in_executor(None, view.catch_up_to_end,
+                                                                        CATALOG_CATCH_UP_S):
+                    raise RuntimeError("the catalog view did not reach the catalog's end") from None
+                catalog.fresh = True
+                messages = request_messages(payload, envelope, catalog, seen, limits)
+            for logical, key, value in messages:
                 pending.append(await outputs[logical].send(key=key, value=value))
         await asyncio.gather(*pending)
 
@@ -101,9 +113,13 @@ def request_messages(payload: bytes, envelope: dict | str, catalog: Catalog, see
     """
     try:
         outcome, first_of = _process(payload, envelope, catalog, seen)
+        if outcome.catalog and isinstance(catalog, DecidingCatalog):
+            catalog.require_fresh()
         # What an Idempotency-Key remembers: the verdict with the request's fingerprint.
         first = (first_of, first_verdict(outcome.verdict, envelope)) if first_of is not None else None
         messages = _messages(outcome, first, limits)
+    except StaleCatalog:
+        raise
     except Exception as exc:
         if not isinstance(envelope, dict):
             raise  # an undecodable message has no request to blame; the batch exits uncommitted
@@ -121,6 +137,8 @@ def request_messages(payload: bytes, envelope: dict | str, catalog: Catalog, see
                                 f"{limits.output}-byte message limit", 413), None, limits)
     if first is not None:
         seen.remember(*first)
+    if outcome.catalog and isinstance(catalog, DecidingCatalog):
+        catalog.remember(outcome.catalog)
     return messages
 
 
@@ -132,6 +150,11 @@ def _messages(outcome: Outcome, first: tuple[str, dict] | None,
     request_key = outcome.request_id.encode()
     if first is not None:
         messages.append((IDEMPOTENCY, first[0].encode(), schemas.encode(schemas.VERDICT, first[1])))
+    for entity in outcome.catalog:
+        record = {"kind": entity["kind"], "id": entity["id"], "org_id": entity["org_id"],
+                  "body": orjson.dumps(entity["body"]).decode(), "updated_at": int(time.time() * 1000)}
+        messages.append((CATALOG, f"{entity['kind']}/{entity['id']}".encode(),
+                         schemas.encode(schemas.CATALOG_RECORD, record)))
     if outcome.frames is not None:
         thing_key = outcome.frames["thing_id"].encode()
         messages.extend((FRAMES, thing_key, value)

@@ -22,7 +22,7 @@ MAX_FIELD_CHARS = 160
 @dataclass
 class Outcome:
     """What one raw request becomes: at most one frame batch (readings and locations),
-    rows of dialect tables, one verdict, dead letters."""
+    rows of dialect tables, one verdict, dead letters, catalog entities it decided."""
 
     frames: dict | None
     verdict: dict | None  # None only for bytes that are not a request at all
@@ -30,6 +30,9 @@ class Outcome:
     # Rows for a dialect's own warehouse tables: [{"table": name, "rows": [row dict, ...]}]
     # (see schemas/avro/records.avsc and sinks/records.py).
     records: list[dict] = field(default_factory=list)
+    # Catalog entities the request decides, [{"kind", "id", "org_id", "body"}] (a data source's
+    # inferred schema); the processor writes them to the catalog topic on a caught-up view.
+    catalog: list[dict] = field(default_factory=list)
 
     @property
     def request_id(self) -> str:

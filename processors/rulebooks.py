@@ -12,6 +12,7 @@ from typing import Callable, Protocol
 
 from catalog.brief import brief
 from catalog.resolution import ResolutionTable
+from processors.datasource_records import judge_records
 from processors.normalize import normalize
 from processors.outcome import Outcome, Rejection, rejected
 
@@ -33,6 +34,7 @@ def _frames(envelope: dict, catalog: Catalog) -> Outcome:
 
 RULEBOOKS: dict[str, Rulebook] = {
     "thing_data": _frames,  # seed 001: POST /v2/thing/{thingId}/data
+    "datasource_insert": lambda envelope, catalog: judge_records(envelope, catalog.get),  # seed 004
 }
 
 

@@ -38,4 +38,7 @@ def table_rows(table: str, columns: tuple[str, ...]) -> BuildColumns:
 
 # table → builder: a dialect that writes a table of its own adds a line here (and its DDL
 # to warehouse/ddl.py).
-RECORD_TABLES: dict[str, BuildColumns] = {}
+RECORD_TABLES: dict[str, BuildColumns] = {
+    "datasource_records": table_rows("datasource_records", (  # seed 004
+        "datasource_id", "record_key", "record_index", "ts", "record")),
+}

@@ -151,6 +151,23 @@ ORDER BY (org_id, thing_id)
 ENGINE = ReplacingMergeTree(updated_at)
 ORDER BY (org_id, place_id)
 {_DEDUP}""",
+    # Records of the data sources (seed 004), one row per record: the record as JSON (keys
+    # sorted), its event time (`timestamp`, 1970 without one), and a key derived from its
+    # content, so a re-send or replay replaces instead of duplicating.
+    "datasource_records": f"""(
+    org_id LowCardinality(String),
+    datasource_id String,
+    ts {_TS},
+    record_key String,
+    record_index UInt32,
+    record String,
+    request_id String,
+    version UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(ts)
+ORDER BY (org_id, datasource_id, ts, record_key)
+{_DEDUP}""",
 }
 
 #: The tables migrate() creates, in creation order.

@@ -37,9 +37,10 @@ class Dialect:
 @functools.cache
 def registered() -> tuple[Dialect, ...]:
     """Every dialect; adding one is one line here (imported late: dialect modules import this one)."""
-    from producers.dialects import frames
+    from producers.dialects import datasource, frames
 
-    return (frames.DIALECT,)
+    return (frames.DIALECT,
+            datasource.DIALECT)
 
 
 def dialect_for(path: str) -> Dialect | None:
