@@ -27,10 +27,12 @@ SCHEMA_KIND = "datasource_schema"  # the inferred schema's catalog kind (keyed b
 
 # ISO 8601 date and time (seconds and fraction optional), with Z or an offset, or none (read as UTC).
 # Stricter than datetime.fromisoformat, which also takes "20250101" or a bare date.
-_ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?\Z")
+_ISO_DATETIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?\Z")
 # What a DateTime64(3) column holds.
 _MIN_YEAR, _MAX_YEAR = 1900, 2299
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MS = datetime.resolution * 1000  # one millisecond
 
 
 def timestamp_ms(value: str) -> int | None:
@@ -46,9 +48,6 @@ def timestamp_ms(value: str) -> int | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return (parsed - _EPOCH) // _MS
-
-
-_MS = datetime.resolution * 1000  # one millisecond
 
 
 def value_type(value: object) -> str | None:

@@ -11,6 +11,11 @@ may leave the loop mid-batch: if producing fails for good, or anything else
 escapes, the process exits at once, before Faust can commit, and the batch is
 replayed on restart.
 
+Catalog decisions: a rulebook may decide a catalog entity (a data source's
+inferred schema); it is written to the catalog topic with the request's other
+outputs, and decided only on a view caught up to the catalog's end
+(processors.deciding_catalog).
+
 Isolation: a request the processor fails to handle (a bug, an output too large
 for a message) becomes that request's own verdict and dead letter
 (INTERNAL_ERROR, TOO_LARGE); its batch-mates are judged as usual.

@@ -105,7 +105,7 @@ def _check(records: list, fields: dict[str, str], declared: bool) -> bool:
                 if shown is None:
                     raise Rejection(400, "SCHEMA_MISMATCH", f"{where}: nested objects and arrays are not "
                                     "supported; send a string, number, boolean or timestamp", field=where)
-                if len(name) > NAME_MAX or len(fields) >= DATASOURCE_FIELDS_MAX:
+                if not 0 < len(name) <= NAME_MAX or len(fields) >= DATASOURCE_FIELDS_MAX:
                     raise Rejection(400, "SCHEMA_MISMATCH", f"{where}: a data source has at most "
                                     f"{DATASOURCE_FIELDS_MAX} fields, named with 1–{NAME_MAX} characters",
                                     field=where)

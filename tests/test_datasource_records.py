@@ -78,11 +78,13 @@ def test_rows_carry_the_record_its_event_time_and_a_content_key():
 
 @pytest.mark.parametrize("data, field, code, words", [
     ([{"value": 1.5}, {"value": "high"}], "data[1].value", "SCHEMA_MISMATCH", "expected a number, got a string"),
-    ([{"timestamp": "2025-01-01T00:00Z"}, {"timestamp": "yesterday"}], "data[1].timestamp", "SCHEMA_MISMATCH", "expected a timestamp"),
+    ([{"timestamp": "2025-01-01T00:00Z"}, {"timestamp": "yesterday"}], "data[1].timestamp", "SCHEMA_MISMATCH",
+     "expected a timestamp"),
     ([{"value": 1}, {"value": True}], "data[1].value", "SCHEMA_MISMATCH", "got a boolean"),
     ([{"value": 1}, 7], "data[1]", "INVALID_RECORD", "must be a JSON object"),
     ([{"value": 1}, {}], "data[1]", "INVALID_RECORD", "at least one field"),
     ([{"tags": ["a"]}], "data[0].tags", "SCHEMA_MISMATCH", "nested objects and arrays"),
+    ([{"value": 1, "": 2}], "data[0].", "SCHEMA_MISMATCH", "named with 1–200 characters"),
 ])
 def test_a_record_off_the_schema_is_400_naming_its_index_and_field(data, field, code, words):
     outcome = judge_records(envelope({"datasource_id": "67890", "data": data}), Catalog().get)

@@ -51,7 +51,7 @@ ERROR_SCHEMA = {"type": "object", "required": ["message", "error"], "properties"
 RECORD = {"type": "object", "minProperties": 1, "additionalProperties": {
     "type": ["string", "number", "boolean", "null"]}, "description": "one record: field name → value"}
 INSERT_BODY = {
-    "security": [{"Bearer": []}, {"ApiKey": []}],
+    "security": [{"ApiKey": []}, {"Bearer": []}],  # as every route: the seed's clients use Bearer
     "requestBody": {"required": True, "content": {"application/json": {"schema": {
         "type": "object", "required": ["datasource_id", "data"], "properties": {
             "datasource_id": {"type": "string", "minLength": 1,
@@ -97,13 +97,13 @@ def check_structure(body: bytes) -> str:
 
 
 def verdict_response(verdict: dict) -> JSONResponse:
-    """200 with the seed's message, or the rule's error (its record index in `details.index`)."""
+    """200 with the seed's message (the request id is in X-Request-Id), or the rule's error
+    (its record index in `details.index`)."""
     headers = {"X-Request-Id": verdict["request_id"]}
     if verdict["duplicate_of"]:
         headers["Idempotent-Replayed"] = "true"
     if verdict["http_status"] == 200:
-        return JSONResponse({"message": INSERTED, "request_id": verdict["request_id"],
-                             "records": verdict["frames_ingested"]}, status_code=200, headers=headers)
+        return JSONResponse({"message": INSERTED}, status_code=200, headers=headers)  # the seed's, exactly
     first = verdict["errors"][0] if verdict["errors"] else {"code": "REJECTED", "message": "rejected"}
     details = {"request_id": verdict["request_id"]}
     if first.get("field"):
