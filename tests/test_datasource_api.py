@@ -65,6 +65,11 @@ def test_the_seed_bodies_are_inserted_and_land_in_clickhouse(api, stack, tenant)
     assert [(index, ts) for index, ts, _ in rows] == [
         (0, 1735725600000), (1, 1735729200000), (0, 1735732800000), (2, 1735732800000)]
     assert rows[2][2] == '{"metric":"temperature","timestamp":"2025-01-01T12:00:00Z","value":22.5}'
+    # Analysts find the data source by its externalId in the `datasources` dimension table.
+    by_external_id = (f"SELECT count() FROM {stack.settings.database}.datasource_records FINAL WHERE "
+                      f"(org_id, datasource_id) IN (SELECT org_id, datasource_id FROM {stack.settings.database}"
+                      f".datasources WHERE org_id = '{tenant['org']}' AND external_id = '67890')")
+    eventually(lambda: ok(api.post("/v2/admin/sql", json={"sql": by_external_id}))["rows"] == [[4]])
     # The schema was inferred from the records and is the catalog's, by id or externalId.
     source = ok(admin.get("/v2/datasources/67890"))
     assert source["id"] == tenant["id"] and source["schemaSource"] == "inferred"

@@ -6,9 +6,12 @@ from __future__ import annotations
 import orjson
 import pytest
 
+import schemas
 from catalog.datasources import SCHEMA_KIND, timestamp_ms
+from processors.app import request_messages
 from processors.datasource_records import judge_records
 from processors.deciding_catalog import DecidingCatalog, StaleCatalog
+from schemas.topics import CATALOG, MessageLimits
 
 # Seed 004's two example bodies, as the seed shows them.
 SEED_ONE = {"datasource_id": "67890", "data": [
@@ -150,3 +153,23 @@ def test_a_processor_decides_a_schema_only_on_a_caught_up_view():
     assert catalog.get(SCHEMA_KIND, "dsrc_1", "org_b") is None
     view.entities[(SCHEMA_KIND, "dsrc_1")] = {"id": "dsrc_1", "fields": {"x": "string"}, "version": 2}
     assert catalog.get(SCHEMA_KIND, "dsrc_1", "org_a")["fields"] == {"x": "string"}
+
+
+def test_the_processor_writes_a_decided_schema_to_the_catalog_only_when_caught_up():
+    class View(Catalog):
+        def resolution(self, version_id):
+            return None
+
+    catalog = DecidingCatalog(View())
+    limits = MessageLimits.for_body(1_048_576)
+    with pytest.raises(StaleCatalog):  # the processor catches up to the catalog's end, then judges again
+        request_messages(b"", envelope(SEED_ONE), catalog, seen=None, limits=limits)
+    catalog.fresh = True
+    messages = request_messages(b"", envelope(SEED_ONE), catalog, seen=None, limits=limits)
+    [(key, value)] = [(key, value) for topic, key, value in messages if topic == CATALOG]
+    assert key == b"datasource_schema/dsrc_1"
+    written = schemas.decode(schemas.CATALOG_RECORD, value)
+    assert written["org_id"] == "org_a" and orjson.loads(written["body"])["version"] == 1
+    # The next request sees the decision before the view applies it, and decides nothing more.
+    later = request_messages(b"", envelope(SEED_BATCH, "req_2"), catalog, seen=None, limits=limits)
+    assert not [m for m in later if m[0] == CATALOG]

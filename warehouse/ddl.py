@@ -151,6 +151,18 @@ ORDER BY (org_id, thing_id)
 ENGINE = ReplacingMergeTree(updated_at)
 ORDER BY (org_id, place_id)
 {_DEDUP}""",
+    "datasources": f"""(
+    org_id LowCardinality(String),
+    datasource_id String,
+    name String,
+    external_id String,
+    description String,
+    updated_at {_TS},
+    deleted UInt8
+)
+ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY (org_id, datasource_id)
+{_DEDUP}""",
     # Records of the data sources (seed 004), one row per record: the record as JSON (keys
     # sorted), its event time (`timestamp`, 1970 without one), and a key derived from its
     # content, so a re-send or replay replaces instead of duplicating.
