@@ -115,8 +115,12 @@ def verdict_response(verdict: dict) -> JSONResponse:
 
 
 @router.post("/restapi/datasource/insert", status_code=200, openapi_extra=INSERT_BODY, responses={
-    200: {"description": "inserted: `{\"message\": \"Data successfully inserted\"}`"},
-    202: {"description": "accepted and durable, but not judged within the wait; `request_id` finds its verdict"},
+    200: {"description": "inserted", "content": {"application/json": {"schema": {
+        "type": "object", "required": ["message"], "properties": {"message": {"const": INSERTED}}}}}},
+    202: {"description": "accepted and durable, but not judged within the wait; `request_id` finds its verdict",
+          "content": {"application/json": {"schema": {"type": "object", "required": ["message", "request_id"],
+                                                      "properties": {"message": {"type": "string"},
+                                                                     "request_id": {"type": "string"}}}}}},
     **_responses(400, 401, 403, 404, 408, 413, 422, 429, 500, 503)})
 async def insert_records(request: Request, who: Principal = Depends(principal)) -> JSONResponse:
     """Insert records into a data source (seed 004)."""
