@@ -16,6 +16,7 @@ PREFIXES = {
     "api_key": "key_",
     "stream": "stm_",
     "harbor": "hbr_",
+    "datasource": "dsrc_",
 }
 
 

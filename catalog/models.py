@@ -24,6 +24,7 @@ CONSTRAINTS_MAX = 20
 PROPERTIES_MAX = 100
 PROPERTY_VALUE_MAX = 1000
 FILTER_IDS_MAX = 1000
+DATASOURCE_FIELDS_MAX = 1000
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX)]
 Text = Annotated[str, StringConstraints(max_length=TEXT_MAX)]
@@ -204,3 +205,23 @@ class CargoIn(_Body):
     description: Text | None = None
     unitLabel: Unit | None = None
     defaultAggregation: Aggregation | None = None
+
+
+class DataSourceIn(_Body):
+    """A data source (seed 004): where a client's records go. `externalId` is the client's own
+    identifier (the seed's "67890"), unique in the org; `schema` (field name → type) is
+    declared here or inferred from the first records (catalog.datasource_schema)."""
+
+    name: Name
+    externalId: str | None = Field(default=None, min_length=1, max_length=ID_MAX,
+                                   pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
+    description: Text | None = None
+    schema_: dict[Name, Literal["string", "number", "boolean", "timestamp"]] | None = Field(
+        default=None, alias="schema", min_length=1, max_length=DATASOURCE_FIELDS_MAX)
+
+    @field_validator("externalId")
+    @classmethod
+    def _not_a_catalog_id(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith("dsrc_"):
+            raise ValueError("must not start with 'dsrc_' (the catalog's own ids)")
+        return value

@@ -1,5 +1,5 @@
 """The catalog's operations in one object: access (orgs, keys), definitions
-(metrics, thing types), the registry (places, things) and harbors. Each checks against the
+(metrics, thing types), the registry (places, things), streams, harbors and data sources. Each checks against the
 view, then writes through the writer.
 
 Blocking: every write waits for Kafka and the view (see CatalogWriter.put).
@@ -8,11 +8,12 @@ Blocking: every write waits for Kafka and the view (see CatalogWriter.put).
 from __future__ import annotations
 
 from catalog.access import Access
+from catalog.datasources import DataSources
 from catalog.definitions import Definitions
 from catalog.harbors import Harbors
 from catalog.registry import Registry
 from catalog.streams import Streams
 
 
-class Catalog(Access, Definitions, Registry, Streams, Harbors):
+class Catalog(Access, Definitions, Registry, Streams, Harbors, DataSources):
     pass

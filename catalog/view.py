@@ -11,7 +11,7 @@ import threading
 from typing import Iterator
 
 import orjson
-from confluent_kafka import Message
+from confluent_kafka import Consumer, Message, TopicPartition
 
 import schemas
 from catalog.resolution import ResolutionTable, build_table
@@ -32,10 +32,14 @@ class CatalogView:
         self._metric_names: dict[tuple[str, str], str] = {}  # (org, lower name) -> metric id
         self._key_hashes: dict[str, str] = {}  # secret hash -> api key id
         self._stream_names: dict[tuple[str, str], str] = {}  # (org, name) -> stream id
+        self._external_ids: dict[tuple[str, str], str] = {}  # (org, data source externalId) -> id
         self._tables: dict[str, ResolutionTable] = {}
         self._applied = -1  # offset of the last applied record
         self._cond = threading.Condition()
         self._tail = TopicTail(bootstrap, topic, self._on_message, name="catalog-view")
+        self._bootstrap, self._topic = bootstrap, topic
+        self._end_reader: Consumer | None = None  # asks the broker where the topic ends (catch_up_to_end)
+        self._end_lock = threading.Lock()
 
     # ----- lifecycle
 
@@ -60,8 +64,23 @@ class CatalogView:
         with self._cond:
             return self._cond.wait_for(lambda: self._applied >= offset, timeout)
 
+    def catch_up_to_end(self, timeout: float = 30.0) -> bool:
+        """Block until the view has applied every record the catalog held when called (its
+        end, asked of the broker); False on timeout. For a decision another service may
+        have taken already, such as a processor inferring a data source's schema."""
+        with self._end_lock:
+            if self._end_reader is None:
+                self._end_reader = Consumer({"bootstrap.servers": self._bootstrap, "group.id": "sluice-catalog-end",
+                                             "enable.auto.commit": False})
+            _, high = self._end_reader.get_watermark_offsets(TopicPartition(self._topic, 0), timeout=timeout)
+        return self.wait_applied(high - 1, timeout)
+
     def stop(self) -> None:
         self._tail.stop()
+        with self._end_lock:
+            if self._end_reader is not None:
+                self._end_reader.close()
+                self._end_reader = None
 
     def _on_message(self, message: Message) -> None:
         self._apply(message.key(), message.value())
@@ -102,6 +121,8 @@ class CatalogView:
             self._key_hashes[body["hash"]] = entity_id
         elif kind == "stream":
             self._stream_names[(org_id, body["name"])] = entity_id
+        elif kind == "datasource" and body.get("externalId"):
+            self._external_ids[(org_id, body["externalId"])] = entity_id
         if kind in ("metric", "thing_type_version"):
             # Resolution tables depend on versions and metrics: rebuild lazily.
             self._tables = {}
@@ -115,6 +136,8 @@ class CatalogView:
             self._key_hashes.pop(body["hash"], None)
         elif kind == "stream":
             self._stream_names.pop((org_id, body["name"]), None)
+        elif kind == "datasource" and body.get("externalId"):
+            self._external_ids.pop((org_id, body["externalId"]), None)
 
     # ----- reads
 
@@ -139,6 +162,9 @@ class CatalogView:
 
     def stream_id_by_name(self, org_id: str, name: str) -> str | None:
         return self._stream_names.get((org_id, name))
+    def datasource_by_external_id(self, org_id: str, external_id: str) -> dict | None:
+        datasource_id = self._external_ids.get((org_id, external_id))
+        return self.get("datasource", datasource_id, org_id) if datasource_id else None
 
     def api_key_by_hash(self, secret_hash: str) -> dict | None:
         key_id = self._key_hashes.get(secret_hash)

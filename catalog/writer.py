@@ -47,37 +47,24 @@ class CatalogWriter:
         self._write(f"{kind}/{entity_id}", schemas.encode(schemas.CATALOG_RECORD, record), timeout)
         return body
 
-    def put_many(self, entities: list[tuple[str, str, str, dict]], timeout: float = 15.0) -> None:
-        """Write (kind, id, org id, body) entities at once; blocks until all are durable and
-        visible in the view. Raises CatalogWriteError like `put`."""
-        now = int(time.time() * 1000)
-        self._write_many([(f"{kind}/{entity_id}", schemas.encode(schemas.CATALOG_RECORD, {
-            "kind": kind, "id": entity_id, "org_id": org_id, "body": orjson.dumps(body).decode(),
-            "updated_at": now})) for kind, entity_id, org_id, body in entities], timeout)
-
     def delete(self, kind: str, entity_id: str, timeout: float = 15.0) -> None:
         """Write a tombstone; blocks like `put`."""
         self._write(f"{kind}/{entity_id}", None, timeout)
 
     def _write(self, key: str, value: bytes | None, timeout: float) -> None:
-        self._write_many([(key, value)], timeout)
-
-    def _write_many(self, records: list[tuple[str, bytes | None]], timeout: float) -> None:
         delivered: list = []
-        for key, value in records:
-            self._producer.produce(
-                self._topic, key=key.encode(), value=value, on_delivery=lambda e, m: delivered.append((e, m))
-            )
+        self._producer.produce(
+            self._topic, key=key.encode(), value=value, on_delivery=lambda e, m: delivered.append((e, m))
+        )
         deadline = time.monotonic() + timeout
-        while len(delivered) < len(records) and time.monotonic() < deadline:
+        while not delivered and time.monotonic() < deadline:
             self._producer.poll(0.05)
-        if len(delivered) < len(records):
+        if not delivered:
             raise CatalogWriteError("the catalog write was not acknowledged in time")
-        if errors := [error for error, _ in delivered if error is not None]:
-            raise CatalogWriteError(f"the catalog write failed: {errors[0]}")
-        # One partition: once the view applied the last record, it applied them all.
-        last = max(message.offset() for _, message in delivered)
-        if not self._view.wait_applied(last, max(0.1, deadline - time.monotonic())):
+        error, message = delivered[0]
+        if error is not None:
+            raise CatalogWriteError(f"the catalog write failed: {error}")
+        if not self._view.wait_applied(message.offset(), max(0.1, deadline - time.monotonic())):
             raise CatalogWriteError("the catalog view did not apply the write in time")
 
     def close(self) -> None:

@@ -11,6 +11,11 @@ may leave the loop mid-batch: if producing fails for good, or anything else
 escapes, the process exits at once, before Faust can commit, and the batch is
 replayed on restart.
 
+Catalog decisions: a rulebook may decide a catalog entity (a data source's
+inferred schema, a harbor's ship or cargo seen first); it is written to the catalog topic with the request's other
+outputs, and decided only on a view caught up to the catalog's end
+(processors.deciding_catalog).
+
 Isolation: a request the processor fails to handle (a bug, an output too large
 for a message) becomes that request's own verdict and dead letter
 (INTERNAL_ERROR, TOO_LARGE); its batch-mates are judged as usual.
@@ -24,25 +29,24 @@ import os
 import time
 import traceback
 from pathlib import Path
-from typing import Callable
 
 import faust
+import orjson
 
 import schemas
 from catalog.view import CatalogView
-from catalog.writer import CatalogWriteError, CatalogWriter
 from config import Settings
+from processors.deciding_catalog import DecidingCatalog, StaleCatalog
 from processors.idempotency import IdempotencyStore, first_verdict, idempotency_id, repeat_verdict
 from processors.outcome import Outcome, failed, undecodable
 from processors.rulebooks import Catalog, judge
 from processors.splitting import encode_frame_batch, encode_record_batches
-from schemas.topics import DEADLETTER, FRAMES, IDEMPOTENCY, RECORDS, RESULTS, MessageLimits
+from schemas.topics import CATALOG, DEADLETTER, FRAMES, IDEMPOTENCY, RECORDS, RESULTS, MessageLimits
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: IdempotencyStore,
-               writer: CatalogWriter | None = None) -> faust.App:
+def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: IdempotencyStore) -> faust.App:
     topics = schemas.Topics(settings.topic_prefix)
     app = faust.App(
         f"{settings.topic_prefix}processors",
@@ -63,17 +67,25 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
     app.conf.consumer_max_fetch_size = limits.raw
     raw = app.topic(topics.raw, key_type=bytes, value_type=bytes)
     outputs = {logical: app.topic(topics.name(logical), key_type=bytes, value_type=bytes)
-               for logical in (FRAMES, RECORDS, RESULTS, DEADLETTER, IDEMPOTENCY)}
-
-    provision = writer.put_many if writer is not None else None
+               for logical in (FRAMES, RECORDS, RESULTS, DEADLETTER, IDEMPOTENCY, CATALOG)}
+    catalog = DecidingCatalog(view)
 
     async def handle(batch: list[bytes]) -> None:
         """Produce every output of `batch` and wait for the broker to acknowledge them all."""
         decoded = [_decode(payload) for payload in batch]
         await _catch_up(view, max((e["catalog_offset"] for e in decoded if isinstance(e, dict)), default=-1))
         pending = []
+        catalog.fresh = False
         for payload, envelope in zip(batch, decoded):
-            for logical, key, value in request_messages(payload, envelope, view, seen, limits, provision):
+            try:
+                messages = request_messages(payload, envelope, catalog, seen, limits)
+            except StaleCatalog:  # it decides a catalog entity: judge it again on the catalog's end
+                if not await asyncio.get_running_loop().run_in_executor(None, view.catch_up_to_end,
+                                                                        CATALOG_CATCH_UP_S):
+                    raise RuntimeError("the catalog view did not reach the catalog's end") from None
+                catalog.fresh = True
+                messages = request_messages(payload, envelope, catalog, seen, limits)
+            for logical, key, value in messages:
                 pending.append(await outputs[logical].send(key=key, value=value))
         await asyncio.gather(*pending)
 
@@ -92,35 +104,27 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
     return app
 
 
-# Writes catalog entities, blocking until durable and in the local view (CatalogWriter.put_many).
-Provision = Callable[[list[tuple[str, str, str, dict]]], None]
-
 # Kafka's framing of one record in a batch, on top of key and value (generous).
 RECORD_OVERHEAD = 1024
 
 
 def request_messages(payload: bytes, envelope: dict | str, catalog: Catalog, seen: IdempotencyStore,
-                     limits: MessageLimits, provision: Provision | None = None) -> list[tuple[str, bytes, bytes]]:
+                     limits: MessageLimits) -> list[tuple[str, bytes, bytes]]:
     """Every message one raw message produces, as (logical topic, key, value).
 
     Never raises for a request: an exception while judging or encoding it becomes
     its INTERNAL_ERROR verdict and dead letter, and an output that would not fit
     a message (frames are split, so only a pathological one) its TOO_LARGE.
-    The catalog entities the request provisions are written through `provision`
-    first (blocking until the local view has them, so the next request of the batch
-    finds them); a CatalogWriteError escapes, so the batch exits uncommitted.
     """
     try:
         outcome, first_of = _process(payload, envelope, catalog, seen)
-        if outcome.provisions:
-            if provision is None:
-                raise RuntimeError("this processor has no catalog writer to provision with")
-            provision(outcome.provisions)
+        if outcome.catalog and isinstance(catalog, DecidingCatalog):
+            catalog.require_fresh()
         # What an Idempotency-Key remembers: the verdict with the request's fingerprint.
         first = (first_of, first_verdict(outcome.verdict, envelope)) if first_of is not None else None
         messages = _messages(outcome, first, limits)
-    except CatalogWriteError:
-        raise  # the catalog did not take the write: not the request's fault; replayed after restart
+    except StaleCatalog:
+        raise
     except Exception as exc:
         if not isinstance(envelope, dict):
             raise  # an undecodable message has no request to blame; the batch exits uncommitted
@@ -138,6 +142,8 @@ def request_messages(payload: bytes, envelope: dict | str, catalog: Catalog, see
                                 f"{limits.output}-byte message limit", 413), None, limits)
     if first is not None:
         seen.remember(*first)
+    if outcome.catalog and isinstance(catalog, DecidingCatalog):
+        catalog.remember(outcome.catalog)
     return messages
 
 
@@ -149,7 +155,12 @@ def _messages(outcome: Outcome, first: tuple[str, dict] | None,
     request_key = outcome.request_id.encode()
     if first is not None:
         messages.append((IDEMPOTENCY, first[0].encode(), schemas.encode(schemas.VERDICT, first[1])))
-    for frame_batch in outcome.frames or ():  # or (): an older rulebook's None
+    for entity in outcome.catalog:
+        record = {"kind": entity["kind"], "id": entity["id"], "org_id": entity["org_id"],
+                  "body": orjson.dumps(entity["body"]).decode(), "updated_at": int(time.time() * 1000)}
+        messages.append((CATALOG, f"{entity['kind']}/{entity['id']}".encode(),
+                         schemas.encode(schemas.CATALOG_RECORD, record)))
+    for frame_batch in outcome.frames or ():  # or (): a rulebook with no readings may say None
         thing_key = frame_batch["thing_id"].encode()
         messages.extend((FRAMES, thing_key, value)
                         for value in encode_frame_batch(frame_batch, limits.frames_budget))
@@ -205,7 +216,7 @@ def _process(payload: bytes, envelope: dict | str, catalog: Catalog,
     if key is not None:
         first = seen.first(key, envelope["received_at"])
         if first is not None:
-            return Outcome([], repeat_verdict(first, envelope)), None
+            return Outcome(None, repeat_verdict(first, envelope)), None
     return judge(envelope, catalog), key
 
 

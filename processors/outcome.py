@@ -22,7 +22,7 @@ MAX_FIELD_CHARS = 160
 @dataclass
 class Outcome:
     """What one raw request becomes: frame batches (readings and locations, one per thing),
-    rows of dialect tables, one verdict, dead letters, and the catalog entities it needs."""
+    rows of dialect tables, one verdict, dead letters, and the catalog entities it decides."""
 
     frames: list[dict]  # FrameBatch dicts, one per thing (a harbor batch spans many ships)
     verdict: dict | None  # None only for bytes that are not a request at all
@@ -30,10 +30,11 @@ class Outcome:
     # Rows for a dialect's own warehouse tables: [{"table": name, "rows": [row dict, ...]}]
     # (see schemas/avro/records.avsc and sinks/records.py).
     records: list[dict] = field(default_factory=list)
-    # Catalog entities to create before any output, as (kind, id, org id, body): a harbor's
-    # ships and cargos seen first in this request. Ids are derived, so writing one twice
-    # (a replay, a concurrent processor) writes the same entity.
-    provisions: list[tuple[str, str, str, dict]] = field(default_factory=list)
+    # Catalog entities the request decides, [{"kind", "id", "org_id", "body"}]: a data source's
+    # inferred schema, a harbor's ships and cargos seen first. The processor writes them to the
+    # catalog topic with the request's other outputs, decided on a caught-up view
+    # (processors.deciding_catalog).
+    catalog: list[dict] = field(default_factory=list)
 
     @property
     def request_id(self) -> str:

@@ -51,7 +51,7 @@ def points(envelope: dict, lookup: Lookup) -> Outcome:
                 "type_version_id": "", "version": envelope["received_at"], "frames": len(readings["ts"]),
                 "readings": readings, "locations": []} for thing_id, readings in columns.items()]
     verdict = make_verdict(envelope, "ingested", 200, received, received, cargos[:MAX_VERDICT_CARGOS], [], now)
-    return Outcome(batches, verdict, provisions=provisions)
+    return Outcome(batches, verdict, catalog=provisions)
 
 
 def _parse(raw: bytes) -> dict | list:
@@ -70,7 +70,7 @@ def _normalize(items: list, single: bool, org_id: str, harbor_id: str, auto: boo
     columns: dict[str, dict] = {}
     things: dict[str, str] = {}  # ship id -> thing id, known or provisioned in this request
     metrics: dict[str, str] = {}  # cargo id -> metric id, likewise
-    provisions: list[tuple[str, str, str, dict]] = []
+    provisions: list[dict] = []  # catalog entities, as Outcome.catalog holds them
     latest_allowed = now + MAX_FUTURE_MS
     for index, point in enumerate(items):
         try:
@@ -93,8 +93,8 @@ def _normalize(items: list, single: bool, org_id: str, harbor_id: str, auto: boo
                 if not auto:
                     raise Rejection(400, "UNKNOWN_SHIP", f"ship {brief(ship)} is not registered in harbor "
                                     f"{harbor_id}, which does not auto-provision", _field(single, index, "ship_id"))
-                provisions.append(("thing", thing_id, org_id,
-                                   ship_thing(org_id, harbor_id, ship, envelope["received_at"])))
+                provisions.append({"kind": "thing", "id": thing_id, "org_id": org_id,
+                                   "body": ship_thing(org_id, harbor_id, ship, envelope["received_at"])})
         metric_id = metrics.get(cargo)
         if metric_id is None:
             metric_id = metrics[cargo] = cargo_metric_id(org_id, harbor_id, cargo)
@@ -102,8 +102,8 @@ def _normalize(items: list, single: bool, org_id: str, harbor_id: str, auto: boo
                 if not auto:
                     raise Rejection(400, "UNKNOWN_CARGO", f"cargo {brief(cargo)} is not registered in harbor "
                                     f"{harbor_id}, which does not auto-provision", _field(single, index, "cargo_id"))
-                provisions.append(("metric", metric_id, org_id,
-                                   cargo_metric(org_id, harbor_id, cargo, envelope["received_at"])))
+                provisions.append({"kind": "metric", "id": metric_id, "org_id": org_id,
+                                   "body": cargo_metric(org_id, harbor_id, cargo, envelope["received_at"])})
         readings = columns.get(thing_id)
         if readings is None:
             readings = columns[thing_id] = {"ts": [], "metric_id": [], "data_type": [], "value": [],

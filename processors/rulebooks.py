@@ -13,6 +13,7 @@ from typing import Callable, Protocol
 from catalog.brief import brief
 from catalog.resolution import ResolutionTable
 from processors.items import stream_items
+from processors.datasource_records import judge_records
 from processors.normalize import normalize
 from processors.outcome import Outcome, Rejection, rejected
 from processors.points import points
@@ -41,6 +42,7 @@ RULEBOOKS: dict[str, Rulebook] = {
     "thing_data": _frames,  # seed 001: POST /v2/thing/{thingId}/data
     "stream_items": lambda envelope, catalog: stream_items(envelope),  # seed 002: POST /api/ingest
     "harbor_points": _points,  # seed 003: POST /api/v1/ingest/ingest/{harbor_id}[/batch]
+    "datasource_insert": lambda envelope, catalog: judge_records(envelope, catalog.get),  # seed 004
 }
 
 

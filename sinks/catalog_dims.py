@@ -1,7 +1,7 @@
 """Catalog records → dimension-table rows, so analysts join names and units in SQL.
 
 Pure functions from decoded CatalogRecords to the columns of metric_definitions,
-thing_types (one row per type version), things and places.
+thing_types (one row per type version), things, places and datasources.
 """
 
 from __future__ import annotations
@@ -55,5 +55,12 @@ def places(records: list[dict]) -> dict[str, list]:
         "place_id": r["id"], "kind": b["kind"], "name": b["name"]})
 
 
+def datasources(records: list[dict]) -> dict[str, list]:
+    """Data sources (seed 004), so analysts find one by name or externalId."""
+    return _rows(records, "datasource", lambda r, b: {
+        "datasource_id": r["id"], "name": b["name"], "external_id": _text(b.get("externalId")),
+        "description": _text(b.get("description"))})
+
+
 TABLES = {"metric_definitions": metric_definitions, "thing_types": thing_types, "things": things,
-          "places": places}
+          "places": places, "datasources": datasources}

@@ -41,4 +41,6 @@ def table_rows(table: str, columns: tuple[str, ...]) -> BuildColumns:
 # to warehouse/ddl.py).
 RECORD_TABLES: dict[str, BuildColumns] = {
     "stream_items_input": stream_items_columns,  # seed 002: POST /api/ingest
+    "datasource_records": table_rows("datasource_records", (  # seed 004
+        "datasource_id", "record_key", "record_index", "ts", "record")),
 }

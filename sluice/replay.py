@@ -20,6 +20,7 @@ from confluent_kafka import Producer
 import schemas
 from bus.tail import TopicTail
 from config import Settings
+from producers.submit import Target
 from schemas.topics import MessageLimits
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,9 @@ def _produce(bootstrap: str, topic: str, envelopes: list[dict], max_message_byte
             delivered += 1
 
     for envelope in envelopes:
-        key = (envelope["thing_id"] or envelope["request_id"]).encode()
+        # Keyed by its target as the edge keys it, so it shares the partition (and the order) of
+        # the target's other requests: a data source's schema is decided by one processor.
+        key = Target(envelope["route"], envelope["thing_id"], envelope["stream"], envelope["template_id"]).partition_key
         value = schemas.encode(schemas.RAW_ENVELOPE, envelope)
         while True:
             try:

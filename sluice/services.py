@@ -16,7 +16,6 @@ from pathlib import Path
 import uvicorn
 
 from catalog.view import CatalogView
-from catalog.writer import CatalogWriter
 from config import Settings
 from processors.app import ProcessorWorker, create_app as create_processor_app
 from processors.idempotency import IdempotencyStore
@@ -86,13 +85,11 @@ def run_processor(settings: Settings, ready_file: Path | None = None) -> None:
     seen.start()
     if not (view.wait_ready(60) and seen.wait_ready(60)):
         raise SystemExit("the catalog or idempotency view did not catch up within 60 s")
-    writer = CatalogWriter(settings.kafka_bootstrap, topics.catalog, view)  # provisions harbors' ships and cargos
-    app = create_processor_app(settings, settings.kafka_bootstrap, view, seen, writer)
+    app = create_processor_app(settings, settings.kafka_bootstrap, view, seen)
     ready = ready_file or settings.state_dir / "run" / "processor.ready"
     worker = ProcessorWorker(app, ready_file=ready, loglevel="WARNING", quiet=True)
     try:
         worker.execute_from_commandline()
     finally:
-        writer.close()
         seen.stop()
         view.stop()

@@ -257,10 +257,11 @@ def test_an_interleaved_race_writes_one_entity(api, stack):
         outcomes = [judge({"request_id": f"req_race{i}", "org_id": DEFAULT_ORG, "key_id": "key_platform",
                            "route": "harbor_points", "stream": harbor, "received_at": 1718884800000 + i,
                            "body": orjson.dumps([SEED_POINT])}, view) for i, view in enumerate(views)]
-        decided = [[(kind, entity_id) for kind, entity_id, _, _ in outcome.provisions] for outcome in outcomes]
+        decided = [[(e["kind"], e["id"]) for e in outcome.catalog] for outcome in outcomes]
         assert len(decided[0]) == 2 and decided[0] == decided[1]  # both saw a new ship and a new cargo
         for writer, outcome in zip(writers, outcomes):
-            writer.put_many(outcome.provisions)
+            for e in outcome.catalog:
+                writer.put(e["kind"], e["id"], e["org_id"], e["body"])
     finally:
         for writer, view in zip(writers, views):
             writer.close()

@@ -32,7 +32,7 @@ def run(body, entities):
 def test_a_single_point_becomes_one_reading_of_its_ship():
     outcome = run(SEED_POINT, catalog(False, ["Truck1"], ["temperature"]))
     assert outcome.verdict["http_status"] == 200 and outcome.verdict["metrics"] == ["temperature"]
-    assert outcome.provisions == []
+    assert outcome.catalog == []
     [batch] = outcome.frames
     assert batch["thing_id"] == ship_thing_id(ORG, HARBOR, "Truck1") and batch["version"] == 1718884800999
     assert batch["readings"]["ts"] == [1718884800000]
@@ -56,9 +56,9 @@ def test_auto_provisioning_lists_each_new_ship_and_cargo_once():
     body = [SEED_POINT, {**SEED_POINT, "time": "2024-06-20T12:01:00Z"}, {**SEED_POINT, "cargo_id": "speed"}]
     outcome = run(body, catalog(True, [], ["temperature"]))
     assert outcome.verdict["http_status"] == 200
-    assert [(kind, entity_id) for kind, entity_id, _, _ in outcome.provisions] == [
+    assert [(e["kind"], e["id"]) for e in outcome.catalog] == [
         ("thing", ship_thing_id(ORG, HARBOR, "Truck1")), ("metric", cargo_metric_id(ORG, HARBOR, "speed"))]
-    thing, metric = outcome.provisions[0][3], outcome.provisions[1][3]
+    thing, metric = outcome.catalog[0]["body"], outcome.catalog[1]["body"]
     assert thing["placeId"] == HARBOR and thing["thingName"] == "Truck1" and thing["thingTypeVersionId"] is None
     assert metric["name"] == "speed" and metric["dataType"] == "Double" and metric["harborId"] == HARBOR
 
@@ -89,7 +89,7 @@ def test_errors_name_the_field(body, auto, code, field, named):
     error = outcome.verdict["errors"][0]
     assert (outcome.verdict["http_status"], error["code"], error["field"]) == (400, code, field)
     assert named in error["message"]
-    assert outcome.frames == [] and outcome.provisions == []  # a request is judged whole
+    assert outcome.frames == [] and outcome.catalog == []  # a request is judged whole
     assert outcome.dead_letters[0]["reason"] == code
 
 

@@ -194,6 +194,35 @@ ORDER BY (org_id, stream, item_key, received_at, request_id, item_index)
 )
 ENGINE = AggregatingMergeTree
 ORDER BY (org_id, stream, item_key)""",
+    "datasources": f"""(
+    org_id LowCardinality(String),
+    datasource_id String,
+    name String,
+    external_id String,
+    description String,
+    updated_at {_TS},
+    deleted UInt8
+)
+ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY (org_id, datasource_id)
+{_DEDUP}""",
+    # Records of the data sources (seed 004), one row per record: the record as JSON (keys
+    # sorted), its event time (`timestamp`, 1970 without one), and a key derived from its
+    # content, so a re-send or replay replaces instead of duplicating.
+    "datasource_records": f"""(
+    org_id LowCardinality(String),
+    datasource_id String,
+    ts {_TS},
+    record_key String,
+    record_index UInt32,
+    record String,
+    request_id String,
+    version UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(ts)
+ORDER BY (org_id, datasource_id, ts, record_key)
+{_DEDUP}""",
 }
 
 # Views, created after the tables they read: name → (kind, body); `{db}` is the database.

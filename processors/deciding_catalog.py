@@ -1,0 +1,53 @@
+"""The catalog as a processor judges by: the view, plus the entities this processor
+decided itself (a data source's inferred schema) until its view has applied them.
+
+A rulebook may decide a catalog entity (Outcome.catalog). Another processor may
+have decided it before (the previous owner of the raw partition, before a
+rebalance), so such a decision is taken only on a view caught up to the catalog's
+end: a request that decides one on a view not known to be there raises
+StaleCatalog, and the processor catches up (CatalogView.catch_up_to_end) and
+judges it again. Requests for one data source share a raw partition, so while
+this processor judges a batch nobody else decides for them.
+
+Decided entities carry a `version`; the larger of the view's and this
+processor's wins, so a write not yet applied by the view is still seen.
+"""
+
+from __future__ import annotations
+
+from catalog.resolution import ResolutionTable
+from catalog.view import CatalogView
+
+
+class StaleCatalog(Exception):
+    """A request decided a catalog entity on a view not known to be caught up."""
+
+
+class DecidingCatalog:
+    def __init__(self, view: CatalogView) -> None:
+        self.view = view
+        self.fresh = False  # the view was caught up to the catalog's end during this batch
+        self._decided: dict[tuple[str, str], tuple[str, dict]] = {}  # (kind, id) -> (org, body)
+
+    def get(self, kind: str, entity_id: str, org_id: str | None = None) -> dict | None:
+        viewed = self.view.get(kind, entity_id, org_id)
+        decided = self._decided.get((kind, entity_id))
+        if decided is None:
+            return viewed
+        if viewed is not None and viewed.get("version", 0) >= decided[1]["version"]:
+            del self._decided[(kind, entity_id)]  # the view has it now
+            return viewed
+        return decided[1] if org_id is None or decided[0] == org_id else viewed
+
+    def resolution(self, type_version_id: str) -> ResolutionTable | None:
+        return self.view.resolution(type_version_id)
+
+    def require_fresh(self) -> None:
+        """Raise StaleCatalog unless the view was caught up during this batch."""
+        if not self.fresh:
+            raise StaleCatalog()
+
+    def remember(self, entities: list[dict]) -> None:
+        """Entities this processor decided and is writing to the catalog."""
+        for entity in entities:
+            self._decided[(entity["kind"], entity["id"])] = (entity["org_id"], entity["body"])
