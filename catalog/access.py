@@ -50,10 +50,8 @@ class Access(Store):
             if self.view.get("thing", thing_id, org_id) is None:
                 raise SluiceError(400, "INVALID_PAYLOAD", f"thing {thing_id!r} does not exist",
                                   field="filters.thingIds")
-        for stream in spec.filters.streams:  # by name: what ingest requests and stream_items name
-            if self.view.stream_id_by_name(org_id, stream) is None:
-                raise SluiceError(400, "INVALID_PAYLOAD", f"stream {stream!r} does not exist",
-                                  field="filters.streams")
+        # filters.streams is not checked for existence: it names streams (by name) and data
+        # sources (by id or externalId), and may name a data source its key will create.
         filters = spec.filters.model_dump(mode="json")
         self._require_no_broader({"scopes": spec.scopes, "filters": filters}, holder, org_id, "create")
         secret = keys.new_secret()

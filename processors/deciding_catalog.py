@@ -9,8 +9,10 @@ StaleCatalog, and the processor catches up (CatalogView.catch_up_to_end) and
 judges it again. Requests for one data source share a raw partition, so while
 this processor judges a batch nobody else decides for them.
 
-Decided entities carry a `version`; the larger of the view's and this
-processor's wins, so a write not yet applied by the view is still seen.
+Decided entities that change (a schema) carry a `version`; the larger of the
+view's and this processor's wins, so a write not yet applied by the view is
+still seen. Entities without one (a harbor's ship, whose id is derived from
+its name) are the same whoever writes them: the view's copy serves once it has one.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class DecidingCatalog:
         decided = self._decided.get((kind, entity_id))
         if decided is None:
             return viewed
-        if viewed is not None and viewed.get("version", 0) >= decided[1]["version"]:
+        if viewed is not None and viewed.get("version", 0) >= decided[1].get("version", 0):
             del self._decided[(kind, entity_id)]  # the view has it now
             return viewed
         return decided[1] if org_id is None or decided[0] == org_id else viewed
