@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.concurrency import run_in_threadpool
 
 import schemas
+from bus.health import health
 from catalog.models import ApiKeyIn
 from catalog.errors import SluiceError
 from catalog.service import Catalog
@@ -111,8 +112,11 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
 
     @app.get("/readyz", tags=["operations"])
     async def readyz(request: Request) -> JSONResponse:
+        """200 when the catalog view has caught up and every loop of this process is ok
+        (broker reachable, sinks and tails running); else 503 naming what is not."""
         catalog = getattr(request.app.state, "catalog", None)
-        ready = catalog is not None and catalog.view.ready
-        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+        loops_ok, components = health().ready()
+        ready = catalog is not None and catalog.view.ready and loops_ok
+        return JSONResponse({"ready": ready, "components": components}, status_code=200 if ready else 503)
 
     return app
