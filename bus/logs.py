@@ -15,6 +15,9 @@ import threading
 import time
 
 _NUMBERS = re.compile(r"\d+")
+
+# `extra=` for messages that must each be seen however alike (a supervisor's restarts).
+ALWAYS = {"collapse": False}
 _local = threading.local()
 
 
@@ -24,9 +27,11 @@ class RepeatFilter(logging.Filter):
         self.window = window
         self._seen: dict[tuple, list] = {}  # kind -> [window start, suppressed, logger name, level]
         self._lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(_local, "reporting", False) or record.levelno < logging.WARNING:
+        if (getattr(_local, "reporting", False) or record.levelno < logging.WARNING
+                or not getattr(record, "collapse", True)):
             return True  # our own summaries, and routine messages, always pass
         try:
             text = record.getMessage()
@@ -34,17 +39,33 @@ class RepeatFilter(logging.Filter):
             return True
         kind = (record.name, record.levelno, _NUMBERS.sub("#", text))
         now = time.monotonic()
+        expired = self._expire(now)
         with self._lock:
-            expired = [(k, v) for k, v in self._seen.items() if now - v[0] >= self.window]
-            for k, _ in expired:
-                del self._seen[k]
             entry = self._seen.get(kind)
             if entry is None:
                 self._seen[kind] = [now, 0, record.name, record.levelno]
             else:
                 entry[1] += 1
-        self._report([v for _, v in expired if v[1]], now)
+                if self._flusher is None:  # the count is said even if the errors stop (the outage ended)
+                    self._flusher = threading.Thread(target=self._flush, name="log-repeats", daemon=True)
+                    self._flusher.start()
+        self._report(expired, now)
         return entry is None
+
+    def _expire(self, now: float) -> list:
+        with self._lock:
+            expired = [k for k, v in self._seen.items() if now - v[0] >= self.window]
+            return [entry for entry in (self._seen.pop(k) for k in expired) if entry[1]]
+
+    def _flush(self) -> None:
+        while True:
+            time.sleep(self.window / 2)
+            now = time.monotonic()
+            self._report(self._expire(now), now)
+            with self._lock:
+                if not any(v[1] for v in self._seen.values()):
+                    self._flusher = None
+                    return
 
     def _report(self, entries: list, now: float) -> None:
         _local.reporting = True
@@ -77,5 +98,5 @@ def dict_config(level: str, window: float = 30.0) -> dict:
 
 
 def librdkafka_logger() -> logging.Logger:
-    """Pass as a confluent-kafka client's `logger`: librdkafka's own log then goes through logging (and the filter)."""
+    """A confluent-kafka client's `logger`: librdkafka's own log then goes through logging (and the filter)."""
     return logging.getLogger("librdkafka")

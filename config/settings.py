@@ -54,9 +54,10 @@ class Settings:
         "SLUICE_MAX_WAIT_S", 30.0, "The longest a sync request (`Prefer: wait=N`) is held for its verdict.")
     processor_batch: int = setting("SLUICE_PROCESSOR_BATCH", 500, "Raw messages a processor takes at once.")
     instance_id: str = setting(
-        "SLUICE_INSTANCE_ID", "", "A stable name for this service instance, unique among its peers: the "
-        "processor then uses static group membership, so a restarted instance gets its partitions back at once "
-        "instead of after the session timeout. Empty: dynamic membership. `sluice up` names its children.")
+        "SLUICE_INSTANCE_ID", "", "A stable name for this service instance, unique among its peers: its "
+        "consumer groups (processor, sinks) then use static membership, so a restarted instance gets its "
+        "partitions back at once instead of after the session timeout. Empty: dynamic membership. "
+        "`sluice up` names its children.")
     restart_backoff_s: float = setting(
         "SLUICE_RESTART_BACKOFF_S", 0.5, "`sluice up`: delay before restarting a dead child; doubles with "
         "each restart within the crash-loop window...")

@@ -41,6 +41,7 @@ MAX_BACKOFF_S = 10.0
 class BatchingSink:
     """Consumes `topic` in group `group`, calling `insert` per batch of messages.
 
+    With `instance_id` the consumer is a static group member (group.instance.id).
     `run()` blocks until `stop()` and raises nothing; an insert or commit that
     fails is retried with backoff (the consumer keeps its session alive by
     pausing its partitions), so a warehouse or broker outage delays data but
@@ -48,7 +49,7 @@ class BatchingSink:
     """
 
     def __init__(self, bootstrap: str, group: str, topic: str, insert: InsertBatch,
-                 max_messages: int, max_bytes: int, max_ms: int, name: str = "sink") -> None:
+                 max_messages: int, max_bytes: int, max_ms: int, name: str = "sink", instance_id: str = "") -> None:
         self._topic = topic
         self._insert = insert
         self._max_messages = max(1, max_messages)
@@ -67,6 +68,8 @@ class BatchingSink:
             # A crashed owner (no LeaveGroup) blocks its partitions this long; default is 45 s.
             "session.timeout.ms": 10_000,
             "logger": librdkafka_logger(),
+            # Static membership: a restarted instance takes its partitions back at once.
+            **({"group.instance.id": instance_id} if instance_id else {}),
         })
         self.rows_inserted = 0
         self.ready = threading.Event()

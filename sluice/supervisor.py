@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bus.logs import ALWAYS
+
 log = logging.getLogger(__name__)
 
 
@@ -84,12 +86,13 @@ class Supervisor:
         if len(child.recent) >= self.policy.crash_loop_restarts:
             child.state, child.restart_at = "failed", None
             log.critical("CRASH LOOP: %s %s after %d restarts within %.0f s; not restarting it again",
-                         child.name, child.last_exit, len(child.recent), self.policy.crash_loop_window_s)
+                         child.name, child.last_exit, len(child.recent), self.policy.crash_loop_window_s,
+                         extra=ALWAYS)
             return
         delay = self.policy.delay(len(child.recent))
         child.state, child.restart_at = "restarting", now + delay
         log.error("%s %s; restarting it in %.1f s (restart %d)", child.name, child.last_exit, delay,
-                  child.restarts + 1)
+                  child.restarts + 1, extra=ALWAYS)
 
     def _restart(self, child: Watched, now: float) -> None:
         child.restarts += 1
@@ -101,7 +104,8 @@ class Supervisor:
             self._schedule(child, time.monotonic())
             return
         child.state, child.restart_at = "running", None
-        log.warning("%s restarted (pid %s; %d restarts so far)", child.name, child.pid(), child.restarts)
+        log.warning("%s restarted (pid %s; %d restarts so far)", child.name, child.pid(), child.restarts,
+                    extra=ALWAYS)
 
     def status(self) -> dict:
         return {"updated_at": time.time(), "children": {

@@ -216,3 +216,37 @@ def test_a_crash_loop_is_given_up_and_reported(tmp_path, caplog):
     time.sleep(1)
     supervisor.check()
     assert len(spawned) == 4
+
+
+def test_sluice_up_exits_non_zero_when_a_child_crash_loops(tmp_path):
+    from tests.test_sluice_up import Up, processes_of
+
+    http_port, kafka_port, _ = free_ports(3)
+    state = tmp_path / "state"
+    os.environ.update(SLUICE_CRASH_LOOP_RESTARTS="2", SLUICE_RESTART_BACKOFF_S="0.2")
+    try:
+        up = Up(state, http_port, kafka_port)
+    finally:
+        del os.environ["SLUICE_CRASH_LOOP_RESTARTS"], os.environ["SLUICE_RESTART_BACKOFF_S"]
+    try:
+        eventually(lambda: "sluice is up." in Path(up.log.name).read_text(), timeout=120, interval=0.5)
+        killed: set[int] = set()
+        deadline = time.monotonic() + 60
+        while up.process.poll() is None and time.monotonic() < deadline:  # the processor dies at every start
+            processor = json.loads((state / "run" / "status.json").read_text())["children"]["processor"]
+            if processor["pid"] and processor["pid"] not in killed:
+                killed.add(processor["pid"])
+                os.kill(processor["pid"], signal.SIGKILL)
+            time.sleep(0.05)
+        assert up.process.wait(60) == 1
+    finally:
+        if up.process.poll() is None:
+            up.stop(signal.SIGTERM)
+    output = Path(up.log.name).read_text()
+    assert "CRASH LOOP: processor was killed by SIGKILL after 2 restarts" in output, output[-3000:]
+    assert len(killed) == 3  # the first start and two restarts, each logged
+    assert output.count("processor restarted (pid") == 2, output[-3000:]
+    reported = json.loads((state / "run" / "status.json").read_text())["children"]["processor"]
+    assert reported["state"] == "failed" and reported["restarts"] == 2
+    time.sleep(0.5)
+    assert processes_of(state) == [], "sluice up left processes behind"
