@@ -25,7 +25,7 @@ class RepeatFilter(logging.Filter):
     def __init__(self, window: float = 30.0) -> None:
         super().__init__()
         self.window = window
-        self._seen: dict[tuple, list] = {}  # kind -> [window start, suppressed, logger name, level]
+        self._seen: dict[tuple, list] = {}  # kind -> [window start, suppressed, logger name, level, text]
         self._lock = threading.Lock()
         self._flusher: threading.Thread | None = None
 
@@ -43,7 +43,7 @@ class RepeatFilter(logging.Filter):
         with self._lock:
             entry = self._seen.get(kind)
             if entry is None:
-                self._seen[kind] = [now, 0, record.name, record.levelno]
+                self._seen[kind] = [now, 0, record.name, record.levelno, text]
             else:
                 entry[1] += 1
                 if self._flusher is None:  # the count is said even if the errors stop (the outage ended)
@@ -70,11 +70,15 @@ class RepeatFilter(logging.Filter):
     def _report(self, entries: list, now: float) -> None:
         _local.reporting = True
         try:
-            for start, suppressed, name, level in entries:
-                logging.getLogger(name).log(level, "... %d similar messages suppressed in the last %.0f s",
-                                            suppressed, now - start)
+            for start, suppressed, name, level, text in entries:
+                logging.getLogger(name).log(level, "... %d more like this in the last %.0f s: %s",
+                                            suppressed, now - start, _shorten(text))
         finally:
             _local.reporting = False
+
+
+def _shorten(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def install(window: float = 30.0) -> None:

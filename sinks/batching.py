@@ -81,7 +81,8 @@ class BatchingSink:
 
     def run(self) -> None:
         try:
-            self._consumer.subscribe([self._topic], on_assign=lambda c, p: self.ready.set())
+            self._consumer.subscribe([self._topic], on_assign=self._assigned, on_revoke=self._revoked,
+                                     on_lost=self._lost)
             self.health.ok()
             delay = 0.2
             while not self._stop.is_set():
@@ -108,6 +109,21 @@ class BatchingSink:
             self.health.stopped()
         else:
             self.health.dead("the loop ended")
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("%s: assigned %s", self.name, _names(partitions))
+        consumer.incremental_assign(partitions)
+        # librdkafka keeps a partition's pause across losing and regaining it: a partition
+        # paused during an outage would come back silent.
+        consumer.resume(partitions)
+        self.ready.set()
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("%s: revoked %s", self.name, _names(partitions))
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.warning("%s: lost %s (session expired); their next owner replays what was not committed",
+                    self.name, _names(partitions))
 
     def _collect(self) -> list[Message]:
         batch: list[Message] = []
@@ -187,6 +203,10 @@ class BatchingSink:
             self._consumer.resume(self._consumer.assignment())
         except KafkaException as exc:
             log.warning("%s: resume failed: %s", self.name, exc)
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
 
 
 def _next_offsets(batch: list[Message]) -> list[TopicPartition]:

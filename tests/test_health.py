@@ -59,7 +59,8 @@ def test_repeated_errors_are_collapsed_then_counted(caplog):
     assert messages == ["Connect to 127.0.0.1:9092 failed: Connection refused (after 0ms)",
                         "restarted (pid 1)", "restarted (pid 2)",
                         messages[3], "Connect to 127.0.0.1:9092 failed: Connection refused (after 3ms)"]
-    assert messages[3].startswith("... 199 similar messages suppressed in the last")
+    assert messages[3].startswith("... 199 more like this in the last")
+    assert messages[3].endswith("s: Connect to 127.0.0.1:9092 failed: Connection refused (after 0ms)")
 
 
 def test_the_suppressed_count_is_said_even_when_the_errors_stop(caplog):
@@ -71,4 +72,4 @@ def test_the_suppressed_count_is_said_even_when_the_errors_stop(caplog):
         eventually(lambda: len(caplog.records) == 2, timeout=2, interval=0.05)
     finally:
         caplog.handler.filters.clear()
-    assert caplog.records[1].getMessage().startswith("... 4 similar messages suppressed")
+    assert caplog.records[1].getMessage().startswith("... 4 more like this")

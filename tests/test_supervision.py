@@ -107,6 +107,21 @@ def ready(url: str) -> int:
         return 0
 
 
+def ready_again(url: str, timeout: float) -> None:
+    """Wait for /readyz 200; fail naming the components that are not ok."""
+    deadline, body = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try:
+            reply = httpx.get(f"{url}/readyz", timeout=3)
+            if reply.status_code == 200:
+                return
+            body = reply.json()
+        except httpx.HTTPError as exc:
+            body = repr(exc)
+        time.sleep(0.5)
+    pytest.fail(f"not ready within {timeout} s: {body}")
+
+
 def start_stack(settings):
     from sluice.stack import Stack
 
@@ -134,7 +149,7 @@ def test_broker_sigkill_under_load_heals_without_a_manual_step(tmp_path):
         assert not body["components"]["broker"]["ok"], body
         eventually(lambda: status(stack)["broker"]["restarts"] == 1 and stack.broker.running, timeout=60)
         broker_back = time.monotonic()
-        eventually(lambda: ready(stack.url) == 200, timeout=90, interval=0.5)
+        ready_again(stack.url, timeout=90)
         healed = time.monotonic()
         load.join(120)
         assert len(load.accepted) == REQUESTS
