@@ -31,16 +31,18 @@ class Component:
         self._last_beat = time.monotonic()
 
     def ok(self) -> None:
-        self._state, self._reason = OK, ""
+        if self._state != DEAD:
+            self._state, self._reason = OK, ""
         self.beat()
 
     def failing(self, reason: str) -> None:
         """Alive and retrying, but not doing its job (not ready)."""
-        self._state, self._reason = FAILING, reason
+        if self._state != DEAD:
+            self._state, self._reason = FAILING, reason
         self.beat()
 
     def dead(self, reason: str) -> None:
-        """The loop ended on its own: fatal for the service."""
+        """The loop ended on its own, or cannot recover in place: fatal for the service (and final)."""
         self._state, self._reason = DEAD, reason
 
     def stopped(self) -> None:

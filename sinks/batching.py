@@ -73,6 +73,11 @@ class BatchingSink:
         })
         self.rows_inserted = 0
         self.ready = threading.Event()
+        # Progress watch: messages waiting in assigned partitions, yet none consumed for a while,
+        # is a loop that turns without working (it is what a partition left paused looks like).
+        self._progress_at = time.monotonic()
+        self._lag_check_at = 0.0
+        self._stuck = ""
         # Stalled: no turn of the loop for this long (an insert blocked, a wedged client call).
         self.health = health().component(name, stall_after=120.0)
 
@@ -90,7 +95,11 @@ class BatchingSink:
                     batch = self._collect()
                     if batch:
                         self._deliver(batch)
-                    self.health.ok()
+                    self._check_progress()
+                    if self._stuck:
+                        self.health.failing(self._stuck)
+                    else:
+                        self.health.ok()
                     delay = 0.2
                 except Exception as exc:  # whatever it is, a loop that ends silently is worse
                     log.exception("%s: unexpected error; retrying in %.1fs", self.name, delay)
@@ -116,6 +125,7 @@ class BatchingSink:
         # librdkafka keeps a partition's pause across losing and regaining it: a partition
         # paused during an outage would come back silent.
         consumer.resume(partitions)
+        self._progress_at = time.monotonic()
         self.ready.set()
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -125,9 +135,11 @@ class BatchingSink:
         log.warning("%s: lost %s (session expired); their next owner replays what was not committed",
                     self.name, _names(partitions))
 
-    def _collect(self) -> list[Message]:
+    def _collect(self, idle_turn: float = 1.0) -> list[Message]:
+        """The next batch; empty after `idle_turn` s without messages, so the loop can check on itself."""
         batch: list[Message] = []
         size = 0
+        idle_until = time.monotonic() + idle_turn
         deadline = time.monotonic() + self._max_seconds
         while len(batch) < self._max_messages and size < self._max_bytes and not self._stop.is_set():
             remaining = deadline - time.monotonic()
@@ -143,6 +155,8 @@ class BatchingSink:
                     log.warning("%s: consume error (the client retries): %s", self.name, error)
             self.health.beat()
             if not batch:
+                if time.monotonic() >= idle_until:
+                    break
                 deadline = time.monotonic() + self._max_seconds  # idle: start the clock at the first message
         return batch
 
@@ -161,6 +175,7 @@ class BatchingSink:
                     return  # not committed: the next owner of these partitions replays them
                 delay = min(delay * 2, MAX_BACKOFF_S)
         self._commit(_next_offsets(batch))
+        self._progress_at = time.monotonic()
 
     def _commit(self, offsets: list[TopicPartition]) -> None:
         """Commit after the insert; retried until done, revoked or stop(). Blocks up to a few seconds per try."""
@@ -179,6 +194,45 @@ class BatchingSink:
                 self.health.failing(f"commit failing: {error}")
                 self._pause_and_wait(delay)
                 delay = min(delay * 2, MAX_BACKOFF_S)
+
+    def _check_progress(self, every: float = 10.0) -> None:
+        """Every `every` s once idle that long: are messages waiting that we do not consume?
+
+        Fails the component while they are; dead (the service restarts) once that lasts
+        past the stall limit. Asks the broker, so it blocks up to a few seconds.
+        """
+        now = time.monotonic()
+        if now - self._progress_at < every:
+            self._stuck = ""
+            return
+        if now < self._lag_check_at:
+            return
+        self._lag_check_at = now + every
+        try:
+            waiting = self._waiting()
+        except KafkaException:
+            return  # the broker is away: the broker probe reports that
+        if not waiting:
+            self._progress_at, self._stuck = now, ""
+            return
+        idle = now - self._progress_at
+        self._stuck = f"{waiting} messages waiting, none consumed for {idle:.0f} s"
+        log.error("%s: %s", self.name, self._stuck)
+        if idle > self.health.stall_after:
+            self.health.dead(self._stuck)
+
+    def _waiting(self) -> int:
+        assigned = self._consumer.assignment()
+        if not assigned:
+            return 0
+        positions = self._consumer.position(assigned)
+        committed = {(tp.topic, tp.partition): tp.offset for tp in self._consumer.committed(assigned, timeout=5)}
+        waiting = 0
+        for tp in positions:
+            low, high = self._consumer.get_watermark_offsets(tp, timeout=5)
+            at = tp.offset if tp.offset >= 0 else committed.get((tp.topic, tp.partition), -1)
+            waiting += max(0, high - (at if at >= 0 else low))
+        return waiting
 
     def _owns(self, offsets: list[TopicPartition]) -> bool:
         try:

@@ -265,3 +265,48 @@ def test_sluice_up_exits_non_zero_when_a_child_crash_loops(tmp_path):
     assert reported["state"] == "failed" and reported["restarts"] == 2
     time.sleep(0.5)
     assert processes_of(state) == [], "sluice up left processes behind"
+
+
+def test_a_sink_that_stops_consuming_is_not_ready_then_fatal(kafka_bootstrap):
+    """What a partition left paused after an outage looks like: the loop turns, nothing flows."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from sinks.batching import BatchingSink
+
+    topic = f"stuck-{os.getpid()}-{time.monotonic_ns()}"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result()
+    class LeftPaused(BatchingSink):
+        pause = threading.Event()
+
+        def _collect(self):
+            if self.pause.is_set():  # the consumer is not safe to pause from another thread
+                self._consumer.pause(self._consumer.assignment())
+                self.pause.clear()
+            return super()._collect()
+
+    inserted: list[bytes] = []
+    sink = LeftPaused(kafka_bootstrap, topic, topic, lambda values, token: inserted.extend(values) or len(values),
+                      max_messages=10, max_bytes=1 << 20, max_ms=100, name=topic)
+    sink.health.stall_after = 12.0
+    thread = threading.Thread(target=sink.run, daemon=True)
+    thread.start()
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    try:
+        for i in range(5):
+            producer.produce(topic, value=b"%d" % i)
+        producer.flush(10)
+        eventually(lambda: len(inserted) == 5, timeout=30)
+        assert sink.health.status()["ok"]
+        sink.pause.set()  # as if left paused by a rebalance
+        eventually(lambda: not sink.pause.is_set(), timeout=5, interval=0.05)
+        for i in range(5):
+            producer.produce(topic, value=b"%d" % i)
+        producer.flush(10)
+        eventually(lambda: sink.health.status()["state"] == "failing", timeout=30, interval=0.5)
+        assert "5 messages waiting" in sink.health.status()["reason"]
+        eventually(lambda: sink.health.status()["fatal"], timeout=30, interval=0.5)  # the watchdog's cue
+    finally:
+        sink.stop()
+        thread.join(10)
