@@ -41,6 +41,7 @@ class TopicTail:
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap,
             "group.id": f"sluice-{name}",  # required by the client; never joined, nothing committed
+            "client.id": name,  # names the tail in librdkafka's log lines
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "logger": librdkafka_logger(),

@@ -60,6 +60,7 @@ class BatchingSink:
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap,
             "group.id": group,
+            "client.id": name,  # names the loop in librdkafka's log lines
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
