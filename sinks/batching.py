@@ -11,7 +11,8 @@ backoff while librdkafka reconnects and rejoins the group. A commit refused
 because the partitions were revoked meanwhile is dropped: the new owner
 replays the batch, which the dedup token and the ReplacingMergeTree absorb.
 The loop reports to the process's health registry (bus.health): failing while
-it retries, dead if it ends on its own.
+it retries or while messages wait that it does not consume, dead if it ends on
+its own or stays silent past its stall limit.
 """
 
 from __future__ import annotations
