@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import logging
 import os
 import signal
 import subprocess
@@ -30,8 +29,6 @@ from config import Settings
 from sluice.local_kafka import LocalKafka
 from sluice.supervisor import RestartPolicy, Supervisor, Watched
 from sluice.topics_admin import ensure_topics
-
-log = logging.getLogger(__name__)
 
 
 class StackError(RuntimeError):
@@ -138,7 +135,7 @@ class Stack:
 
         self.supervisor.watch(Watched(
             "broker", alive=lambda: broker.running, restart=restart, pid=lambda: broker.pid,
-            describe_exit=lambda: describe_exit(broker._proc.poll() if broker._proc else None)))
+            describe_exit=lambda: describe_exit(broker.returncode)))
 
     def _child(self, service: str) -> Child:
         return next(c for c in self.children if c.name == service)
@@ -174,7 +171,7 @@ class Stack:
             (self.settings.state_dir / "run" / "processor.ready").unlink(missing_ok=True)
         log_path = logs / f"{service}.log"
         env = {**os.environ, **self.settings.to_env()}
-        # A stable name per child: a restarted processor rejoins its group as the same static member.
+        # A stable name per child: restarted, its consumers rejoin their groups as the same static members.
         env["SLUICE_INSTANCE_ID"] = self.settings.instance_id or service
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
