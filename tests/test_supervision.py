@@ -129,7 +129,8 @@ def start_stack(settings):
     stack.start()
     stack.supervise_in_background()
     api = httpx.Client(base_url=stack.url, headers={"X-Api-Key": stack.settings.admin_key}, timeout=30)
-    return stack, api, register_battery(api, *register_battery_type(api))
+    stack.battery_type = register_battery_type(api)
+    return stack, api, register_battery(api, *stack.battery_type)
 
 
 def test_broker_sigkill_under_load_heals_without_a_manual_step(tmp_path):
@@ -185,14 +186,23 @@ def supervised(kafka_bootstrap, tmp_path):
 
 def test_killed_processor_and_edge_are_restarted_by_the_supervisor(supervised):
     stack, api, thing = supervised
+    probe = register_battery(api, *stack.battery_type)  # sync requests, to time the restarted processor
     load = Load(stack.url, stack.settings.admin_key, thing)
     load.start()
     for victim, after in (("processor", REQUESTS // 4), ("edge", REQUESTS // 2)):  # the edge hosts the sink
         eventually(lambda: len(load.accepted) >= after, timeout=90)
+        killed = time.monotonic()
         os.kill(next(c for c in stack.children if c.name == victim).process.pid, signal.SIGKILL)
         eventually(lambda: status(stack)[victim]["restarts"] == 1 and status(stack)[victim]["state"] == "running",
                    timeout=30)
+        restarted = time.monotonic()
         assert "SIGKILL" in status(stack)[victim]["last_exit"]
+        if victim == "processor":
+            body = {"frames": [{"timestamp": 1718884800000, "metrics": {"status": 1}}]}
+            eventually(lambda: api.post(f"/v2/thing/{probe}/data", json=body, headers={"Prefer": "wait=20"},
+                                        timeout=30).status_code == 200, timeout=60, interval=0)
+            print(f"\nthe restarted processor answers {time.monotonic() - restarted:.1f} s after its restart "
+                  f"({time.monotonic() - killed:.1f} s after the kill)")
     load.join(120)
     assert len(load.accepted) == REQUESTS
 
