@@ -37,6 +37,7 @@ sluice is up.
   Kafka      {where}
   warehouse  {warehouse}, database {stack.settings.database}
   logs       {stack.settings.state_dir / 'logs'}
+  status     {stack.supervisor.status_path}   (children, restarts; dead children are restarted)
 
   admin key  {key}
   try:       curl -s -H 'X-Api-Key: {key}' {stack.url}/readyz
