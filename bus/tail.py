@@ -3,6 +3,11 @@ in-memory view of a topic (the catalog, idempotency keys, verdicts).
 
 No consumer group and no commits: each process reads every partition itself,
 from the beginning (to rebuild a view) or from the end (to hear only what is new).
+
+Broker loss is weathered: librdkafka reconnects and resumes fetching from where
+the tail was, and anything unexpected in a turn of the loop is logged and retried
+with backoff. The tail reports to the process's health registry (bus.health):
+starting until caught up, then ok; dead if its thread ends on its own.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ import threading
 from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from bus.health import health
+from bus.logs import librdkafka_logger
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +41,13 @@ class TopicTail:
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap,
             "group.id": f"sluice-{name}",  # required by the client; never joined, nothing committed
+            "client.id": name,  # names the tail in librdkafka's log lines
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
+            "logger": librdkafka_logger(),
             **(config or {}),
         })
+        self._health = health().component(name, stall_after=60.0)
         self._remaining: dict[int, int] = {}  # partition -> last offset to read before ready
         self._ready = threading.Event()
         self._stop = threading.Event()
@@ -58,6 +69,11 @@ class TopicTail:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
+        self._health.stopped()
+
+    def _caught_up(self) -> None:
+        self._ready.set()
+        self._health.ok()
 
     def _positions(self) -> list[TopicPartition] | None:
         """Where to start in each partition; retries until the broker answers or stop()."""
@@ -79,6 +95,7 @@ class TopicTail:
                 return positions
             except KafkaException as exc:
                 log.warning("%s: waiting for topic %s: %s", self._name, self._topic, exc)
+                self._health.beat()
                 self._stop.wait(1)
         return None
 
@@ -89,23 +106,39 @@ class TopicTail:
                 return
             self._consumer.assign(positions)
             if not self._remaining:
-                self._ready.set()
+                self._caught_up()
+            delay = 0.2
             while not self._stop.is_set():
-                # poll() returns at the first message (consume() would wait out its timeout
-                # unless a full batch arrives: 200 ms on every sync reply), then drain.
-                first = self._consumer.poll(0.2)
-                if first is None:
-                    continue
-                for message in [first, *self._consumer.consume(1000, timeout=0)]:
-                    if message.error():
-                        if message.error().code() != KafkaError._PARTITION_EOF:
-                            log.error("%s: %s", self._name, message.error())
-                        continue
-                    self._on_message(message)
-                    last = self._remaining.get(message.partition())
-                    if last is not None and message.offset() >= last:
-                        del self._remaining[message.partition()]
-                        if not self._remaining:
-                            self._ready.set()
+                try:
+                    self._turn()
+                    delay = 0.2
+                except Exception:  # a tail that ends silently leaves its view stale for good
+                    log.exception("%s: unexpected error; retrying in %.1fs", self._name, delay)
+                    self._stop.wait(delay)
+                    delay = min(delay * 2, 10.0)
+        except BaseException as exc:
+            self._health.dead(f"{type(exc).__name__}: {exc}")
+            raise
         finally:
             self._consumer.close()
+            if not self._stop.is_set():
+                self._health.dead("the tail's thread ended")
+
+    def _turn(self) -> None:
+        # poll() returns at the first message (consume() would wait out its timeout
+        # unless a full batch arrives: 200 ms on every sync reply), then drain.
+        first = self._consumer.poll(0.2)
+        self._health.beat()
+        if first is None:
+            return
+        for message in [first, *self._consumer.consume(1000, timeout=0)]:
+            if message.error():
+                if message.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("%s: %s (the client retries)", self._name, message.error())
+                continue
+            self._on_message(message)
+            last = self._remaining.get(message.partition())
+            if last is not None and message.offset() >= last:
+                del self._remaining[message.partition()]
+                if not self._remaining:
+                    self._caught_up()

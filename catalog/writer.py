@@ -12,6 +12,7 @@ import orjson
 from confluent_kafka import KafkaException, Producer
 
 import schemas
+from bus.logs import librdkafka_logger
 from catalog.view import CatalogView
 
 
@@ -29,6 +30,7 @@ class CatalogWriter:
                 "acks": "all",
                 "enable.idempotence": True,
                 "linger.ms": 0,
+                "logger": librdkafka_logger(),  # through logging, so an outage's repeats are collapsed
             }
         )
 

@@ -65,6 +65,22 @@ class Settings:
     max_wait_s: float = setting(
         "SLUICE_MAX_WAIT_S", 30.0, "The longest a sync request (`Prefer: wait=N`) is held for its verdict.")
     processor_batch: int = setting("SLUICE_PROCESSOR_BATCH", 500, "Raw messages a processor takes at once.")
+    instance_id: str = setting(
+        "SLUICE_INSTANCE_ID", "", "A stable name for this service instance, unique among its peers: its "
+        "consumer groups (processor, sinks) then use static membership, so a restarted instance gets its "
+        "partitions back at once instead of after the session timeout. Empty: dynamic membership. "
+        "`sluice up` names its children.")
+    restart_backoff_s: float = setting(
+        "SLUICE_RESTART_BACKOFF_S", 0.5, "`sluice up`: delay before restarting a dead child; doubles with "
+        "each restart within the crash-loop window...")
+    restart_max_backoff_s: float = setting("SLUICE_RESTART_MAX_BACKOFF_S", 30.0, "...up to this.")
+    crash_loop_restarts: int = setting(
+        "SLUICE_CRASH_LOOP_RESTARTS", 5, "`sluice up` gives up on a child (and exits non-zero) when it needed "
+        "this many restarts...")
+    crash_loop_window_s: float = setting("SLUICE_CRASH_LOOP_WINDOW_S", 120.0, "...within this many seconds.")
+    log_repeat_window_s: float = setting(
+        "SLUICE_LOG_REPEAT_WINDOW_S", 30.0, "Repeats of a warning or error within this window are counted, "
+        "not logged, then summarised; 0 logs every one.")
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":

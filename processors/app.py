@@ -60,6 +60,12 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
         web_enabled=False,
         datadir=str(settings.state_dir / "faust"),
         broker_commit_interval=1.0,
+        # A restarted processor must not idle out the group's session timeout (Faust's default is 60 s):
+        # static membership hands a restarted instance its partitions back at once; the short
+        # timeout bounds the wait when a crashed member does not come back.
+        consumer_group_instance_id=settings.instance_id or None,
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
     )
     # Message sizes follow the edge's body limit (schemas.topics.MessageLimits).
     limits = MessageLimits.for_body(settings.max_body_bytes)

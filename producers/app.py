@@ -14,6 +14,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 import schemas
+from bus.health import health
 from catalog.access import DEFAULT_ORG
 from catalog.errors import SluiceError
 from catalog.service import Catalog
@@ -141,9 +142,12 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
         503: {"description": "the catalog view has not caught up yet", "content": {"application/json": {
             "schema": {"type": "object", "properties": {"ready": {"type": "boolean"}}}}}}})
     async def readyz(request: Request) -> JSONResponse:
+        """200 when the catalog view has caught up and every loop of this process is ok
+        (broker reachable, sinks and tails running); else 503 naming what is not."""
         catalog = getattr(request.app.state, "catalog", None)
-        ready = catalog is not None and catalog.view.ready
-        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+        loops_ok, components = health().ready()
+        ready = catalog is not None and catalog.view.ready and loops_ok
+        return JSONResponse({"ready": ready, "components": components}, status_code=200 if ready else 503)
 
     return app
 

@@ -15,6 +15,8 @@ import threading
 
 from confluent_kafka import KafkaException, Producer
 
+from bus.logs import librdkafka_logger
+
 
 class ProducerUnavailable(Exception):
     """The message was not accepted: local queue full (429), broker down or timed out (503).
@@ -40,6 +42,7 @@ class RawProducer:
             "message.max.bytes": max_message_bytes,
             # Bounded: a message not delivered in this time fails (503), it never hangs.
             "delivery.timeout.ms": delivery_timeout_ms,
+            "logger": librdkafka_logger(),  # through logging, so repeats are collapsed
         })
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="raw-producer-poll", daemon=True)

@@ -5,6 +5,14 @@ accepted the insert. A crash in between replays the batch; the insert carries a
 deduplication token built from the batch's offset ranges, and the readings
 table is a ReplacingMergeTree keyed by (org, thing, metric, ts), so a replay
 never shows up as duplicate readings.
+
+Broker loss is weathered, not fatal: polls and commits are retried with
+backoff while librdkafka reconnects and rejoins the group. A commit refused
+because the partitions were revoked meanwhile is dropped: the new owner
+replays the batch, which the dedup token and the ReplacingMergeTree absorb.
+The loop reports to the process's health registry (bus.health): failing while
+it retries or while messages wait that it does not consume, dead if it ends on
+its own or stays silent past its stall limit.
 """
 
 from __future__ import annotations
@@ -15,24 +23,34 @@ import threading
 import time
 from typing import Callable
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from bus.health import health
+from bus.logs import librdkafka_logger
 
 log = logging.getLogger(__name__)
 
 # Decodes one batch of message values and inserts it; gets the dedup token. May raise.
 InsertBatch = Callable[[list[bytes], str], int]
 
+# A commit refused with these means the group moved on without us: the partitions are someone else's.
+_REVOKED = {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.REBALANCE_IN_PROGRESS,
+            KafkaError.FENCED_INSTANCE_ID, KafkaError._ASSIGNMENT_LOST, KafkaError._STATE}
+MAX_BACKOFF_S = 10.0
+
 
 class BatchingSink:
     """Consumes `topic` in group `group`, calling `insert` per batch of messages.
 
-    `run()` blocks until `stop()`; an insert that fails is retried with
-    backoff (the consumer keeps its session alive by pausing its partitions),
-    so a warehouse outage delays data but never drops it.
+    With `instance_id` the consumer is a static group member (group.instance.id).
+    `run()` blocks until `stop()` and raises nothing; an insert or commit that
+    fails is retried with backoff (the consumer keeps its session alive by
+    pausing its partitions), so a warehouse or broker outage delays data but
+    never drops it.
     """
 
     def __init__(self, bootstrap: str, group: str, topic: str, insert: InsertBatch,
-                 max_messages: int, max_bytes: int, max_ms: int, name: str = "sink") -> None:
+                 max_messages: int, max_bytes: int, max_ms: int, name: str = "sink", instance_id: str = "") -> None:
         self._topic = topic
         self._insert = insert
         self._max_messages = max(1, max_messages)
@@ -43,6 +61,7 @@ class BatchingSink:
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap,
             "group.id": group,
+            "client.id": name,  # names the loop in librdkafka's log lines
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
@@ -50,26 +69,79 @@ class BatchingSink:
             "fetch.max.bytes": 64 * 1024 * 1024,
             # A crashed owner (no LeaveGroup) blocks its partitions this long; default is 45 s.
             "session.timeout.ms": 10_000,
+            "logger": librdkafka_logger(),
+            # Static membership: a restarted instance takes its partitions back at once.
+            **({"group.instance.id": instance_id} if instance_id else {}),
         })
         self.rows_inserted = 0
         self.ready = threading.Event()
+        # Progress watch: messages waiting in assigned partitions, yet none consumed for a while,
+        # is a loop that turns without working (it is what a partition left paused looks like).
+        self._progress_at = time.monotonic()
+        self._lag_check_at = 0.0
+        self._stuck = ""
+        # Stalled: no turn of the loop for this long (an insert blocked, a wedged client call).
+        self.health = health().component(name, stall_after=120.0)
 
     def stop(self) -> None:
         self._stop.set()
 
     def run(self) -> None:
-        self._consumer.subscribe([self._topic], on_assign=lambda c, p: self.ready.set())
         try:
+            self._consumer.subscribe([self._topic], on_assign=self._assigned, on_revoke=self._revoked,
+                                     on_lost=self._lost)
+            self.health.ok()
+            delay = 0.2
             while not self._stop.is_set():
-                batch = self._collect()
-                if batch:
-                    self._deliver(batch)
+                try:
+                    batch = self._collect()
+                    if batch:
+                        self._deliver(batch)
+                    self._check_progress()
+                    if self._stuck:
+                        self.health.failing(self._stuck)
+                    else:
+                        self.health.ok()
+                    delay = 0.2
+                except Exception as exc:  # whatever it is, a loop that ends silently is worse
+                    log.exception("%s: unexpected error; retrying in %.1fs", self.name, delay)
+                    self.health.failing(f"unexpected error: {exc}")
+                    self._pause_and_wait(delay)
+                    delay = min(delay * 2, MAX_BACKOFF_S)
+        except BaseException as exc:
+            self.health.dead(f"{type(exc).__name__}: {exc}")
+            raise
         finally:
-            self._consumer.close()
+            try:
+                self._consumer.close()
+            except Exception:
+                log.exception("%s: closing the consumer failed", self.name)
+        if self._stop.is_set():
+            self.health.stopped()
+        else:
+            self.health.dead("the loop ended")
 
-    def _collect(self) -> list[Message]:
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("%s: assigned %s", self.name, _names(partitions))
+        consumer.incremental_assign(partitions)
+        # librdkafka keeps a partition's pause across losing and regaining it: a partition
+        # paused during an outage would come back silent.
+        consumer.resume(partitions)
+        self._progress_at = time.monotonic()
+        self.ready.set()
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("%s: revoked %s", self.name, _names(partitions))
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.warning("%s: lost %s (session expired); their next owner replays what was not committed",
+                    self.name, _names(partitions))
+
+    def _collect(self, idle_turn: float = 1.0) -> list[Message]:
+        """The next batch; empty after `idle_turn` s without messages, so the loop can check on itself."""
         batch: list[Message] = []
         size = 0
+        idle_until = time.monotonic() + idle_turn
         deadline = time.monotonic() + self._max_seconds
         while len(batch) < self._max_messages and size < self._max_bytes and not self._stop.is_set():
             remaining = deadline - time.monotonic()
@@ -82,8 +154,11 @@ class BatchingSink:
                     batch.append(message)
                     size += len(message.value() or b"")
                 elif error.code() != KafkaError._PARTITION_EOF:
-                    log.error("%s: consume error: %s", self.name, error)
+                    log.warning("%s: consume error (the client retries): %s", self.name, error)
+            self.health.beat()
             if not batch:
+                if time.monotonic() >= idle_until:
+                    break
                 deadline = time.monotonic() + self._max_seconds  # idle: start the clock at the first message
         return batch
 
@@ -94,22 +169,100 @@ class BatchingSink:
             try:
                 self.rows_inserted += self._insert([m.value() for m in batch], token)
                 break
-            except Exception:
+            except Exception as exc:
                 log.exception("%s: insert failed; retrying in %.1fs", self.name, delay)
+                self.health.failing(f"insert failing: {exc}")
                 self._pause_and_wait(delay)
                 if self._stop.is_set():
                     return  # not committed: the next owner of these partitions replays them
-                delay = min(delay * 2, 10.0)
-        self._consumer.commit(offsets=_next_offsets(batch), asynchronous=False)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+        self._commit(_next_offsets(batch))
+        self._progress_at = time.monotonic()
+
+    def _commit(self, offsets: list[TopicPartition]) -> None:
+        """Commit after the insert; retried until done, revoked or stop(). Blocks up to a few seconds per try."""
+        delay = 0.2
+        while not self._stop.is_set():
+            try:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() in _REVOKED or not self._owns(offsets):
+                    log.warning("%s: commit refused (%s): the partitions moved on; their new owner replays "
+                                "the batch (deduplicated)", self.name, error)
+                    return
+                log.warning("%s: commit failed (%s); retrying in %.1fs", self.name, error, delay)
+                self.health.failing(f"commit failing: {error}")
+                self._pause_and_wait(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+
+    def _check_progress(self, every: float = 10.0) -> None:
+        """Every `every` s once idle that long: are messages waiting that we do not consume?
+
+        Fails the component while they are; dead (the service restarts) once that lasts
+        past the stall limit. Asks the broker, so it blocks up to a few seconds.
+        """
+        now = time.monotonic()
+        if now - self._progress_at < every:
+            self._stuck = ""
+            return
+        if now < self._lag_check_at:
+            return
+        self._lag_check_at = now + every
+        try:
+            waiting = self._waiting()
+        except KafkaException:
+            return  # the broker is away: the broker probe reports that
+        if not waiting:
+            self._progress_at, self._stuck = now, ""
+            return
+        idle = now - self._progress_at
+        self._stuck = f"{waiting} messages waiting, none consumed for {idle:.0f} s"
+        log.error("%s: %s", self.name, self._stuck)
+        if idle > self.health.stall_after:
+            self.health.dead(self._stuck)
+
+    def _waiting(self) -> int:
+        assigned = self._consumer.assignment()
+        if not assigned:
+            return 0
+        positions = self._consumer.position(assigned)
+        committed = {(tp.topic, tp.partition): tp.offset for tp in self._consumer.committed(assigned, timeout=5)}
+        waiting = 0
+        for tp in positions:
+            low, high = self._consumer.get_watermark_offsets(tp, timeout=5)
+            at = tp.offset if tp.offset >= 0 else committed.get((tp.topic, tp.partition), -1)
+            waiting += max(0, high - (at if at >= 0 else low))
+        return waiting
+
+    def _owns(self, offsets: list[TopicPartition]) -> bool:
+        try:
+            assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        except KafkaException:
+            return True  # cannot tell: keep retrying
+        return all((tp.topic, tp.partition) in assigned for tp in offsets)
 
     def _pause_and_wait(self, seconds: float) -> None:
-        # Keep polling while paused so the group does not evict us during a long outage.
-        assignment = self._consumer.assignment()
-        self._consumer.pause(assignment)
+        # Keep polling while paused: the group does not evict us during a long outage, and
+        # librdkafka (which works inside poll) reconnects and rejoins meanwhile.
+        try:
+            self._consumer.pause(self._consumer.assignment())
+        except KafkaException as exc:
+            log.warning("%s: pause failed: %s", self.name, exc)
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and not self._stop.is_set():
             self._consumer.poll(0.1)
-        self._consumer.resume(assignment)
+            self.health.beat()
+        try:
+            # A rebalance meanwhile may have taken some of them; those come back unpaused anyway.
+            self._consumer.resume(self._consumer.assignment())
+        except KafkaException as exc:
+            log.warning("%s: resume failed: %s", self.name, exc)
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
 
 
 def _next_offsets(batch: list[Message]) -> list[TopicPartition]:

@@ -50,4 +50,4 @@ def record_sink(settings: Settings, bootstrap: str, warehouse: Warehouse, *, nam
 
     return BatchingSink(bootstrap, f"{settings.topic_prefix}{name}", topic, insert,
                         max_messages=settings.sink_batch_messages, max_bytes=settings.sink_batch_bytes,
-                        max_ms=settings.sink_batch_ms, name=name)
+                        max_ms=settings.sink_batch_ms, name=name, instance_id=settings.instance_id)

@@ -37,6 +37,7 @@ sluice is up.
   Kafka      {where}
   warehouse  {warehouse}, database {stack.settings.database}
   logs       {stack.settings.state_dir / 'logs'}
+  status     {stack.supervisor.status_path}   (children, restarts; dead children are restarted)
 
   admin key  {key}
   try:       curl -s -H 'X-Api-Key: {key}' {stack.url}/readyz
@@ -131,9 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--dry-run", action="store_true", help="count what matches; produce nothing")
     replay.set_defaults(run=_replay)
     args = parser.parse_args(argv)
+    settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the output
-    return args.run(Settings.from_env(), args)
+    if settings.log_repeat_window_s:
+        from bus.logs import install
+
+        install(settings.log_repeat_window_s)  # an outage must not write megabytes of the same error
+    return args.run(settings, args)
 
 
 if __name__ == "__main__":

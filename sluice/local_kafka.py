@@ -306,6 +306,14 @@ class LocalKafka:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    @property
+    def returncode(self) -> int | None:
+        """The JVM's exit code (negative: killed by that signal); None while running or never started.
+
+        Reading it reaps an exited JVM, so a killed broker does not linger as a zombie.
+        """
+        return self._proc.poll() if self._proc is not None else None
+
     def start(self, timeout: float = 90) -> str:
         """Start the broker and return its bootstrap address once it serves requests.
 

@@ -4,17 +4,26 @@
 in a thread, because chDB's data folder belongs to one process.
 `processor` is the Faust worker. `sink` is the readings sink on its own, for a
 ClickHouse server.
+
+Each service watches its own loops (bus.watchdog): when one dies or stalls the
+service exits with EXIT_UNHEALTHY, and whatever supervises it (`sluice up`,
+a container restart policy) starts a fresh one.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
 
 import uvicorn
 
+from bus.broker_probe import BrokerProbe
+from bus.health import health
+from bus.logs import dict_config
+from bus.watchdog import Watchdog
 from catalog.view import CatalogView
 from config import Settings
 from processors.app import ProcessorWorker, create_app as create_processor_app
@@ -27,33 +36,49 @@ from warehouse import open_warehouse
 
 log = logging.getLogger(__name__)
 
+EXIT_UNHEALTHY = 75  # a loop of the service died or stalled (EX_TEMPFAIL: restarting it is the cure)
+
+
+def _terminate_self(reasons: dict) -> None:
+    # The service's own SIGTERM path: a graceful stop, then the caller sees watchdog.fired.
+    os.kill(os.getpid(), signal.SIGTERM)
+
 
 def run_edge(settings: Settings) -> None:
-    """Serve HTTP until SIGINT/SIGTERM; blocks."""
+    """Serve HTTP until SIGINT/SIGTERM; blocks. Exits EXIT_UNHEALTHY if a loop died or stalled."""
     warehouse = open_warehouse(settings)
     warehouse.migrate()
     sinks = warehouse_sinks(settings, settings.kafka_bootstrap, warehouse) if settings.embedded_warehouse else []
     threads = [threading.Thread(target=s.run, name=s.name, daemon=True) for s in sinks]
     for thread in threads:
         thread.start()
+    probe = BrokerProbe(settings.kafka_bootstrap, health())  # readiness: not ready while the broker is away
+    probe.start()
+    watchdog = Watchdog(health(), _terminate_self)
     app = create_edge_app(settings, settings.kafka_bootstrap, warehouse)
     # uvicorn re-raises SIGTERM after its graceful shutdown; with the default
     # handler that would kill us before the sinks commit and leave their group.
     signal.signal(signal.SIGTERM, lambda *_: None)
+    watchdog.start()
     try:
         uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning",
                     access_log=False, timeout_graceful_shutdown=10, http=edge_protocol(settings))
     finally:
-        _stop_sinks(sinks, threads)
+        watchdog.stop()
+        _stop_sinks(sinks, threads, patience=2 if watchdog.fired else 30)
+        probe.stop()
         warehouse.close()
+    if watchdog.fired:
+        raise SystemExit(EXIT_UNHEALTHY)
 
 
-def _stop_sinks(sinks, threads) -> None:
-    # Let each sink finish (insert + commit) the batch it holds before the warehouse closes.
+def _stop_sinks(sinks, threads, patience: float = 30) -> None:
+    # Let each sink finish (insert + commit) the batch it holds before the warehouse closes
+    # (a stalled one gets `patience` seconds: it is abandoned, its batch replays elsewhere).
     for sink in sinks:
         sink.stop()
     for thread in threads:
-        thread.join(timeout=30)
+        thread.join(timeout=patience)
 
 
 def run_sink(settings: Settings) -> None:
@@ -61,19 +86,22 @@ def run_sink(settings: Settings) -> None:
     warehouse = open_warehouse(settings)
     warehouse.migrate()
     sinks = warehouse_sinks(settings, settings.kafka_bootstrap, warehouse)
-    threads = [threading.Thread(target=s.run, name=s.name) for s in sinks]
+    threads = [threading.Thread(target=s.run, name=s.name, daemon=True) for s in sinks]
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
+    watchdog = Watchdog(health(), lambda _: stopping.set())
     for thread in threads:
         thread.start()
+    watchdog.start()
     try:
-        while not stopping.wait(0.5):
-            if not all(t.is_alive() for t in threads):
-                raise SystemExit("a sink stopped unexpectedly")
+        stopping.wait()
     finally:
-        _stop_sinks(sinks, threads)
+        watchdog.stop()
+        _stop_sinks(sinks, threads, patience=2 if watchdog.fired else 30)
         warehouse.close()
+    if watchdog.fired:
+        raise SystemExit(EXIT_UNHEALTHY)
 
 
 def run_processor(settings: Settings, ready_file: Path | None = None) -> None:
@@ -87,9 +115,16 @@ def run_processor(settings: Settings, ready_file: Path | None = None) -> None:
         raise SystemExit("the catalog or idempotency view did not catch up within 60 s")
     app = create_processor_app(settings, settings.kafka_bootstrap, view, seen)
     ready = ready_file or settings.state_dir / "run" / "processor.ready"
-    worker = ProcessorWorker(app, ready_file=ready, loglevel="WARNING", quiet=True)
+    # Faust replaces the logging set-up: hand it one with the repeat filter.
+    logging_config = dict_config("WARNING", settings.log_repeat_window_s) if settings.log_repeat_window_s else None
+    worker = ProcessorWorker(app, ready_file=ready, loglevel="WARNING", quiet=True, logging_config=logging_config)
+    watchdog = Watchdog(health(), _terminate_self)  # Faust stops gracefully on SIGTERM
+    watchdog.start()
     try:
         worker.execute_from_commandline()
     finally:
+        watchdog.stop()
         seen.stop()
         view.stop()
+        if watchdog.fired:
+            raise SystemExit(EXIT_UNHEALTHY)

@@ -3,6 +3,11 @@
 Started in dependency order and stopped in reverse (edge first, broker last),
 so in-flight requests drain before the broker goes away. Children run in their
 own sessions and die with the parent if it is killed (PR_SET_PDEATHSIG).
+
+Once started, the stack supervises every child, the broker included
+(sluice.supervisor): a dead one is restarted with exponential backoff, each
+restart is logged and counted in `run/status.json`, and a crash loop stops the
+stack with a non-zero exit instead of restarting forever.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +27,7 @@ import httpx
 from catalog import keys
 from config import Settings
 from sluice.local_kafka import LocalKafka
+from sluice.supervisor import RestartPolicy, Supervisor, Watched
 from sluice.topics_admin import ensure_topics
 
 
@@ -65,11 +72,26 @@ class Child:
     log: Path
 
 
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "is running"
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
 class Stack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.broker: LocalKafka | None = None
         self.children: list[Child] = []
+        self.supervisor = Supervisor(
+            RestartPolicy(settings.restart_backoff_s, settings.restart_max_backoff_s,
+                          settings.crash_loop_restarts, settings.crash_loop_window_s),
+            status_path=settings.state_dir / "run" / "status.json")
+        self._lock = threading.RLock()  # one of check, restart, stop at a time
+        self._stopping = threading.Event()
+        self._background: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -92,11 +114,36 @@ class Stack:
         self.settings = settings = dataclasses.replace(
             settings, kafka_bootstrap=bootstrap, admin_key=admin_key(settings))
         ensure_topics(bootstrap, settings)
-        self._spawn("edge")
-        self._spawn("processor")
-        if not settings.embedded_warehouse:
-            self._spawn("sink")
+        if self.broker is not None:
+            self._watch_broker(self.broker)
+        for service in ("edge", "processor") if settings.embedded_warehouse else ("edge", "processor", "sink"):
+            self._spawn(service)
+            self._watch(service)
         self._wait_ready(deadline)
+
+    def _watch(self, service: str) -> None:
+        self.supervisor.watch(Watched(
+            service, alive=lambda: self._child(service).process.poll() is None,
+            restart=lambda: self._respawn(service),
+            describe_exit=lambda: describe_exit(self._child(service).process.poll()),
+            pid=lambda: self._child(service).process.pid))
+
+    def _watch_broker(self, broker: LocalKafka) -> None:
+        def restart() -> None:
+            broker.stop()  # reaps the dead JVM (a killed child stays a zombie until waited for)
+            broker.start()
+
+        self.supervisor.watch(Watched(
+            "broker", alive=lambda: broker.running, restart=restart, pid=lambda: broker.pid,
+            describe_exit=lambda: describe_exit(broker.returncode)))
+
+    def _child(self, service: str) -> Child:
+        return next(c for c in self.children if c.name == service)
+
+    def _respawn(self, service: str) -> None:
+        with self._lock:
+            self.children.remove(self._child(service))
+            self._spawn(service)
 
     def _wait_ready(self, deadline: float) -> None:
         ready_file = self.settings.state_dir / "run" / "processor.ready"
@@ -110,11 +157,11 @@ class Stack:
 
     def restart(self, service: str, sig: int = signal.SIGTERM, timeout: float = 120) -> None:
         """Stop one service with `sig` (SIGKILL simulates a crash), start it again, wait until ready."""
-        child = next(c for c in self.children if c.name == service)
-        child.process.send_signal(sig)
-        child.process.wait(timeout)
-        self.children.remove(child)
-        self._spawn(service)
+        with self._lock:
+            child = self._child(service)
+            child.process.send_signal(sig)
+            child.process.wait(timeout)
+            self._respawn(service)
         self._wait_ready(time.monotonic() + timeout)
 
     def _spawn(self, service: str) -> None:
@@ -124,6 +171,8 @@ class Stack:
             (self.settings.state_dir / "run" / "processor.ready").unlink(missing_ok=True)
         log_path = logs / f"{service}.log"
         env = {**os.environ, **self.settings.to_env()}
+        # A stable name per child: restarted, its consumers rejoin their groups as the same static members.
+        env["SLUICE_INSTANCE_ID"] = self.settings.instance_id or service
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "sluice.cli", service],
@@ -146,25 +195,44 @@ class Stack:
         except httpx.HTTPError:
             return False
 
-    def wait(self) -> int:
-        """Block until a child exits on its own or a signal arrives; returns an exit code."""
-        stop = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.append(1))
-        while not stop:
-            for child in self.children:
-                if child.process.poll() is not None:
-                    print(f"sluice: {child.name} exited unexpectedly (code {child.process.returncode}); "
-                          f"see {child.log}", file=sys.stderr)
-                    return 1
-            time.sleep(0.3)
+    def supervise(self, stop: threading.Event, interval: float = 0.3) -> int:
+        """Restart dead children until `stop` is set (0) or one is in a crash loop (1); blocks.
+
+        A pass may block for a restart: a broker takes a few seconds to answer again.
+        """
+        while not stop.wait(interval):
+            with self._lock:
+                if self._stopping.is_set():
+                    return 0
+                failed = self.supervisor.check()
+            if failed:
+                for name in failed:
+                    child = next((c for c in self.children if c.name == name), None)
+                    where = f"; see {child.log}" if child else ""
+                    print(f"sluice: {name} is crash-looping; giving up{where}", file=sys.stderr, flush=True)
+                return 1
         return 0
 
+    def supervise_in_background(self) -> None:
+        """Supervise from a thread until stop() (for embedding the stack, e.g. in tests)."""
+        self._background = threading.Thread(target=self.supervise, args=(self._stopping,), name="supervisor",
+                                            daemon=True)
+        self._background.start()
+
+    def wait(self) -> int:
+        """Supervise until SIGINT/SIGTERM (0) or a crash loop (1); blocks."""
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        return self.supervise(stop)
+
     def stop(self, timeout: float = 20) -> None:
-        """Stop children in reverse order, then the broker; idempotent."""
-        for child in reversed(self.children):
-            terminate(child.process, timeout)
-        self.children.clear()
-        if self.broker is not None:
-            self.broker.stop()
-            self.broker = None
+        """Stop supervising, then children in reverse order, then the broker; idempotent."""
+        self._stopping.set()
+        with self._lock:
+            for child in reversed(self.children):
+                terminate(child.process, timeout)
+            self.children.clear()
+            if self.broker is not None:
+                self.broker.stop()
+                self.broker = None

@@ -1,0 +1,75 @@
+"""Readiness and log hygiene, without services: the health registry, the
+watchdog that ends a service whose loop died, and the filter that keeps an
+outage from flooding the logs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from bus.health import Health
+from bus.logs import ALWAYS, RepeatFilter
+from bus.watchdog import Watchdog
+from tests.conftest import eventually
+
+
+def test_readiness_names_the_unhealthy_component_and_a_dead_loop_is_fatal():
+    health = Health()
+    broker, sink = health.component("broker"), health.component("sink-readings")
+    broker.ok()
+    sink.ok()
+    assert health.ready()[0]
+    broker.failing("unreachable")
+    ready, components = health.ready()
+    assert not ready and components["broker"] == {"state": "failing", "ok": False, "fatal": False,
+                                                  "reason": "unreachable"}
+    assert health.fatal() == {}  # retrying is not fatal
+    fired = threading.Event()
+    watchdog = Watchdog(health, lambda reasons: fired.set(), interval=0.05)
+    watchdog.start()
+    sink.dead("KafkaException: commit failed")
+    assert fired.wait(2) and "sink-readings" in watchdog.fired
+
+
+def test_a_loop_that_stops_beating_is_stalled():
+    health = Health()
+    tail = health.component("catalog-view", stall_after=0.2)
+    tail.ok()
+    assert health.fatal() == {}
+    time.sleep(0.3)
+    assert health.fatal()["catalog-view"]["state"] == "stalled"
+    tail.stopped()  # asked to stop: forgotten, not fatal
+    assert health.snapshot() == {}
+
+
+def test_repeated_errors_are_collapsed_then_counted(caplog):
+    logger = logging.getLogger("test.outage")
+    caplog.handler.addFilter(RepeatFilter(window=0.3))
+    try:
+        for attempt in range(200):
+            logger.error("Connect to 127.0.0.1:9092 failed: Connection refused (after %dms)", attempt)
+        logger.warning("restarted (pid 1)", extra=ALWAYS)
+        logger.warning("restarted (pid 2)", extra=ALWAYS)
+        time.sleep(0.35)
+        logger.error("Connect to 127.0.0.1:9092 failed: Connection refused (after 3ms)")
+    finally:
+        caplog.handler.filters.clear()
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["Connect to 127.0.0.1:9092 failed: Connection refused (after 0ms)",
+                        "restarted (pid 1)", "restarted (pid 2)",
+                        messages[3], "Connect to 127.0.0.1:9092 failed: Connection refused (after 3ms)"]
+    assert messages[3].startswith("... 199 more like this in the last")
+    assert messages[3].endswith("s: Connect to 127.0.0.1:9092 failed: Connection refused (after 0ms)")
+
+
+def test_the_suppressed_count_is_said_even_when_the_errors_stop(caplog):
+    logger = logging.getLogger("test.outage.over")
+    caplog.handler.addFilter(RepeatFilter(window=0.2))
+    try:
+        for _ in range(5):
+            logger.warning("commit failed; retrying")
+        eventually(lambda: len(caplog.records) == 2, timeout=2, interval=0.05)
+    finally:
+        caplog.handler.filters.clear()
+    assert caplog.records[1].getMessage().startswith("... 4 more like this")

@@ -1,0 +1,322 @@
+"""The stack heals itself: SIGKILL the broker under load, or a service, and let the
+supervisor (the one `sluice up` uses) bring it back with no manual step; every
+accepted reading then lands exactly once. And a crash loop is reported, not hidden."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import eventually, session_settings
+from tests.kafka_fixture import free_ports
+from tests.seed import register_battery, register_battery_type
+
+REQUESTS = 150
+SENDERS = 3  # each sends its own REQUESTS // SENDERS frames, so requests are in flight when the broker dies
+METRICS = 5
+DELIVERY_LIMIT_S = 10  # the edge's delivery timeout: the longest a client waits for its answer
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Load:
+    """Client threads that send every request until it is accepted (202), as a client must after a 5xx."""
+
+    def __init__(self, url: str, key: str, thing: str) -> None:
+        self.url, self.key, self.thing = url, key, thing
+        self.accepted: list[int] = []
+        self.refusals: list[tuple[int, str | None]] = []  # (status, Retry-After) of every 429/503
+        self.longest_wait = 0.0
+        self._threads = [threading.Thread(target=self._send, args=(range(i, REQUESTS, SENDERS),))
+                         for i in range(SENDERS)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def join(self, timeout: float) -> None:
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _send(self, numbers: range) -> None:
+        with httpx.Client(base_url=self.url, headers={"X-Api-Key": self.key}, timeout=30) as client:
+            for i in numbers:
+                body = {"frames": [{"timestamp": 1718884800000 + i * 1000, "metrics": {
+                    "status": i, "moduleSoC": i / 10, "moduleSoH": 99.0, "moduleVoltage": 52.0,
+                    "moduleCurrent": 1.5}}]}
+                while True:
+                    started = time.monotonic()
+                    try:
+                        reply = client.post(f"/v2/thing/{self.thing}/data", json=body)
+                    except httpx.TransportError:  # the edge itself is restarting
+                        time.sleep(0.2)
+                        continue
+                    self.longest_wait = max(self.longest_wait, time.monotonic() - started)
+                    if reply.status_code == 202:
+                        break
+                    assert reply.status_code in (429, 503), reply.text
+                    self.refusals.append((reply.status_code, reply.headers.get("Retry-After")))
+                    time.sleep(min(float(reply.headers.get("Retry-After") or 1), 1))
+                self.accepted.append(i)
+
+
+def readings(api: httpx.Client, stack, thing: str) -> tuple[int, int]:
+    """(logical, physical) readings of `thing`; logical is the documented FINAL-free pattern."""
+    table = f"{stack.settings.database}.readings"
+    sql = (f"SELECT (SELECT count() FROM (SELECT 1 FROM {table} WHERE thing_id = '{thing}' "
+           f"ORDER BY version DESC LIMIT 1 BY thing_id, metric_id, ts)), "
+           f"(SELECT count() FROM {table} WHERE thing_id = '{thing}')")
+    reply = api.post("/v2/admin/sql", json={"sql": sql})
+    assert reply.status_code == 200, reply.text
+    return tuple(reply.json()["rows"][0])
+
+
+def optimized(settings, thing: str) -> tuple[int, int]:
+    """(count(), uniqExact) after OPTIMIZE … FINAL, in a process of its own (chDB: one owner at a time)."""
+    table = f"{settings.database}.readings"
+    script = f"""
+from config import Settings
+from warehouse import open_warehouse
+w = open_warehouse(Settings.from_env())
+w.command("OPTIMIZE TABLE {table} FINAL")
+print(list(w.query("SELECT count(), uniqExact(metric_id, ts) FROM {table} WHERE thing_id = '{thing}'").rows[0]))
+w.close()
+"""
+    out = subprocess.run([sys.executable, "-c", script], env={**os.environ, **settings.to_env()}, cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return tuple(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def status(stack) -> dict:
+    return json.loads((stack.settings.state_dir / "run" / "status.json").read_text())["children"]
+
+
+def ready(url: str) -> int:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=3).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def ready_again(url: str, timeout: float) -> None:
+    """Wait for /readyz 200; fail naming the components that are not ok."""
+    deadline, body = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try:
+            reply = httpx.get(f"{url}/readyz", timeout=3)
+            if reply.status_code == 200:
+                return
+            body = reply.json()
+        except httpx.HTTPError as exc:
+            body = repr(exc)
+        time.sleep(0.5)
+    pytest.fail(f"not ready within {timeout} s: {body}")
+
+
+def start_stack(settings):
+    from sluice.stack import Stack
+
+    stack = Stack(settings)
+    stack.start()
+    stack.supervise_in_background()
+    api = httpx.Client(base_url=stack.url, headers={"X-Api-Key": stack.settings.admin_key}, timeout=30)
+    stack.battery_type = register_battery_type(api)
+    return stack, api, register_battery(api, *stack.battery_type)
+
+
+def test_broker_sigkill_under_load_heals_without_a_manual_step(tmp_path):
+    http_port, kafka_port, _ = free_ports(3)  # the broker's controller takes kafka_port + 1
+    # A first restart 10 s after a death keeps the broker away long enough to be a real outage.
+    settings = session_settings("", tmp_path, http_port=http_port, local_kafka_port=kafka_port,
+                                processor_batch=10, sink_batch_messages=20, rate_limit=0.0, restart_backoff_s=10.0)
+    stack, api, thing = start_stack(settings)
+    try:
+        load = Load(stack.url, stack.settings.admin_key, thing)
+        load.start()
+        eventually(lambda: len(load.accepted) >= REQUESTS // 3, timeout=60)
+        killed = time.monotonic()
+        os.kill(stack.broker.pid, signal.SIGKILL)
+        eventually(lambda: ready(stack.url) == 503, timeout=10, interval=0.1)
+        body = httpx.get(f"{stack.url}/readyz", timeout=5).json()
+        assert not body["components"]["broker"]["ok"], body
+        eventually(lambda: status(stack)["broker"]["restarts"] == 1 and stack.broker.running, timeout=60)
+        broker_back = time.monotonic()
+        ready_again(stack.url, timeout=90)
+        healed = time.monotonic()
+        load.join(120)
+        assert len(load.accepted) == REQUESTS
+
+        expected = REQUESTS * METRICS
+        eventually(lambda: readings(api, stack, thing)[0] == expected, timeout=90, interval=0.5)
+        logical, physical = readings(api, stack, thing)
+        print(f"\nbroker dead {broker_back - killed:.1f} s, edge ready again after {healed - killed:.1f} s; "
+              f"{len(load.refusals)} refusals {sorted(set(s for s, _ in load.refusals))}, longest wait "
+              f"{load.longest_wait:.1f} s; restarts {({n: c['restarts'] for n, c in status(stack).items()})}; "
+              f"{physical} physical rows for {expected} readings")
+        assert broker_back - killed >= 10
+        assert load.refusals and all(retry for _, retry in load.refusals), "clients saw the outage as 429/503"
+        assert load.longest_wait <= DELIVERY_LIMIT_S + 2
+        time.sleep(2)
+        assert readings(api, stack, thing)[0] == expected  # nothing trickles in later
+    finally:
+        api.close()
+        stack.stop()
+    assert optimized(stack.settings, thing) == (expected, expected)
+
+
+@pytest.fixture()
+def supervised(kafka_bootstrap, tmp_path):
+    stack, api, thing = start_stack(session_settings(kafka_bootstrap, tmp_path, processor_batch=10,
+                                                     sink_batch_messages=20, rate_limit=0.0))
+    try:
+        yield stack, api, thing
+    finally:
+        api.close()
+        stack.stop()
+
+
+def test_killed_processor_and_edge_are_restarted_by_the_supervisor(supervised):
+    stack, api, thing = supervised
+    probe = register_battery(api, *stack.battery_type)  # sync requests, to time the restarted processor
+    load = Load(stack.url, stack.settings.admin_key, thing)
+    load.start()
+    for victim, after in (("processor", REQUESTS // 4), ("edge", REQUESTS // 2)):  # the edge hosts the sink
+        eventually(lambda: len(load.accepted) >= after, timeout=90)
+        killed = time.monotonic()
+        os.kill(next(c for c in stack.children if c.name == victim).process.pid, signal.SIGKILL)
+        eventually(lambda: status(stack)[victim]["restarts"] == 1 and status(stack)[victim]["state"] == "running",
+                   timeout=30)
+        restarted = time.monotonic()
+        assert "SIGKILL" in status(stack)[victim]["last_exit"]
+        if victim == "processor":
+            body = {"frames": [{"timestamp": 1718884800000, "metrics": {"status": 1}}]}
+            eventually(lambda: api.post(f"/v2/thing/{probe}/data", json=body, headers={"Prefer": "wait=20"},
+                                        timeout=30).status_code == 200, timeout=60, interval=0)
+            print(f"\nthe restarted processor answers {time.monotonic() - restarted:.1f} s after its restart "
+                  f"({time.monotonic() - killed:.1f} s after the kill)")
+    load.join(120)
+    assert len(load.accepted) == REQUESTS
+
+    expected = REQUESTS * METRICS
+    started = time.monotonic()
+    eventually(lambda: ready(stack.url) == 200 and readings(api, stack, thing)[0] == expected, timeout=90,
+               interval=0.5)
+    print(f"\nall readings visible {time.monotonic() - started:.1f} s after the last request; "
+          f"{readings(api, stack, thing)[1]} physical rows for {expected} readings")
+    settings = stack.settings
+    stack.stop()
+    assert optimized(settings, thing) == (expected, expected)
+
+
+def test_a_crash_loop_is_given_up_and_reported(tmp_path, caplog):
+    from sluice.supervisor import RestartPolicy, Supervisor, Watched
+
+    spawned: list[tuple[float, subprocess.Popen]] = []
+
+    def spawn() -> None:
+        spawned.append((time.monotonic(), subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])))
+
+    spawn()
+    supervisor = Supervisor(RestartPolicy(backoff_s=0.2, max_backoff_s=5, crash_loop_restarts=3,
+                                          crash_loop_window_s=60), status_path=tmp_path / "status.json")
+    supervisor.watch(Watched("flaky", alive=lambda: spawned[-1][1].poll() is None, restart=spawn,
+                             describe_exit=lambda: f"exited with code {spawned[-1][1].poll()}"))
+    eventually(lambda: supervisor.check(), timeout=20, interval=0.05)
+
+    assert len(spawned) == 4  # the first start and three restarts, then no more
+    gaps = [b[0] - a[0] for a, b in zip(spawned, spawned[1:])]
+    assert gaps[0] >= 0.2 and gaps[1] >= 0.4 and gaps[2] >= 0.8, gaps  # exponential backoff
+    reported = json.loads((tmp_path / "status.json").read_text())["children"]["flaky"]
+    assert reported["state"] == "failed" and reported["restarts"] == 3 and "code 3" in reported["last_exit"]
+    assert any("CRASH LOOP" in r.message and "flaky" in r.message for r in caplog.records)
+    time.sleep(1)
+    supervisor.check()
+    assert len(spawned) == 4
+
+
+def test_sluice_up_exits_non_zero_when_a_child_crash_loops(tmp_path):
+    from tests.test_sluice_up import Up, processes_of
+
+    http_port, kafka_port, _ = free_ports(3)
+    state = tmp_path / "state"
+    os.environ.update(SLUICE_CRASH_LOOP_RESTARTS="2", SLUICE_RESTART_BACKOFF_S="0.2")
+    try:
+        up = Up(state, http_port, kafka_port)
+    finally:
+        del os.environ["SLUICE_CRASH_LOOP_RESTARTS"], os.environ["SLUICE_RESTART_BACKOFF_S"]
+    try:
+        eventually(lambda: "sluice is up." in Path(up.log.name).read_text(), timeout=120, interval=0.5)
+        killed: set[int] = set()
+        deadline = time.monotonic() + 60
+        while up.process.poll() is None and time.monotonic() < deadline:  # the processor dies at every start
+            processor = json.loads((state / "run" / "status.json").read_text())["children"]["processor"]
+            if processor["pid"] and processor["pid"] not in killed:
+                killed.add(processor["pid"])
+                os.kill(processor["pid"], signal.SIGKILL)
+            time.sleep(0.05)
+        assert up.process.wait(60) == 1
+    finally:
+        if up.process.poll() is None:
+            up.stop(signal.SIGTERM)
+    output = Path(up.log.name).read_text()
+    assert "CRASH LOOP: processor was killed by SIGKILL after 2 restarts" in output, output[-3000:]
+    assert len(killed) == 3  # the first start and two restarts, each logged
+    assert output.count("processor restarted (pid") == 2, output[-3000:]
+    reported = json.loads((state / "run" / "status.json").read_text())["children"]["processor"]
+    assert reported["state"] == "failed" and reported["restarts"] == 2
+    time.sleep(0.5)
+    assert processes_of(state) == [], "sluice up left processes behind"
+
+
+def test_a_sink_that_stops_consuming_is_not_ready_then_fatal(kafka_bootstrap):
+    """What a partition left paused after an outage looks like: the loop turns, nothing flows."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from sinks.batching import BatchingSink
+
+    topic = f"stuck-{os.getpid()}-{time.monotonic_ns()}"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result()
+    class LeftPaused(BatchingSink):
+        pause = threading.Event()
+
+        def _collect(self):
+            if self.pause.is_set():  # the consumer is not safe to pause from another thread
+                self._consumer.pause(self._consumer.assignment())
+                self.pause.clear()
+            return super()._collect()
+
+    inserted: list[bytes] = []
+    sink = LeftPaused(kafka_bootstrap, topic, topic, lambda values, token: inserted.extend(values) or len(values),
+                      max_messages=10, max_bytes=1 << 20, max_ms=100, name=topic)
+    sink.health.stall_after = 12.0
+    thread = threading.Thread(target=sink.run, daemon=True)
+    thread.start()
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    try:
+        for i in range(5):
+            producer.produce(topic, value=b"%d" % i)
+        producer.flush(10)
+        eventually(lambda: len(inserted) == 5, timeout=30)
+        assert sink.health.status()["ok"]
+        sink.pause.set()  # as if left paused by a rebalance
+        eventually(lambda: not sink.pause.is_set(), timeout=5, interval=0.05)
+        for i in range(5):
+            producer.produce(topic, value=b"%d" % i)
+        producer.flush(10)
+        eventually(lambda: sink.health.status()["state"] == "failing", timeout=30, interval=0.5)
+        assert "5 messages waiting" in sink.health.status()["reason"]
+        eventually(lambda: sink.health.status()["fatal"], timeout=30, interval=0.5)  # the watchdog's cue
+    finally:
+        sink.stop()
+        thread.join(10)
