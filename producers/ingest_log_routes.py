@@ -45,17 +45,23 @@ async def list_ingest_verdicts(request: Request, who: Principal = Depends(princi
 
 
 def _visible(request: Request, who: Principal, verdict: dict) -> bool:
-    """Whether a key's resource filters cover the verdict's thing (no filters: all of them)."""
-    if not who.filtered:
+    """Whether a key may see a verdict: its own requests always; otherwise its resource
+    filters must cover the verdict's thing, or the stream, data source or harbor it wrote
+    (no filters: all of them)."""
+    if not who.filtered or verdict.get("key_id") == who.key["id"]:
         return True
-    thing = request.app.state.catalog.view.get("thing", verdict["thing_id"] or "", who.org_id)
-    return thing is not None and who.may_use_thing(thing)
+    if verdict["thing_id"]:
+        thing = request.app.state.catalog.view.get("thing", verdict["thing_id"], who.org_id)
+        return thing is not None and who.may_use_thing(thing)
+    target = verdict.get("stream") or ""
+    return bool(target) and (who.may_use_stream(target) or who.may_use_place(target))
 
 
 def _public(v: dict[str, Any]) -> dict:
     return {
         "requestId": v["request_id"],
         "thingId": v["thing_id"],
+        "stream": v.get("stream") or None,
         "route": v["route"],
         "status": v["status"],
         "httpStatus": v["http_status"],

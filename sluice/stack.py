@@ -67,7 +67,8 @@ def admin_key(settings: Settings) -> str:
 
 @dataclasses.dataclass
 class Child:
-    name: str
+    name: str  # unique in the stack: the service, or e.g. "processor-2" for a second one
+    service: str  # what it runs (`sluice <service>`)
     process: subprocess.Popen
     log: Path
 
@@ -140,10 +141,18 @@ class Stack:
     def _child(self, service: str) -> Child:
         return next(c for c in self.children if c.name == service)
 
-    def _respawn(self, service: str) -> None:
+    def _respawn(self, name: str) -> None:
         with self._lock:
-            self.children.remove(self._child(service))
-            self._spawn(service)
+            child = self._child(name)
+            self.children.remove(child)
+            self._spawn(child.service, name)
+
+    def add(self, service: str, name: str) -> None:
+        """Run one more instance of `service` under its own `name` (its log, and its static
+        group member id), supervised like the others; does not wait for it to be ready."""
+        with self._lock:
+            self._spawn(service, name)
+            self._watch(name)
 
     def _wait_ready(self, deadline: float) -> None:
         ready_file = self.settings.state_dir / "run" / "processor.ready"
@@ -164,22 +173,24 @@ class Stack:
             self._respawn(service)
         self._wait_ready(time.monotonic() + timeout)
 
-    def _spawn(self, service: str) -> None:
+    def _spawn(self, service: str, name: str | None = None) -> None:
+        name = name or service
         logs = self.settings.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         if service == "processor":
             (self.settings.state_dir / "run" / "processor.ready").unlink(missing_ok=True)
-        log_path = logs / f"{service}.log"
+        log_path = logs / f"{name}.log"
         env = {**os.environ, **self.settings.to_env()}
-        # A stable name per child: restarted, its consumers rejoin their groups as the same static members.
-        env["SLUICE_INSTANCE_ID"] = self.settings.instance_id or service
+        # A stable name per child: restarted, its consumers rejoin their groups as the same static
+        # members. Unique per child: two members with one instance id would fence each other.
+        env["SLUICE_INSTANCE_ID"] = f"{self.settings.instance_id}-{name}" if self.settings.instance_id else name
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "sluice.cli", service],
                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, preexec_fn=die_with_parent,
             )
-        self.children.append(Child(service, process, log_path))
+        self.children.append(Child(name, service, process, log_path))
 
     def check_alive(self) -> None:
         """Raise StackError with the log's tail if any child has exited."""

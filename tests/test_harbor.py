@@ -177,7 +177,7 @@ def two_processors(kafka_bootstrap, tmp_path_factory):
     stack = Stack(session_settings(kafka_bootstrap, tmp_path_factory.mktemp("harbor-race"), rate_limit=0.0))
     stack.start()
     try:
-        stack._spawn("processor")
+        stack.add("processor", "processor-2")
         stack._wait_ready(time.monotonic() + 60)
         with httpx.Client(base_url=stack.url, headers={"X-Api-Key": stack.settings.admin_key}, timeout=30) as api:
             yield stack, api

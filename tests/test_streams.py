@@ -221,6 +221,10 @@ def test_a_rejected_request_is_in_the_log_with_its_errors(stack, org):
         [entry] = eventually(lambda: own.get(f"/v2/api-keys/{key['id']}/log").json()["items"])
     assert entry["status"] == "rejected" and entry["httpStatus"] == 400 and entry["itemsReceived"] == 1
     assert entry["errors"][0]["code"] == "INVALID_PAYLOAD" and entry["errors"][0]["field"] == "items[0].id"
+    # The ingest log answers a stream-scoped key about its own request too (it names no thing).
+    with httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {key['key']}"}, timeout=30) as own:
+        verdict = own.get(f"/v2/ingest-log/{reply.json()['data']['request_id']}")
+    assert verdict.status_code == 200 and verdict.json()["stream"] == "rejects"
 
 
 # ----- streams as catalog entities

@@ -65,7 +65,7 @@ def typed_value(data_type: str, value: float, value_long: int, value_string: str
 # ordering and LIMIT 1 [BY request_id] pick it whether or not merges have run.
 _VERDICT_COLUMNS = """
     request_id, thing_id, route, status, http_status, frames_received, frames_ingested, metrics, errors,
-    duplicate_of, toUnixTimestamp64Milli(received_at) AS received_at,
+    duplicate_of, key_id, stream, toUnixTimestamp64Milli(received_at) AS received_at,
     toUnixTimestamp64Milli(processed_at) AS processed_at"""
 
 _INGEST_VERDICT = f"""
@@ -89,7 +89,8 @@ LIMIT {{limit:UInt32}}
 def ingest_verdict(wh: Warehouse, org_id: str, request_id: str) -> dict[str, Any] | None:
     """The newest verdict on one of the org's requests, or None if none is stored (yet).
 
-    Keys: request_id, thing_id (None when the request named none), route, status,
+    Keys: request_id, thing_id (None when the request named none), route, key_id (the API
+    key that sent it), stream (the stream, harbor or data source it wrote, else ""), status,
     http_status, frames_received, frames_ingested, metrics (names), errors (list of
     {code, message, field}), duplicate_of (the first request of a repeated
     Idempotency-Key, else None), received_at and processed_at (epoch ms).
@@ -117,7 +118,7 @@ _KEY_LOG = f"""
 SELECT request_id, thing_id, route, stream, status, http_status, frames_received, frames_ingested, errors,
     duplicate_of, received_at, processed_at
 FROM (
-    SELECT {_VERDICT_COLUMNS}, stream
+    SELECT {_VERDICT_COLUMNS}
     FROM ingest_log
     WHERE org_id = {{org_id:String}} AND key_id = {{key_id:String}}
     ORDER BY processed_at DESC

@@ -1,0 +1,31 @@
+"""Settings are declared once: the environment round-trips through a child's view of it,
+and the README documents every variable."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from config import Settings
+
+
+def test_a_child_parses_the_settings_its_parent_wrote(monkeypatch):
+    chosen = Settings.from_env(topic_prefix="", partitions=7, rate_limit=2.5, state_dir=Path("/tmp/sluice-x"),
+                               clickhouse_url="http://u:p@h:8123")
+    for name, value in chosen.to_env().items():
+        monkeypatch.setenv(name, value)
+    assert Settings.from_env() == chosen
+
+
+def test_an_empty_variable_means_the_default_except_where_empty_is_a_choice(monkeypatch):
+    monkeypatch.setenv("SLUICE_PARTITIONS", "")
+    monkeypatch.setenv("SLUICE_TOPIC_PREFIX", "")
+    settings = Settings.from_env()
+    assert settings.partitions == Settings.partitions and settings.topic_prefix == ""
+
+
+def test_the_readme_documents_every_setting():
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    missing = [env for env, _, _ in Settings.describe() if f"`{env}`" not in readme]
+    assert not missing, f"README's configuration table lacks {missing}"
+    assert len({f.metadata["env"] for f in dataclasses.fields(Settings)}) == len(dataclasses.fields(Settings))
