@@ -17,6 +17,7 @@ PREFIXES = {
     "stream": "stm_",
     "harbor": "hbr_",
     "datasource": "dsrc_",
+    "template": "tmpl_",
 }
 
 

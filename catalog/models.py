@@ -225,3 +225,36 @@ class DataSourceIn(_Body):
         if value is not None and value.startswith("dsrc_"):
             raise ValueError("must not start with 'dsrc_' (the catalog's own ids)")
         return value
+
+
+# Templates (seed 001, "Ingesting via templates"): JMESPath expressions, bounded like any text.
+EXPRESSION_MAX = 1000
+TEMPLATE_METRICS_MAX = 1000
+Expression = Annotated[str, StringConstraints(min_length=1, max_length=EXPRESSION_MAX)]
+
+
+class TemplateTimestamp(_Body):
+    path: Expression
+    format: Literal["epochMillis", "epochSeconds", "iso8601"]
+
+
+class TemplateIn(_Body):
+    """A ThingData template: where the records are in a raw payload (`records`, a JMESPath
+    expression that must yield an array), each record's timestamp (`timestamp.path`,
+    evaluated on the record, in `timestamp.format`), and which expression, evaluated on
+    the record, feeds which metric (`metrics`: metric name → expression)."""
+
+    name: Name
+    description: Text | None = None
+    target: str = Field(max_length=NAME_MAX, description="must be ThingData")
+    records: Expression
+    timestamp: TemplateTimestamp
+    metrics: dict[Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX)], Expression] = Field(
+        min_length=1, max_length=TEMPLATE_METRICS_MAX)
+
+    @field_validator("target")
+    @classmethod
+    def _thing_data(cls, value: str) -> str:
+        if value != "ThingData":
+            raise ValueError("must be ThingData (the only target a template may have)")
+        return value

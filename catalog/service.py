@@ -13,7 +13,8 @@ from catalog.definitions import Definitions
 from catalog.harbors import Harbors
 from catalog.registry import Registry
 from catalog.streams import Streams
+from catalog.templates import Templates
 
 
-class Catalog(Access, Definitions, Registry, Streams, Harbors, DataSources):
+class Catalog(Access, Definitions, Registry, Streams, Harbors, DataSources, Templates):
     pass

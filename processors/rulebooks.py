@@ -17,6 +17,7 @@ from processors.datasource_records import judge_records
 from processors.normalize import normalize
 from processors.outcome import Outcome, Rejection, rejected
 from processors.points import points
+from processors.templates import map_template
 
 
 class Catalog(Protocol):
@@ -43,6 +44,10 @@ RULEBOOKS: dict[str, Rulebook] = {
     "stream_items": lambda envelope, catalog: stream_items(envelope),  # seed 002: POST /api/ingest
     "harbor_points": _points,  # seed 003: POST /api/v1/ingest/ingest/{harbor_id}[/batch]
     "datasource_insert": lambda envelope, catalog: judge_records(envelope, catalog.get),  # seed 004
+    # seed 001, templates: POST /v2/thing/{thingId}/data/template/{templateId}[?previewOnly=true]
+    "thing_template": lambda envelope, catalog: map_template(envelope, catalog.get, catalog.resolution),
+    "thing_template_preview": lambda envelope, catalog: map_template(envelope, catalog.get, catalog.resolution,
+                                                                     preview=True),
 }
 
 

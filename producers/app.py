@@ -22,7 +22,8 @@ from catalog.view import CatalogView
 from catalog.writer import CatalogWriter
 from config import Settings
 from producers import (access_routes, admin_routes, datasource_routes, definitions_routes, dialects,
-                       harbor_routes, ingest_log_routes, read_routes, registry_routes, streams_routes)
+                       harbor_routes, ingest_log_routes, read_routes, registry_routes, streams_routes,
+                       templates_routes)
 from producers.limits import BodyLimit
 from producers.openapi import allowed_methods, document
 from producers.rate_limit import RateLimiter
@@ -86,6 +87,7 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
     app.include_router(harbor_routes.router)
     app.include_router(access_routes.router)
     app.include_router(datasource_routes.router)
+    app.include_router(templates_routes.router)  # seed 001: templates and their revisions
     for dialect in dialects.registered():
         app.include_router(dialect.router)
     app.include_router(read_routes.router)

@@ -72,4 +72,6 @@ def _public(v: dict[str, Any]) -> dict:
         "duplicateOf": v["duplicate_of"],
         "receivedAt": v["received_at"],
         "processedAt": v["processed_at"],
+        # a template request's processing report (seed 001), as its sync reply showed it
+        **({"report": v["report"]} if v.get("report") else {}),
     }

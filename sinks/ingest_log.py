@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 
 COLUMNS = ("request_id", "org_id", "thing_id", "route", "status", "http_status", "frames_received",
-           "frames_ingested", "metrics", "errors", "duplicate_of", "received_at", "processed_at", "key_id", "stream")
+           "frames_ingested", "metrics", "errors", "duplicate_of", "received_at", "processed_at", "key_id", "stream",
+           "report")
 
 
 def ingest_log_columns(verdicts: list[dict]) -> dict[str, list]:
@@ -31,4 +32,5 @@ def ingest_log_columns(verdicts: list[dict]) -> dict[str, list]:
         columns["processed_at"].append(v["processed_at"])
         columns["key_id"].append(v.get("key_id") or "")
         columns["stream"].append(v.get("stream") or "")
+        columns["report"].append(v.get("report") or "")
     return columns

@@ -23,6 +23,14 @@ VERDICT = {
     "stream": "sales", "status": "rejected", "http_status": 400, "frames_received": 3, "frames_ingested": 0,
     "metrics": [], "errors": [{"code": "INVALID_PAYLOAD", "message": "m", "field": "[1].region"}],
     "duplicate_of": None, "received_at": 1718884800123, "processed_at": 1718884800200, "request_hash": None,
+    "report": None,
+}
+TEMPLATE_VERDICT = {
+    **VERDICT, "thing_id": "thg_1", "route": "thing_template", "stream": None, "status": "ingested",
+    "http_status": 200, "frames_received": 2, "frames_ingested": 1, "metrics": ["moduleSoC"], "errors": [],
+    "report": '{"previewOnly":false,"templateId":"tmpl_1","templateRevision":7,"recordsParsed":2,'
+              '"readingsWritten":1,"metricValuesWritten":1,"recordsSkipped":[{"index":1,'
+              '"reason":"invalid_timestamp","value":"n/a"}]}',
 }
 DEAD_LETTER = {
     "request_id": "req_1", "org_id": "org_a", "key_id": None, "route": "thing_data", "thing_id": "thg_1",
@@ -49,6 +57,10 @@ def test_round_trip(name, record):
     payload = schemas.encode(name, record)
     assert payload[:2] == b"\xc3\x01"
     assert schemas.decode(name, payload) == record
+
+
+def test_a_template_verdict_round_trips_with_its_report():
+    assert schemas.decode(schemas.VERDICT, schemas.encode(schemas.VERDICT, TEMPLATE_VERDICT)) == TEMPLATE_VERDICT
 
 
 def test_other_schema_is_refused():

@@ -37,18 +37,26 @@ def test_the_history_file_is_the_schema_old_messages_name():
 def test_a_verdict_written_before_request_hash_reads_as_the_current_version():
     old = written_with("results.v1.avsc", VERDICT)
     assert old[:codec.HEADER_SIZE] != schemas.encode(schemas.VERDICT, VERDICT)[:codec.HEADER_SIZE]
-    assert schemas.decode(schemas.VERDICT, old) == {**VERDICT, "request_hash": None, "key_id": None, "stream": None}
+    assert schemas.decode(schemas.VERDICT, old) == {**VERDICT, "request_hash": None, "key_id": None, "stream": None,
+                                                   "report": None}
 
 
 def test_a_verdict_written_before_key_id_reads_as_the_current_version():
     old = written_with("results.v2.avsc", {**VERDICT, "request_hash": "ab" * 32})
     assert schemas.decode(schemas.VERDICT, old) == {**VERDICT, "request_hash": "ab" * 32, "key_id": None,
-                                                   "stream": None}
+                                                   "stream": None, "report": None}
 
 
-@pytest.mark.parametrize("request_hash", [None, "ab" * 32])
-def test_the_current_verdict_round_trips(request_hash):
-    record = {**VERDICT, "request_hash": request_hash, "key_id": "key_1", "stream": None}
+def test_a_verdict_written_before_report_reads_as_the_current_version():
+    old = written_with("results.v3.avsc", {**VERDICT, "request_hash": None, "key_id": "key_1", "stream": "sales"})
+    assert old[:codec.HEADER_SIZE] != schemas.encode(schemas.VERDICT, VERDICT)[:codec.HEADER_SIZE]
+    assert schemas.decode(schemas.VERDICT, old) == {**VERDICT, "request_hash": None, "key_id": "key_1",
+                                                   "stream": "sales", "report": None}
+
+
+@pytest.mark.parametrize("request_hash,report", [(None, None), ("ab" * 32, '{"recordsParsed":1}')])
+def test_the_current_verdict_round_trips(request_hash, report):
+    record = {**VERDICT, "request_hash": request_hash, "key_id": "key_1", "stream": None, "report": report}
     assert schemas.decode(schemas.VERDICT, schemas.encode(schemas.VERDICT, record)) == record
 
 

@@ -56,6 +56,13 @@ def test_ingest_log_errors_are_one_json_string_per_row():
     assert json.loads(columns["errors"][1]) == REJECTED["errors"]
 
 
+def test_ingest_log_keeps_a_template_report_and_empty_otherwise():
+    report = '{"recordsParsed":2,"readingsWritten":1}'
+    columns = ingest_log_columns([decoded(schemas.VERDICT, INGESTED),
+                                  decoded(schemas.VERDICT, {**INGESTED, "route": "thing_template", "report": report})])
+    assert columns["report"] == ["", report]
+
+
 def test_rejects_columns_carry_what_a_reader_needs():
     columns = rejects_columns([decoded(schemas.DEAD_LETTER, DEAD)])
     assert tuple(columns) == REJECTS_COLUMNS

@@ -70,7 +70,8 @@ ORDER BY (org_id, thing_id, ts)
     received_at {_TS},
     processed_at {_TS},
     key_id String,
-    stream String
+    stream String,
+    report String
 )
 ENGINE = ReplacingMergeTree(processed_at)
 ORDER BY (org_id, request_id)
@@ -262,6 +263,7 @@ TABLES: tuple[str, ...] = tuple(_TABLES) + tuple(_VIEWS)
 _ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("ingest_log", "key_id String"),  # the per-key (per-connector) log of seed 002
     ("ingest_log", "stream String"),
+    ("ingest_log", "report String"),  # a template request's processing report (JSON), else ""
 )
 
 

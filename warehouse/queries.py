@@ -65,7 +65,7 @@ def typed_value(data_type: str, value: float, value_long: int, value_string: str
 # ordering and LIMIT 1 [BY request_id] pick it whether or not merges have run.
 _VERDICT_COLUMNS = """
     request_id, thing_id, route, status, http_status, frames_received, frames_ingested, metrics, errors,
-    duplicate_of, key_id, stream, toUnixTimestamp64Milli(received_at) AS received_at,
+    duplicate_of, key_id, stream, report, toUnixTimestamp64Milli(received_at) AS received_at,
     toUnixTimestamp64Milli(processed_at) AS processed_at"""
 
 _INGEST_VERDICT = f"""
@@ -108,7 +108,7 @@ def recent_verdicts(wh: Warehouse, org_id: str, thing_id: str | None = None, lim
 
 def _verdict(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "thing_id": row["thing_id"] or None, "duplicate_of": row["duplicate_of"] or None,
-            "errors": json.loads(row["errors"] or "[]")}
+            "errors": json.loads(row["errors"] or "[]"), "report": json.loads(row["report"]) if row.get("report") else None}
 
 
 # The per-key (per-connector) log of seed 002: every request one API key made, newest

@@ -41,8 +41,9 @@ def registered() -> tuple[Dialect, ...]:
     from producers.dialects import frames  # seed 001: POST /v2/thing/{thingId}/data
     from producers.dialects import harbor  # seed 003: POST /api/v1/ingest/ingest/{harbor_id}[/batch]
     from producers.dialects import streams  # seed 002: POST /api/ingest
+    from producers.dialects import templates  # seed 001: POST /v2/thing/{thingId}/data/template/{templateId}
 
-    return (frames.DIALECT, streams.DIALECT, harbor.DIALECT, datasource.DIALECT)
+    return (frames.DIALECT, streams.DIALECT, harbor.DIALECT, datasource.DIALECT, templates.DIALECT)
 
 
 def dialect_for(path: str) -> Dialect | None:

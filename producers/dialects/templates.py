@@ -1,0 +1,109 @@
+"""Seed 001's template ingest: `POST /v2/thing/{thingId}/data/template/{templateId}?previewOnly=`
+with the raw third-party JSON as the body, answered with the processing report.
+
+A sibling of the frames dialect (same paths, same error shape). The edge checks
+the key, its scope and filters, that the thing and the template are the caller's,
+and that the body is JSON; then it pins the template's current revision in the
+envelope (`template_id` = `tmpl_…@n`), so the mapping a request gets is the one
+current when it was accepted, whatever update follows. The mapping and every
+rule about records are the processor's (processors/templates.py).
+
+The seed answers with a report, so the route waits for the verdict by default
+(10 s, or `Prefer: wait=N` up to SLUICE_MAX_WAIT_S). If it does not come in time,
+202 with the request id: the ingest log's entry for it holds the same report.
+"""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from catalog.errors import SluiceError
+from catalog.templates import revision_id
+from producers.auth import Principal, principal, thing_for
+from producers.dialects import Dialect
+from producers.dialects.frames import verdict_response as frames_verdict_response
+from producers.openapi import errors
+from producers.submit import DEFAULT_WAIT_S, Target, check_rate, requested_wait, submit
+
+router = APIRouter(prefix="/v2", tags=["ingest"])
+
+SKIPPED = {"type": "object", "required": ["index", "reason", "value"], "properties": {
+    "index": {"type": "integer", "description": "the record's position in the records array"},
+    "reason": {"type": "string", "description": "missing_timestamp, invalid_timestamp, invalid_value, "
+                                                "unknown_metric, no_metric_values or expression_failed"},
+    "value": {"description": "the offending value (a timestamp, a value, a metric name), or null"}}}
+REPORT = {"type": "object", "required": ["previewOnly", "templateId", "templateRevision", "recordsParsed",
+                                         "readingsWritten", "metricValuesWritten", "recordsSkipped"],
+          "properties": {
+              "previewOnly": {"type": "boolean"},
+              "templateId": {"type": "string"},
+              "templateRevision": {"type": "integer", "description": "the revision the payload was mapped with"},
+              "recordsParsed": {"type": "integer"},
+              "readingsWritten": {"type": "integer", "description": "records written (each a reading at its time)"},
+              "metricValuesWritten": {"type": "integer"},
+              "recordsSkipped": {"type": "array", "items": SKIPPED, "maxItems": 1000},
+              "recordsSkippedTruncated": {"type": "boolean", "description": "present when more than 1000 "
+                                          "records were skipped; the count is recordsParsed - readingsWritten"},
+              "requestId": {"type": "string"}}}
+RAW_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "description": "the raw external JSON, as-is; the template says where its records are"}}}}}
+
+
+def check_json(body: bytes) -> None:
+    """Answer at once what no template maps: an empty body, or one that is not JSON."""
+    if not body or body.isspace():
+        raise SluiceError(400, "INVALID_PAYLOAD", "body: the request body is empty", field="body")
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise SluiceError(400, "INVALID_PAYLOAD", f"body: not valid JSON ({exc})", field="body") from None
+
+
+def report_response(verdict: dict) -> JSONResponse:
+    """The seed's processing report (200), or the rule's error, as the frames route answers it."""
+    if verdict["http_status"] != 200 or not verdict.get("report"):
+        return frames_verdict_response(verdict)
+    headers = {"X-Request-Id": verdict["request_id"]}
+    if verdict["duplicate_of"]:
+        headers["Idempotent-Replayed"] = "true"
+    report = {**orjson.loads(verdict["report"]), "requestId": verdict["request_id"]}
+    return JSONResponse(report, status_code=200, headers=headers)
+
+
+@router.post("/thing/{thing_id}/data/template/{template_id}", status_code=200, openapi_extra=RAW_BODY, responses={
+    200: {"description": "the processing report", "content": {"application/json": {"schema": REPORT}}},
+    202: {"description": "accepted and durable, not mapped within the wait; the ingest log's entry for "
+                         "`requestId` holds the report"},
+    **errors(400, 404, 424, 503)})
+async def post_template_data(thing_id: str, template_id: str, request: Request,
+                             who: Principal = Depends(principal),
+                             preview_only: bool = Query(False, alias="previewOnly",
+                                                        description="map and report without persisting"),
+                             ) -> JSONResponse:
+    thing_for(request, who, thing_id, "write")
+    template = request.app.state.catalog.view.get("template", template_id, who.org_id)
+    if template is None:
+        raise SluiceError(404, "TEMPLATE_NOT_FOUND", f"template {template_id[:64]!r} not found", field="templateId")
+    check_rate(request, who)
+    body = await request.body()  # producers.limits stops it at the ingest limit, while it streams
+    check_json(body)
+    max_wait = request.app.state.settings.max_wait_s
+    wait_s = requested_wait(request, False, max_wait) or min(DEFAULT_WAIT_S, max_wait)
+    route = "thing_template_preview" if preview_only else "thing_template"
+    pinned = revision_id(template_id, template["revision"])  # a later update cannot change this request's mapping
+    done = await submit(request, who, Target(route, thing_id=thing_id, template_id=pinned), body, wait_s)
+    if done.verdict is not None:
+        reply = report_response(done.verdict)
+        reply.headers["Preference-Applied"] = f"wait={done.waited_s:g}"
+        return reply
+    return JSONResponse({"requestId": done.request_id, "thingId": thing_id, "templateId": template_id,
+                         "templateRevision": template["revision"], "status": "accepted"}, status_code=202,
+                        headers={"X-Request-Id": done.request_id})
+
+
+# The frames dialect's paths already cover this route (its error shape, the ingest body limit).
+DIALECT = Dialect("sluice-templates", router, re.compile(r"^/v2/thing/[^/]+/data/template(?:/|$)"))
