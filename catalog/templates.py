@@ -110,8 +110,8 @@ class Templates(Store):
                               reason=exc.reason) from None
         for name in spec.metrics:
             if self.view.metric_id_by_name(org_id, name) is None:
-                raise SluiceError(400, "UNKNOWN_METRIC", f"metrics.{name}: no metric named {name!r} is defined "
-                                  "in this organization", field=f"metrics.{name}", expression=spec.metrics[name])
+                raise SluiceError(400, "UNKNOWN_METRIC", f"metrics.{name}: expression {spec.metrics[name]!r} feeds "
+                                  f"metric {name!r}, which is not defined in this organization", field=f"metrics.{name}", expression=spec.metrics[name])
 
     def _write_revision(self, org_id: str, template_id: str, revision: int, spec: TemplateIn,
                         created_at: int) -> dict:
