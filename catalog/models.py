@@ -246,15 +246,8 @@ class TemplateIn(_Body):
 
     name: Name
     description: Text | None = None
-    target: str = Field(max_length=NAME_MAX, description="must be ThingData")
+    target: Literal["ThingData"]
     records: Expression
     timestamp: TemplateTimestamp
     metrics: dict[Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX)], Expression] = Field(
         min_length=1, max_length=TEMPLATE_METRICS_MAX)
-
-    @field_validator("target")
-    @classmethod
-    def _thing_data(cls, value: str) -> str:
-        if value != "ThingData":
-            raise ValueError("must be ThingData (the only target a template may have)")
-        return value

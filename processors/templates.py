@@ -38,7 +38,8 @@ TableLookup = Callable[[str], "ResolutionTable | None"]
 def map_template(envelope: dict, get: Lookup, table_lookup: TableLookup, preview: bool = False) -> Outcome:
     """Judge one thing_template request; never raises for bad input.
 
-    `envelope["template_id"]` is the pinned revision (`tmpl_…@n`). With `preview`
+    `envelope["template_id"]` is the pinned revision (`tmpl_…@n`; the edge pins it), or a
+    template id alone (an upstream producer's), mapped with its current revision. With `preview`
     (route thing_template_preview, previewOnly=true) nothing is written and no dead letter.
     """
     now = int(time.time() * 1000)
@@ -78,7 +79,10 @@ def map_template(envelope: dict, get: Lookup, table_lookup: TableLookup, preview
 
 def _template(envelope: dict, get: Lookup) -> CompiledTemplate:
     pinned = envelope.get("template_id") or ""
-    body = get(REVISION_KIND, pinned, envelope["org_id"])
+    if "@" in pinned:
+        body = get(REVISION_KIND, pinned, envelope["org_id"])
+    else:  # an upstream producer naming the template alone: its current revision
+        body = get("template", pinned, envelope["org_id"])
     if body is None:
         raise Rejection(404, "TEMPLATE_NOT_FOUND", f"template revision {brief(pinned)} not found (deleted?)",
                         field="templateId")

@@ -52,7 +52,7 @@ def update_template(template_id: str, spec: TemplateIn, request: Request,
     return _catalog(request).update_template(who.org_id, template_id, spec)
 
 
-@router.get("/templates/{template_id}/revisions/{revision}", responses=errors(404))
+@router.get("/templates/{template_id}/revisions/{revision}", responses=errors(400, 404))
 def get_template_revision(template_id: str, request: Request, who: Principal = Depends(principal),
                           revision: int = Path(ge=1, le=2**31 - 1)) -> dict:
     who.require("read")

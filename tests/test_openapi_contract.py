@@ -35,8 +35,11 @@ def own_objects(api: httpx.Client) -> dict[str, str]:
     site = api.post("/v2/sites", json={"name": "Contract site"}).json()["id"]
     thing = api.post(f"/v2/sites/{site}/things", json={
         "thingName": "Contract thing", "thingTypeId": thing_type.json()["id"]}).json()["id"]
+    template = api.post("/v2/templates", json={
+        "name": "Contract template", "target": "ThingData", "records": "samples",
+        "timestamp": {"path": "t", "format": "epochMillis"}, "metrics": {"contractTemp": "temp"}}).json()["id"]
     return {"metric_id": metric, "type_id": thing_type.json()["id"], "version_id": thing_type.json()["versionId"],
-            "place_id": site, "thing_id": thing}
+            "place_id": site, "thing_id": thing, "template_id": template}
 
 
 def test_every_route_keeps_its_openapi_contract(stack, api, tmp_path: Path):

@@ -154,3 +154,13 @@ def test_an_empty_record_list_is_an_empty_report():
     outcome = judge({"data": {"readings": []}})
     assert report(outcome)["recordsParsed"] == 0 and outcome.verdict["status"] == "ingested"
     assert outcome.frames == [] and outcome.dead_letters == []
+
+
+def test_a_template_named_without_revision_maps_with_its_current_one():
+    rev = revision(number=3)
+    entities = {("template", rev["id"]): rev, ("thing", "thg_1"): THING}
+    envelope = {"request_id": "req_1", "org_id": "org_a", "route": "thing_template", "received_at": 1,
+                "thing_id": "thg_1", "template_id": rev["id"],
+                "body": orjson.dumps({"data": {"readings": [{"ts": 1, "soc": 1}]}})}
+    outcome = map_template(envelope, lambda k, i, o=None: entities.get((k, i)), lambda v: TABLE)
+    assert report(outcome)["templateRevision"] == 3 and report(outcome)["readingsWritten"] == 1

@@ -92,8 +92,9 @@ def ingest_verdict(wh: Warehouse, org_id: str, request_id: str) -> dict[str, Any
     Keys: request_id, thing_id (None when the request named none), route, key_id (the API
     key that sent it), stream (the stream, harbor or data source it wrote, else ""), status,
     http_status, frames_received, frames_ingested, metrics (names), errors (list of
-    {code, message, field}), duplicate_of (the first request of a repeated
-    Idempotency-Key, else None), received_at and processed_at (epoch ms).
+    {code, message, field}), report (a template request's processing report, else None),
+    duplicate_of (the first request of a repeated Idempotency-Key, else None), received_at
+    and processed_at (epoch ms).
     """
     rows = wh.query(_INGEST_VERDICT, {"org_id": org_id, "request_id": request_id}).dicts()
     return _verdict(rows[0]) if rows else None
@@ -108,7 +109,8 @@ def recent_verdicts(wh: Warehouse, org_id: str, thing_id: str | None = None, lim
 
 def _verdict(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "thing_id": row["thing_id"] or None, "duplicate_of": row["duplicate_of"] or None,
-            "errors": json.loads(row["errors"] or "[]"), "report": json.loads(row["report"]) if row.get("report") else None}
+            "errors": json.loads(row["errors"] or "[]"),
+            "report": json.loads(row["report"]) if row.get("report") else None}
 
 
 # The per-key (per-connector) log of seed 002: every request one API key made, newest
