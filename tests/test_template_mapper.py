@@ -164,3 +164,16 @@ def test_a_template_named_without_revision_maps_with_its_current_one():
                 "body": orjson.dumps({"data": {"readings": [{"ts": 1, "soc": 1}]}})}
     outcome = map_template(envelope, lambda k, i, o=None: entities.get((k, i)), lambda v: TABLE)
     assert report(outcome)["templateRevision"] == 3 and report(outcome)["readingsWritten"] == 1
+
+
+def test_the_pinned_revision_is_used_whatever_the_current_one_is():
+    """An update accepted after the request (the edge pinned @1) does not change its mapping."""
+    first = revision(metrics={"moduleSoC": "soc"})
+    current = {**first, "revision": 2, "metrics": {"moduleSoC": "other"}}
+    entities = {("template", first["id"]): current, ("template_revision", f"{first['id']}@1"): first,
+                ("template_revision", f"{first['id']}@2"): current, ("thing", "thg_1"): THING}
+    envelope = {"request_id": "req_1", "org_id": "org_a", "route": "thing_template", "received_at": 1,
+                "thing_id": "thg_1", "template_id": f"{first['id']}@1",
+                "body": orjson.dumps({"data": {"readings": [{"ts": 1, "soc": 5}]}})}
+    outcome = map_template(envelope, lambda k, i, o=None: entities.get((k, i)), lambda v: TABLE)
+    assert report(outcome)["templateRevision"] == 1 and outcome.frames[0]["readings"]["value"] == [5.0]

@@ -170,8 +170,9 @@ def test_a_thing_without_a_type_is_424(api, battery_type, template):
     refused(ingest(api, untyped, template["id"], PAYLOAD), 424, "TYPE_NOT_INITIALIZED")
 
 
-def test_when_the_wait_runs_out_the_ingest_log_holds_the_report(api, template, battery):
-    reply = ingest(api, battery, template["id"], PAYLOAD, Prefer="wait=0.001")
+@pytest.mark.parametrize("prefer", ["respond-async", "wait=0"])
+def test_without_a_wait_the_ingest_log_holds_the_report(api, template, battery, prefer):
+    reply = ingest(api, battery, template["id"], PAYLOAD, Prefer=prefer)
     accepted = ok(reply, 202)
     assert accepted["templateRevision"] == 1 and accepted["requestId"] == reply.headers["X-Request-Id"]
     entry = eventually(lambda: (r := api.get(f"/v2/ingest-log/{accepted['requestId']}")).status_code == 200

@@ -9,8 +9,9 @@ current when it was accepted, whatever update follows. The mapping and every
 rule about records are the processor's (processors/templates.py).
 
 The seed answers with a report, so the route waits for the verdict by default
-(10 s, or `Prefer: wait=N` up to SLUICE_MAX_WAIT_S). If it does not come in time,
-202 with the request id: the ingest log's entry for it holds the same report.
+(10 s, or `Prefer: wait=N` up to SLUICE_MAX_WAIT_S; `Prefer: respond-async` or
+`wait=0` for none). If it does not come in time, 202 with the request id: the
+ingest log's entry for it holds the same report.
 """
 
 from __future__ import annotations
@@ -63,6 +64,16 @@ def check_json(body: bytes) -> None:
         raise SluiceError(400, "INVALID_PAYLOAD", f"body: not valid JSON ({exc})", field="body") from None
 
 
+def _wait(request: Request) -> float | None:
+    """How long to wait for the report: 10 s by default (the seed answers with it), `Prefer:
+    wait=N` (0: not at all), or not at all with `Prefer: respond-async`."""
+    if "respond-async" in request.headers.get("prefer", "").lower():
+        return None
+    max_wait = request.app.state.settings.max_wait_s
+    requested = requested_wait(request, False, max_wait)
+    return min(DEFAULT_WAIT_S, max_wait) if requested is None else requested or None
+
+
 def report_response(verdict: dict) -> JSONResponse:
     """The seed's processing report (200), or the rule's error, as the frames route answers it."""
     if verdict["http_status"] != 200 or not verdict.get("report"):
@@ -91,8 +102,7 @@ async def post_template_data(thing_id: str, template_id: str, request: Request,
     check_rate(request, who)
     body = await request.body()  # producers.limits stops it at the ingest limit, while it streams
     check_json(body)
-    max_wait = request.app.state.settings.max_wait_s
-    wait_s = requested_wait(request, False, max_wait) or min(DEFAULT_WAIT_S, max_wait)
+    wait_s = _wait(request)
     route = "thing_template_preview" if preview_only else "thing_template"
     pinned = revision_id(template_id, template["revision"])  # a later update cannot change this request's mapping
     done = await submit(request, who, Target(route, thing_id=thing_id, template_id=pinned), body, wait_s)
