@@ -108,10 +108,11 @@ class Templates(Store):
         except TemplateCompileError as exc:
             raise SluiceError(400, "INVALID_TEMPLATE", str(exc), field=exc.field, expression=exc.expression,
                               reason=exc.reason) from None
-        for name in spec.metrics:
+        for name, expression in spec.metrics.items():
             if self.view.metric_id_by_name(org_id, name) is None:
-                raise SluiceError(400, "UNKNOWN_METRIC", f"metrics.{name}: expression {spec.metrics[name]!r} feeds "
-                                  f"metric {name!r}, which is not defined in this organization", field=f"metrics.{name}", expression=spec.metrics[name])
+                raise SluiceError(400, "UNKNOWN_METRIC", f"metrics.{name}: expression {expression!r} feeds metric "
+                                  f"{name!r}, which is not defined in this organization", field=f"metrics.{name}",
+                                  expression=expression)
 
     def _write_revision(self, org_id: str, template_id: str, revision: int, spec: TemplateIn,
                         created_at: int) -> dict:

@@ -23,8 +23,8 @@ THING = {"id": "thg_1", "thingTypeVersionId": "tdef_1"}
 
 def revision(template_id: str | None = None, number: int = 1, **changes) -> dict:
     # A fresh id per revision body: compiled revisions are cached by id, as revisions never change.
-    return {"id": template_id or f"tmpl_{secrets.token_hex(4)}", "revision": number, "name": "export", "target": "ThingData",
-            "records": "data.readings", "timestamp": {"path": "ts", "format": "epochMillis"},
+    return {"id": template_id or f"tmpl_{secrets.token_hex(4)}", "revision": number, "name": "export",
+            "target": "ThingData", "records": "data.readings", "timestamp": {"path": "ts", "format": "epochMillis"},
             "metrics": {"moduleSoC": "soc", "status": "state.code"}, **changes}
 
 
