@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from catalog.errors import SluiceError
 from producers.auth import Principal, principal
 from producers.dialects import Dialect
+from producers.openapi import ERROR_REF
 from producers.submit import Target, check_rate, requested_wait, submit
 
 router = APIRouter(prefix="/v1/assets", tags=["assets"])
@@ -60,7 +61,8 @@ STATUSES = {
     401: "unauthorized: no API key, or an invalid or revoked one",
     403: "forbidden: the key lacks the write scope",
     404: "asset_not_found: no such asset, another org's, or one the key's filters do not cover",
-    408: "request_timeout: the headers or body did not arrive in time",
+    408: "REQUEST_TIMEOUT: the headers or body did not arrive in time (the connection layer answers, "
+         "in Sluice's own error shape, before any route)",
     413: "payload_too_large: the body exceeds the ingest limit (`limit`)",
     422: "idempotency_key_reused: the key was used with another body",
     424: "preset_not_installed: machine insights need the org's iso15143-3 preset",
@@ -74,8 +76,8 @@ OPENAPI = {
         "200": {"description": "with a wait preference: ingested", "content": {"application/json": {"schema": REPLY}}},
         "202": {"description": "accepted: durable on Kafka, judged asynchronously",
                 "content": {"application/json": {"schema": REPLY}}},
-        **{str(status): {"description": text, "content": {"application/json": {"schema": ERROR}}}
-           for status, text in STATUSES.items()}},
+        **{str(status): {"description": text, "content": {"application/json": {
+            "schema": ERROR_REF if status == 408 else ERROR}}} for status, text in STATUSES.items()}},
 }
 
 
