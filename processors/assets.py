@@ -1,6 +1,7 @@
-"""The rulebook for asset data (seed 000's Data Ingest API): one asset's machine
-insights, locations and advanced sensors, time-stamped, to one frame batch of
-ordinary readings and locations.
+"""The rulebooks for asset data (seed 000's Data Ingest API): an asset's machine
+insights, locations and advanced sensors, time-stamped, to a frame batch of
+ordinary readings and locations (`asset_data`: one asset; `asset_batch`:
+`{"assets": [{"assetId", …}]}`, one frame batch per asset).
 
     {"machineInsights": [{"time", "name", "value"}],       ISO 15143-3 insights, by name
      "locations":       [{"time", "latitude", "longitude", "accuracyRadius"?}],
@@ -34,50 +35,90 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def asset_data(envelope: dict, lookup: Lookup) -> Outcome:
-    """Validate and normalize one asset_data request; never raises for bad input."""
+    """Validate and normalize one asset_data request (one asset); never raises for bad input."""
+    return _judge(envelope, lookup, batch=False)
+
+
+def asset_batch(envelope: dict, lookup: Lookup) -> Outcome:
+    """Validate and normalize one asset_batch request, `{"assets": [{"assetId", sections…}]}`:
+    one frame batch per asset, judged whole; never raises for bad input."""
+    return _judge(envelope, lookup, batch=True)
+
+
+def _judge(envelope: dict, lookup: Lookup, batch: bool) -> Outcome:
     now = int(time.time() * 1000)
     received = 0
-    org_id, asset_id = envelope["org_id"], envelope.get("thing_id") or ""
+    org_id = envelope["org_id"]
+    latest_allowed = now + MAX_FUTURE_MS
+    names: dict[str, None] = {}  # insertion-ordered set of metric names written
+    batches = []
     try:
-        document = _parse(envelope["body"])
-        received = sum(len(document.get(section) or ()) for section in SECTIONS)
-        asset = lookup("thing", asset_id, org_id)
-        if asset is None:
-            raise Rejection(404, "ASSET_NOT_FOUND", f"asset {brief(asset_id)} not found", field="assetId")
-        columns = _columns()
-        names: dict[str, None] = {}  # insertion-ordered set of metric names written
-        latest_allowed = now + MAX_FUTURE_MS
-        _insights(document.get("machineInsights") or [], org_id, lookup, columns, names, latest_allowed)
-        sensors = _sensor_table(asset, org_id, lookup)
-        _sensors(document.get("advancedSensors") or [], org_id, asset_id, sensors, lookup, columns, names,
-                 latest_allowed)
-        locations = _locations(document.get("locations") or [], latest_allowed)
+        document = _parse(envelope["body"], batch)
+        if batch:
+            assets = [(_asset_id(item, f"assets[{i}]"), item, f"assets[{i}].")
+                      for i, item in enumerate(document["assets"])]
+        else:
+            assets = [(envelope.get("thing_id") or "", document, "")]
+        received = sum(len(item.get(section) or ()) for _, item, _ in assets for section in SECTIONS)
+        for asset_id, item, prefix in assets:
+            asset = lookup("thing", asset_id, org_id)
+            if asset is None:
+                raise Rejection(404, "ASSET_NOT_FOUND", f"asset {brief(asset_id)} not found",
+                                field=f"{prefix}assetId")
+            columns = _columns()
+            _insights(item.get("machineInsights") or [], org_id, lookup, columns, names, latest_allowed, prefix)
+            _sensors(item.get("advancedSensors") or [], org_id, asset_id, _sensor_table(asset, org_id, lookup),
+                     lookup, columns, names, latest_allowed, prefix)
+            locations = _locations(item.get("locations") or [], latest_allowed, prefix)
+            batches.append({"request_id": envelope["request_id"], "org_id": org_id, "thing_id": asset_id,
+                            "type_version_id": asset.get("thingTypeVersionId") or "",
+                            "version": envelope["received_at"],
+                            "frames": sum(len(item.get(section) or ()) for section in SECTIONS),
+                            "readings": columns, "locations": locations})
     except Rejection as rejection:
         return rejected(envelope, rejection, received, now)
-    batch = {"request_id": envelope["request_id"], "org_id": org_id, "thing_id": asset_id,
-             "type_version_id": asset.get("thingTypeVersionId") or "", "version": envelope["received_at"],
-             "frames": received, "readings": columns, "locations": locations}
     verdict = make_verdict(envelope, "ingested", 200, received, received, list(names), [], now)
-    return Outcome([batch], verdict)
+    return Outcome(batches, verdict)
 
 
-def _parse(raw: bytes) -> dict:
+def _parse(raw: bytes, batch: bool) -> dict:
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise Rejection(400, "INVALID_PAYLOAD", f"body is not valid JSON: {exc}", field="body") from None
     if not isinstance(document, dict):
         raise Rejection(400, "INVALID_PAYLOAD", "body must be a JSON object", field="body")
+    if not batch:
+        _check_sections(document, "")
+        return document
+    if set(document) != {"assets"} or not isinstance(document["assets"], list) or not document["assets"]:
+        raise Rejection(400, "INVALID_PAYLOAD", "body must be {\"assets\": [a non-empty array of assets]}",
+                        field="assets")
+    for index, item in enumerate(document["assets"]):
+        if not isinstance(item, dict):
+            raise Rejection(400, "INVALID_PAYLOAD", "an asset's entry must be an object", field=f"assets[{index}]")
+        _check_sections({k: v for k, v in item.items() if k != "assetId"}, f"assets[{index}].")
+    return document
+
+
+def _check_sections(document: dict, prefix: str) -> None:
     if unknown := [key for key in document if key not in SECTIONS]:
-        raise Rejection(400, "INVALID_PAYLOAD", f"unknown field {brief(unknown[0])}; a body has "
-                        f"{', '.join(SECTIONS)}", field=str(unknown[0]))
+        raise Rejection(400, "INVALID_PAYLOAD", f"unknown field {brief(unknown[0])}; an asset's data has "
+                        f"{', '.join(SECTIONS)}", field=f"{prefix}{unknown[0]}")
     for section in SECTIONS:
         if document.get(section) is not None and not isinstance(document[section], list):
-            raise Rejection(400, "INVALID_PAYLOAD", f"{section} must be an array", field=section)
+            raise Rejection(400, "INVALID_PAYLOAD", f"{section} must be an array", field=f"{prefix}{section}")
     if not any(document.get(section) for section in SECTIONS):
         raise Rejection(400, "INVALID_PAYLOAD", f"at least one entry is required in {', '.join(SECTIONS)}",
-                        field="body")
-    return document
+                        field=prefix.rstrip(".") or "body")
+
+
+def _asset_id(item: dict, where: str) -> str:
+    asset_id = item.get("assetId")
+    if not isinstance(asset_id, str) or not asset_id:
+        raise Rejection(400, "INVALID_PAYLOAD", f"assetId must be a non-empty string, got {brief(asset_id)}",
+                        field=f"{where}.assetId")
+    return asset_id
 
 
 def _columns() -> dict[str, list]:
@@ -125,10 +166,11 @@ def _append(columns: dict, ts: int, metric: dict, raw_value: object, what: str, 
     columns["value_string"].append(text)
 
 
-def _insights(entries: list, org_id: str, lookup: Lookup, columns: dict, names: dict, latest_allowed: int) -> None:
+def _insights(entries: list, org_id: str, lookup: Lookup, columns: dict, names: dict, latest_allowed: int,
+              prefix: str) -> None:
     metrics: dict[str, dict] = {}  # canonical name -> metric body, per request
     for index, raw in enumerate(entries):
-        where = f"machineInsights[{index}]"
+        where = f"{prefix}machineInsights[{index}]"
         entry, ts = _entry(raw, where, latest_allowed)
         name = entry.get("name")
         insight = ISO_15143_3.insight(name) if isinstance(name, str) else None
@@ -154,10 +196,10 @@ def _sensor_table(asset: dict, org_id: str, lookup: Lookup) -> frozenset[str]:
 
 
 def _sensors(entries: list, org_id: str, asset_id: str, sensors: frozenset[str], lookup: Lookup, columns: dict,
-             names: dict, latest_allowed: int) -> None:
+             names: dict, latest_allowed: int, prefix: str) -> None:
     found: dict[str, dict] = {}
     for index, raw in enumerate(entries):
-        where = f"advancedSensors[{index}]"
+        where = f"{prefix}advancedSensors[{index}]"
         entry, ts = _entry(raw, where, latest_allowed)
         sensor_id = entry.get("sensorId")
         metric = found.get(sensor_id) if isinstance(sensor_id, str) else None
@@ -172,10 +214,10 @@ def _sensors(entries: list, org_id: str, asset_id: str, sensors: frozenset[str],
         names[metric["name"]] = None
 
 
-def _locations(entries: list, latest_allowed: int) -> list[dict]:
+def _locations(entries: list, latest_allowed: int, prefix: str) -> list[dict]:
     locations = []
     for index, raw in enumerate(entries):
-        where = f"locations[{index}]"
+        where = f"{prefix}locations[{index}]"
         entry, ts = _entry(raw, where, latest_allowed)
         location = _location({k: entry.get(k) for k in ("latitude", "longitude", "accuracyRadius")}, where)
         location["ts"] = ts

@@ -12,7 +12,7 @@ from typing import Callable, Protocol
 
 from catalog.brief import brief
 from catalog.resolution import ResolutionTable
-from processors.assets import asset_data
+from processors.assets import asset_batch, asset_data
 from processors.items import stream_items
 from processors.datasource_records import judge_records
 from processors.normalize import normalize
@@ -45,6 +45,7 @@ RULEBOOKS: dict[str, Rulebook] = {
     "harbor_points": _points,  # seed 003: POST /api/v1/ingest/ingest/{harbor_id}[/batch]
     "datasource_insert": lambda envelope, catalog: judge_records(envelope, catalog.get),  # seed 004
     "asset_data": lambda envelope, catalog: asset_data(envelope, catalog.get),  # seed 000: POST /v1/assets/{id}/data
+    "asset_batch": lambda envelope, catalog: asset_batch(envelope, catalog.get),  # seed 000: POST /v1/assets/data
 }
 
 

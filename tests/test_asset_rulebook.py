@@ -7,7 +7,7 @@ import pytest
 
 import schemas
 from catalog.presets import ISO_15143_3, insight_metric_id, preset_type_id
-from processors.assets import asset_data
+from processors.assets import asset_batch, asset_data
 from processors.rulebooks import judge
 
 ORG, ASSET, VERSION, SENSOR = "org_a", "thg_excavator", "tdef_1", "mdef_hydraulic"
@@ -140,3 +140,41 @@ def test_preset_ids_are_derived_per_org():
     assert insight_metric_id("org_a", "iso15143-3", "FuelUsed") == insight_metric_id("org_a", "iso15143-3", "FuelUsed")
     assert insight_metric_id("org_a", "iso15143-3", "FuelUsed") != insight_metric_id("org_b", "iso15143-3", "FuelUsed")
     assert preset_type_id("org_a", "iso15143-3").startswith("tdefi_")
+
+
+OTHER = "thg_loader"
+
+
+def run_batch(body, entities=None):
+    entities = catalog() if entities is None else entities
+    entities.setdefault(("thing", OTHER), {"id": OTHER, "thingTypeVersionId": None})
+    return asset_batch({**envelope(body), "route": "asset_batch", "thing_id": None},
+                       lambda kind, entity_id, org: entities.get((kind, entity_id)) if org == ORG else None)
+
+
+def test_a_batch_writes_one_frame_batch_per_asset():
+    outcome = run_batch({"assets": [{"assetId": ASSET, **EXAMPLE},
+                                    {"assetId": OTHER, "locations": [{"time": T0, "latitude": 1, "longitude": 2}]}]})
+    assert outcome.verdict["http_status"] == 200 and outcome.verdict["frames_ingested"] == 6
+    first, second = outcome.frames
+    assert (first["thing_id"], second["thing_id"]) == (ASSET, OTHER)
+    assert len(first["readings"]["ts"]) == 4 and first["frames"] == 5
+    assert second["readings"]["ts"] == [] and second["locations"][0]["latitude"] == 1.0
+    assert second["type_version_id"] == ""
+    for batch in outcome.frames:
+        schemas.encode(schemas.FRAME_BATCH, batch)
+
+
+@pytest.mark.parametrize("body,expected", [
+    ({"assets": []}, (400, "INVALID_PAYLOAD", "assets")),
+    ({"assets": [{"locations": [{"time": T0, "latitude": 1, "longitude": 2}]}]},
+     (400, "INVALID_PAYLOAD", "assets[0].assetId")),
+    ({"assets": [{"assetId": ASSET, **EXAMPLE}, {"assetId": "thg_gone", **EXAMPLE}]},
+     (404, "ASSET_NOT_FOUND", "assets[1].assetId")),
+    ({"assets": [{"assetId": ASSET, **EXAMPLE}, {"assetId": OTHER, **EXAMPLE}]},  # OTHER has no type: no sensors
+     (400, "UNKNOWN_SENSOR", "assets[1].advancedSensors[0].sensorId")),
+    ({"assets": [{"assetId": OTHER}]}, (400, "INVALID_PAYLOAD", "assets[0]")),
+])
+def test_a_batch_is_judged_whole_naming_the_asset(body, expected):
+    outcome = run_batch(body)
+    assert error(outcome) == expected and outcome.frames == []

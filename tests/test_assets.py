@@ -120,8 +120,9 @@ def test_the_example_body_lands_as_readings_and_a_location(fleet, api, stack):
     eventually(lambda: rows(api, stack, READINGS % asset) == expected)
     assert rows(api, stack, LOCATIONS % asset) == [[T0, 55.6761, 12.5683, 8.0]]
     latest = fleet.client.get(f"/v2/things/{asset}/latest-event").json()
-    assert latest["metrics"] == {"CumulativeOperatingHours": 1520.5, "EngineRunning": 1.0, "FuelRemaining": 64.0,
+    assert latest["metrics"] == {"CumulativeOperatingHours": 1520.5, "EngineRunning": True, "FuelRemaining": 64.0,
                                  "hydraulicPressure": 182.4}
+    assert latest["metrics"]["EngineRunning"] is True
     units = {r["metric"]: r["unit"] for r in latest["readings"]}
     assert units["CumulativeOperatingHours"] == "h" and units["hydraulicPressure"] == "bar"
 
@@ -198,6 +199,24 @@ def test_an_asset_the_key_cannot_see_is_not_found(fleet, api, stack):
     assert httpx.post(f"{stack.url}/v1/assets/{asset}/data", json=body).status_code == 401
 
 
+def test_a_batch_carries_several_assets(fleet, api, stack):
+    first, second = fleet.asset("Excavator 8"), fleet.asset("Excavator 9")
+    body = {"assets": [{"assetId": first, **example(fleet.sensor)},
+                       {"assetId": second, "machineInsights": [
+                           {"time": "2024-06-20T12:00:00Z", "name": "CumulativeIdleHours", "value": 210}]}]}
+    reply = fleet.client.post("/v1/assets/data", json=body, headers=SYNC)
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {"requestId": reply.headers["X-Request-Id"], "status": "ingested", "assets": 2,
+                            "machineInsights": 4, "locations": 1, "advancedSensors": 1}
+    eventually(lambda: len(rows(api, stack, READINGS % first)) == 4)
+    eventually(lambda: rows(api, stack, READINGS % second) == [["CumulativeIdleHours", T0, 210.0]])
+    assert rows(api, stack, LOCATIONS % first) == [[T0, 55.6761, 12.5683, 8.0]]
+    # one asset the key cannot see refuses the batch at once, naming it
+    body["assets"].append({"assetId": "thg_elsewhere", "locations": [{"time": T0, "latitude": 1, "longitude": 1}]})
+    reply = fleet.client.post("/v1/assets/data", json=body, headers=SYNC)
+    assert reply.status_code == 404 and reply.json()["violations"][0]["field"] == "assets[2].assetId"
+
+
 def test_malformed_bodies_are_answered_at_once(fleet):
     asset = fleet.asset("Truck 9")
     for body in (b'{"locations":', b"[]", b'{"locations": []}', b'{"machineInsights": {}}'):
@@ -205,3 +224,6 @@ def test_malformed_bodies_are_answered_at_once(fleet):
                                   headers={"Content-Type": "application/json"})
         assert reply.status_code == 400 and reply.json()["code"] == "invalid_payload", reply.text
         assert "requestId" not in reply.json()  # the edge answered alone
+    for body in (b'{"assets": []}', b'{"assets": [{"locations": []}]}', b'[]'):
+        reply = fleet.client.post("/v1/assets/data", content=body, headers={"Content-Type": "application/json"})
+        assert reply.status_code == 400 and reply.json()["code"] == "invalid_payload", reply.text
