@@ -7,7 +7,7 @@ ordinary readings and locations (`asset_data`: one asset; `asset_batch`:
      "locations":       [{"time", "latitude", "longitude", "accuracyRadius"?}],
      "advancedSensors": [{"time", "sensorId", "value"}]}   custom metrics, by metric id
 
-A pure function like processors.normalize: the envelope and one catalog lookup
+Pure functions like processors.normalize: the envelope and one catalog lookup
 in, an Outcome out. An insight name resolves to the metric the org's
 `iso15143-3` preset installed (its id is derived from the name, catalog.presets),
 whatever the asset's type; a sensor id must be a metric of the asset's type
@@ -152,12 +152,13 @@ def _time(raw: object, where: str, latest_allowed: int) -> int:
     return ts
 
 
-def _append(columns: dict, ts: int, metric: dict, raw_value: object, what: str, where: str) -> None:
+def _append(columns: dict, ts: int, metric: dict, raw_value: object, where: str) -> None:
     enum = metric.get("enumValues")
     try:
         number, integer, text = coerce(metric["dataType"], raw_value, frozenset(enum) if enum else None)
     except CoercionError as exc:
-        raise Rejection(400, "INVALID_VALUE", f"{what}: value {brief(raw_value)}: {exc}", f"{where}.value") from None
+        raise Rejection(400, "INVALID_VALUE", f"{brief(metric['name'])}: value {brief(raw_value)}: {exc}",
+                        f"{where}.value") from None
     columns["ts"].append(ts)
     columns["metric_id"].append(metric["id"])
     columns["data_type"].append(metric["dataType"])
@@ -184,7 +185,7 @@ def _insights(entries: list, org_id: str, lookup: Lookup, columns: dict, names: 
                 raise Rejection(424, "PRESET_NOT_INSTALLED", f"machine insight {insight.name!r} is not installed "
                                 f"in this org: install the {ISO_15143_3.name} preset first", f"{where}.name")
             metrics[insight.name] = metric
-        _append(columns, ts, metric, entry.get("value"), f"machine insight {insight.name!r}", where)
+        _append(columns, ts, metric, entry.get("value"), where)
         names[insight.name] = None
 
 
@@ -210,7 +211,7 @@ def _sensors(entries: list, org_id: str, asset_id: str, sensors: frozenset[str],
                 raise Rejection(400, "UNKNOWN_SENSOR", f"sensor {brief(sensor_id)} does not exist for asset "
                                 f"{brief(asset_id)}", f"{where}.sensorId")
             found[sensor_id] = metric
-        _append(columns, ts, metric, entry.get("value"), f"sensor {sensor_id!r}", where)
+        _append(columns, ts, metric, entry.get("value"), where)
         names[metric["name"]] = None
 
 
