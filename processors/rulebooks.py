@@ -12,6 +12,7 @@ from typing import Callable, Protocol
 
 from catalog.brief import brief
 from catalog.resolution import ResolutionTable
+from processors.assets import asset_batch, asset_data
 from processors.items import stream_items
 from processors.datasource_records import judge_records
 from processors.normalize import normalize
@@ -48,6 +49,8 @@ RULEBOOKS: dict[str, Rulebook] = {
     "thing_template": lambda envelope, catalog: map_template(envelope, catalog.get, catalog.resolution),
     "thing_template_preview": lambda envelope, catalog: map_template(envelope, catalog.get, catalog.resolution,
                                                                      preview=True),
+    "asset_data": lambda envelope, catalog: asset_data(envelope, catalog.get),  # seed 000: POST /v1/assets/{id}/data
+    "asset_batch": lambda envelope, catalog: asset_batch(envelope, catalog.get),  # seed 000: POST /v1/assets/data
 }
 
 

@@ -7,6 +7,7 @@ catalog write blocks until Kafka and the local view confirm it.
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 
 from catalog.models import MetricDefinitionIn, MetricPatch, ThingTypeIn, ThingTypeVersionIn
 from catalog.service import Catalog
@@ -79,3 +80,14 @@ def get_thing_type_version(type_id: str, version_id: str, request: Request,
                            who: Principal = Depends(principal)) -> dict:
     who.require("read")
     return _catalog(request).thing_type_version(who.org_id, type_id, version_id)
+
+
+@router.post("/presets/{preset}", status_code=201, responses={
+    200: {"description": "already installed: nothing was written (same ids)"}, **errors(404, 409)})
+def install_preset(preset: str, request: Request, who: Principal = Depends(principal)) -> JSONResponse:
+    """Install a standard metric set in the caller's org (`iso15143-3`: the ISO 15143-3 machine
+    insights and the thing type "ISO 15143-3 machine"). Idempotent: 201 when it wrote
+    something, 200 with the same ids when everything was there already."""
+    who.require("write")
+    summary, created = _catalog(request).install_preset(who.org_id, preset)
+    return JSONResponse(summary, status_code=201 if created else 200)

@@ -102,6 +102,12 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _preset(settings: Settings, args: argparse.Namespace) -> int:
+    from sluice.preset import install
+
+    return install(settings, args.name, args.url, args.key)
+
+
 def _topics(settings: Settings, args: argparse.Namespace) -> int:
     from sluice.topics_admin import ensure_topics
 
@@ -131,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--since", metavar="TIME", help="only rejected at or after this ISO 8601 time or epoch ms")
     replay.add_argument("--dry-run", action="store_true", help="count what matches; produce nothing")
     replay.set_defaults(run=_replay)
+    catalog = commands.add_parser("catalog", help="catalog helpers").add_subparsers(dest="catalog", required=True)
+    preset = catalog.add_parser("preset", help="install a standard metric set in an org (iso15143-3)")
+    preset.add_argument("name", help="the preset: iso15143-3 (ISO 15143-3 / AEMP 2.0 machine insights)")
+    preset.add_argument("--url", help="the edge (default http://SLUICE_HTTP_HOST:SLUICE_HTTP_PORT)")
+    preset.add_argument("--key", help="an API key with the write scope: installs in its org "
+                        "(default: the platform-admin key, the default org)")
+    preset.set_defaults(run=_preset)
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -37,13 +37,15 @@ class Dialect:
 @functools.cache
 def registered() -> tuple[Dialect, ...]:
     """Every dialect; adding one is one line here (imported late: dialect modules import this one)."""
+    from producers.dialects import assets  # seed 000: POST /v1/assets/{assetId}/data
     from producers.dialects import datasource  # seed 004: POST /restapi/datasource/insert
     from producers.dialects import frames  # seed 001: POST /v2/thing/{thingId}/data
     from producers.dialects import harbor  # seed 003: POST /api/v1/ingest/ingest/{harbor_id}[/batch]
     from producers.dialects import streams  # seed 002: POST /api/ingest
     from producers.dialects import templates  # seed 001: POST /v2/thing/{thingId}/data/template/{templateId}
 
-    return (frames.DIALECT, streams.DIALECT, harbor.DIALECT, datasource.DIALECT, templates.DIALECT)
+    return (frames.DIALECT, streams.DIALECT, harbor.DIALECT, datasource.DIALECT, templates.DIALECT,
+            assets.DIALECT)
 
 
 def dialect_for(path: str) -> Dialect | None:
