@@ -48,12 +48,14 @@ def test_every_route_keeps_its_openapi_contract(stack, api, tmp_path: Path):
     config.write_text(CONFIG + "\n[parameters]\n" + "".join(f'"path.{k}" = "{v}"\n' for k, v in ids.items()))
     st = shutil.which("st", path=str(Path(sys.executable).parent)) or "st"
     result = subprocess.run(
+        # One worker: hypothesis parses lambdas' source with ast from its worker threads, and
+        # Python 3.11's ast is not safe across threads ("AST constructor recursion depth mismatch").
         [st, "--config-file", str(config), "run", f"{stack.url}/openapi.json", "--checks", "all",
-         "--max-examples", "15", "--seed", "1", "--workers", "2", "--no-color", "--generation-database", "none",
+         "--max-examples", "15", "--seed", "1", "--no-color", "--generation-database", "none",
          "--request-timeout", "20", "-H", f"X-Api-Key: {stack.settings.admin_key}",
          # Ingest answers with the processor's verdict, so frames the schema rejects are seen rejected.
          "-H", "Prefer: wait=5"],
-        capture_output=True, text=True, timeout=150, cwd=tmp_path)
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-12000:] + result.stderr[-3000:]
     # The run exercised every operation the document declares.
     operations = sum(len(ops) for ops in api.get("/openapi.json").json()["paths"].values())
