@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 from chdb import session as chdb_session
 
-from warehouse import arrowconv, ddl, literals
+from warehouse import arrowconv, ddl, literals, migrations
 from warehouse.backend import (
     Column,
     QueryResult,
@@ -58,10 +58,12 @@ class ChdbWarehouse(Warehouse):
                 raise  # else: fine before the first migrate(), which selects it
 
     def migrate(self) -> None:
-        for statement in ddl.statements(self.database):
-            self._run(statement)
+        migrations.apply(self.database, self._run, self._applied_migrations)
         self._run(f"USE {self.database}")
         self._forget_tables()
+
+    def _applied_migrations(self) -> set[int]:
+        return {version for (version,) in self.query(migrations.applied_sql(self.database)).rows}
 
     def insert(self, table: str, columns: Mapping[str, Column], dedup_token: str | None = None) -> None:
         batch = arrowconv.to_arrow_table(table, columns, self.describe(table))
