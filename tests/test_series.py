@@ -121,6 +121,15 @@ def test_rollups_answer_like_raw_for_every_aggregation_even_after_a_resend(wh):
     assert sum(b["value"] for b in got["m_Sum"]) == pytest.approx(expected_sum + (1000.0 if corrected else 0.0))
 
 
+def test_a_replayed_batch_never_reaches_the_rollups(wh):
+    org = _org()
+    batch = readings(org, [{"ts": T0 + i * 1000, "value": 2.0} for i in range(90)])
+    for token in ("b1", "b1", "b1"):  # the sink replays a batch with its token after a crash
+        wh.insert("readings", batch, dedup_token=f"{org}-{token}")
+    stored = wh.query("SELECT sum(n), sum(sum_value) FROM readings_1m WHERE org_id = {org:String}", {"org": org})
+    assert stored.rows == [(90, 180.0)]
+
+
 def test_a_backfill_lands_in_its_event_time_bucket(wh):
     org = _org()
     wh.insert("readings", readings(org, [{"ts": T0 + 2 * HOUR + i * 1000, "value": 1.0} for i in range(10)]))

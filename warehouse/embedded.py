@@ -74,7 +74,9 @@ class ChdbWarehouse(Warehouse):
         # makes "returned" mean "stored" for the sink's offset commit.
         settings = "async_insert = 0"
         if dedup_token is not None:
-            settings += f", insert_deduplication_token = {literals.quote_string(dedup_token)}"
+            # ... and the views' blocks too, so a replayed batch never reaches the rollups.
+            settings += (f", insert_deduplication_token = {literals.quote_string(dedup_token)}"
+                         ", deduplicate_blocks_in_dependent_materialized_views = 1")
         sql = (f"INSERT INTO {self.database}.{ddl.identifier(table)} ({names}) SETTINGS {settings} "
                f"SELECT {names} FROM Python(sluice_insert_batch)")
         # chDB resolves Python(name) by looking `name` up in the calling frames.

@@ -78,6 +78,7 @@ class ServerWarehouse(Warehouse):
         settings: dict[str, Any] = {"async_insert": 0}  # stored before we return
         if dedup_token is not None:
             settings["insert_deduplication_token"] = dedup_token
+            settings["deduplicate_blocks_in_dependent_materialized_views"] = 1
         self._call(self._client.insert_arrow, ddl.identifier(table), batch,
                    database=self.database, settings=settings)
 
