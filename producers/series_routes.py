@@ -87,7 +87,7 @@ def _decode_cursor(cursor: str, order: str) -> tuple[int, str]:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         cursor_order, ts, metric_id = text.split(":", 2)
-        if cursor_order != order:
+        if cursor_order != order or not -1 <= int(ts) <= MAX_MS + 1:
             raise ValueError(order)
         return int(ts), metric_id
     except (ValueError, binascii.Error, UnicodeDecodeError):
