@@ -57,9 +57,11 @@ def _ms(value: str | None, field: str, default: int) -> int:
     return ms
 
 
-def _range(from_: str | None, to: str | None, default_span: int | None) -> tuple[int, int]:
+def _range(from_: str | None, to: str | None, default_span: int | None, step: int = 1) -> tuple[int, int]:
+    """[from, to) in epoch ms; `to` defaults to now rounded up to `step`, `from` to `default_span`
+    before `to` (or 1970)."""
     now = int(time.time() * 1000) + 1
-    end = _ms(to, "to", now)
+    end = _ms(to, "to", -(-now // step) * step)
     start = _ms(from_, "from", 0 if default_span is None else max(0, end - default_span))
     if start >= end:
         raise SluiceError(400, "INVALID_PAYLOAD", "from must be before to", field="from")
@@ -130,7 +132,7 @@ async def get_aggregates(thing_id: str, request: Request, interval: Interval, me
     """Per metric, one value per bucket with readings: the metric's defaultAggregation (or
     `aggregation`) of its deduplicated readings. `source` in the reply says what answered:
     `rollup_1m` / `rollup_1h` when the interval is a multiple of a rollup and from/to lie on
-    its boundaries, else `raw`; both give the same numbers. Default range: the last 100 buckets."""
+    its boundaries, else `raw`; both give the same numbers. Default range: the 100 buckets up to now."""
     thing_for(request, who, thing_id, "read")
     match = _INTERVAL.match(interval)
     if match is None:  # the pattern above already refuses it; this keeps the types honest
@@ -139,7 +141,7 @@ async def get_aggregates(thing_id: str, request: Request, interval: Interval, me
     chosen = _metrics(request, who.org_id, metrics)
     if not chosen:
         raise SluiceError(400, "INVALID_PAYLOAD", "metrics: name at least one metric", field="metrics")
-    start, end = _range(from_, to, 100 * step)
+    start, end = _range(from_, to, 100 * step, step)
     if (end - start) // step > MAX_BUCKETS:
         raise SluiceError(400, "INVALID_PAYLOAD", f"more than {MAX_BUCKETS} buckets: widen the interval or "
                                                   f"narrow the range", field="interval")

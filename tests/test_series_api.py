@@ -76,6 +76,8 @@ def test_history_pages_and_aggregates_from_rollups_and_raw_agree(api, battery):
     off_grid = _get(api, f"/v2/things/{battery}/aggregates", interval="1m", metrics="status", **{
         "from": T0 + 10_000, "to": T0 + HOUR})
     assert off_grid["source"] == "raw"
+    recent = _get(api, f"/v2/things/{battery}/aggregates", interval="1h", metrics="status")  # the last 100 hours
+    assert recent["source"] == "rollup_1h" and recent["to"] % HOUR == 0 and recent["to"] - recent["from"] == 100 * HOUR
     assert _get(api, f"/v2/things/{battery}/aggregates", 400, interval="1m", metrics="nope", **{
         "from": T0, "to": T0 + HOUR})["error"]["details"]["field"] == "metrics"
 
