@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only edge,processor,...]`: run the benchmarks on this
+"""`python -m bench [--quick] [--only edge,processor,...,rollups]`: run the benchmarks on this
 machine against the real local broker and warehouse, print the table, write
 bench/results.json."""
 
@@ -15,7 +15,8 @@ from pathlib import Path
 from bench.common import Context, free_port
 from bench.report import table, write_json
 
-STAGES = ("edge", "processor", "sink", "kafka_engine", "end_to_end")
+STAGES = ("edge", "processor", "sink", "kafka_engine", "end_to_end", "rollups")
+NO_BROKER = {"rollups"}  # stages that need no Kafka broker
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as scratch:
         broker = None
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
-        if not bootstrap:
+        if not bootstrap and set(stages) - NO_BROKER:
             from sluice.local_kafka import LocalKafka
 
             broker = LocalKafka(Path(scratch) / "broker", port=free_port(), heap="1g")

@@ -22,8 +22,8 @@ from catalog.view import CatalogView
 from catalog.writer import CatalogWriter
 from config import Settings
 from producers import (access_routes, admin_routes, datasource_routes, definitions_routes, dialects,
-                       harbor_routes, ingest_log_routes, read_routes, registry_routes, streams_routes,
-                       templates_routes)
+                       harbor_routes, ingest_log_routes, read_routes, registry_routes, series_routes,
+                       streams_routes, templates_routes)
 from producers.limits import BodyLimit
 from producers.openapi import allowed_methods, document
 from producers.rate_limit import RateLimiter
@@ -91,6 +91,7 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
     for dialect in dialects.registered():
         app.include_router(dialect.router)
     app.include_router(read_routes.router)
+    app.include_router(series_routes.router)  # history, aggregates, a place's latest
     app.include_router(ingest_log_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(streams_routes.router)  # seed 002: streams, the per-key log

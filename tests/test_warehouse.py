@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 
 from config import Settings
-from warehouse import ReadOnlyError, Warehouse, WarehouseError, ddl, open_warehouse, queries
+from warehouse import ReadOnlyError, Warehouse, WarehouseError, migrations, open_warehouse, queries
 from warehouse.embedded import ChdbWarehouse
 from warehouse.server import ServerWarehouse
 
@@ -76,7 +76,7 @@ def test_migrate_is_idempotent(wh):
     wh.migrate()
     tables = wh.query("SELECT name FROM system.tables WHERE database = {db:String} ORDER BY name",
                       {"db": wh.database}).rows
-    assert [t for (t,) in tables] == sorted(ddl.TABLES)
+    assert [t for (t,) in tables] == sorted(migrations.TABLES)
     assert wh.describe("readings")["ts"] == "DateTime64(3, 'UTC')"
     engine = wh.query("SELECT engine FROM system.tables WHERE database = {db:String} AND name = 'readings'",
                       {"db": wh.database}).rows

@@ -76,8 +76,8 @@ class Warehouse(abc.ABC):
 
     @abc.abstractmethod
     def migrate(self) -> None:
-        """Create the database and every table if missing (idempotent), then make
-        it the default database. Raises WarehouseError."""
+        """Apply the schema migrations not yet applied (warehouse.migrations; a second
+        call changes nothing), then make the database the default. Raises WarehouseError."""
 
     @abc.abstractmethod
     def insert(self, table: str, columns: Mapping[str, Column], dedup_token: str | None = None) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 from chdb import session as chdb_session
 
-from warehouse import arrowconv, ddl, literals
+from warehouse import arrowconv, ddl, literals, migrations
 from warehouse.backend import (
     Column,
     QueryResult,
@@ -58,10 +58,12 @@ class ChdbWarehouse(Warehouse):
                 raise  # else: fine before the first migrate(), which selects it
 
     def migrate(self) -> None:
-        for statement in ddl.statements(self.database):
-            self._run(statement)
+        migrations.apply(self.database, self._run, self._applied_migrations)
         self._run(f"USE {self.database}")
         self._forget_tables()
+
+    def _applied_migrations(self) -> set[int]:
+        return {version for (version,) in self.query(migrations.applied_sql(self.database)).rows}
 
     def insert(self, table: str, columns: Mapping[str, Column], dedup_token: str | None = None) -> None:
         batch = arrowconv.to_arrow_table(table, columns, self.describe(table))
@@ -72,7 +74,9 @@ class ChdbWarehouse(Warehouse):
         # makes "returned" mean "stored" for the sink's offset commit.
         settings = "async_insert = 0"
         if dedup_token is not None:
-            settings += f", insert_deduplication_token = {literals.quote_string(dedup_token)}"
+            # ... and the views' blocks too, so a replayed batch never reaches the rollups.
+            settings += (f", insert_deduplication_token = {literals.quote_string(dedup_token)}"
+                         ", deduplicate_blocks_in_dependent_materialized_views = 1")
         sql = (f"INSERT INTO {self.database}.{ddl.identifier(table)} ({names}) SETTINGS {settings} "
                f"SELECT {names} FROM Python(sluice_insert_batch)")
         # chDB resolves Python(name) by looking `name` up in the calling frames.

@@ -16,7 +16,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
-from warehouse import arrowconv, ddl
+from warehouse import arrowconv, ddl, migrations
 from warehouse.backend import (
     Column,
     QueryResult,
@@ -67,8 +67,8 @@ class ServerWarehouse(Warehouse):
         self._client.database = self.database
 
     def migrate(self) -> None:
-        for statement in ddl.statements(self.database):
-            self._call(self._client.command, statement, use_database=False)
+        migrations.apply(self.database, lambda sql: self._call(self._client.command, sql, use_database=False),
+                         lambda: {version for (version,) in self.query(migrations.applied_sql(self.database)).rows})
         self._forget_tables()
 
     def insert(self, table: str, columns: Mapping[str, Column], dedup_token: str | None = None) -> None:
@@ -78,6 +78,7 @@ class ServerWarehouse(Warehouse):
         settings: dict[str, Any] = {"async_insert": 0}  # stored before we return
         if dedup_token is not None:
             settings["insert_deduplication_token"] = dedup_token
+            settings["deduplicate_blocks_in_dependent_materialized_views"] = 1
         self._call(self._client.insert_arrow, ddl.identifier(table), batch,
                    database=self.database, settings=settings)
 
