@@ -78,9 +78,16 @@ def _through_edge(settings: Settings, query: str, wire: str) -> Iterator[Iterato
                 except (ValueError, KeyError, TypeError):
                     message = body.decode(errors="replace")
                 raise QueryRefused(message)
-            yield reply.iter_bytes()
+            yield _cut_short_named(reply.iter_bytes())
         finally:
             reply.close()
+
+
+def _cut_short_named(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    try:
+        yield from chunks
+    except httpx.HTTPError as exc:  # the edge hit an error mid-stream and closed the connection
+        raise QueryRefused(f"the result was cut short ({exc}); see the edge's log") from exc
 
 
 def _refusals_named(chunks: Iterator[bytes]) -> Iterator[bytes]:
