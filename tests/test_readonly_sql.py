@@ -53,6 +53,8 @@ REFUSED = [
     ("revoke", "REVOKE SELECT ON *.* FROM default"),
     ("file", "SELECT * FROM file('/etc/hostname', 'LineAsString')"),
     ("file scalar", "SELECT file('/etc/hostname')"),
+    ("file, name quoted", "SELECT `file`('/etc/hostname')"),
+    ("file, name double-quoted and spaced", 'SELECT "file" /* */ (\'/etc/hostname\')'),
     ("url", "SELECT * FROM url('http://127.0.0.1:9/x', 'CSV', 'a String')"),
     ("s3", "SELECT * FROM s3('http://127.0.0.1:9/b/k.csv', 'CSV', 'a String')"),
     ("hdfs", "SELECT * FROM hdfs('hdfs://127.0.0.1:9/x', 'CSV', 'a String')"),

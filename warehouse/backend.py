@@ -155,6 +155,7 @@ class Warehouse(abc.ABC):
             keyword = "SELECT"  # a parenthesized SELECT / UNION is the only statement opening with "("
         if keyword not in ("SELECT", "WITH"):
             raise ReadOnlyError(f"only a single SELECT statement is allowed here, not {keyword or 'nothing'}")
+        check_readonly(canonical)  # the engine's reading of it, checked the same way
         # Top-level clauses start unindented lines of the canonical text.
         if any(line.startswith(("FORMAT ", "INTO OUTFILE ")) for line in canonical.splitlines()):
             raise ReadOnlyError("leave out FORMAT and INTO OUTFILE: results come back as rows")

@@ -81,9 +81,12 @@ def check_readonly(sql: str) -> str:
                             else f"sluice sql runs only SELECT queries, not {head or 'this'}")
     previous = ""
     for i, (kind, text) in enumerate(tokens[:end]):
+        called = i + 1 < end and tokens[i + 1] == ("punct", "(")
+        if kind == "quoted" and called and _unquoted(text).lower() in _OUTSIDE:  # `file`(…) calls file() too
+            raise ReadOnlyError(f"{_unquoted(text)}() reaches outside the warehouse (files, URLs, other servers); "
+                                "sluice sql reads only the warehouse's tables")
         if kind == "word":
             word = text.upper()
-            called = i + 1 < end and tokens[i + 1] == ("punct", "(")
             if called and text.lower() in _OUTSIDE and previous != ".":
                 raise ReadOnlyError(f"{text}() reaches outside the warehouse (files, URLs, other servers); "
                                     "sluice sql reads only the warehouse's tables")
@@ -96,6 +99,12 @@ def check_readonly(sql: str) -> str:
                 raise ReadOnlyError("INTO OUTFILE writes a file; redirect the output instead")
         previous = text
     return sql
+
+
+def _unquoted(text: str) -> str:
+    """A quoted identifier's name: quotes off, doubled or escaped quote characters undone."""
+    quote, body = text[0], text[1:-1] if len(text) > 1 and text[-1] == text[0] else text[1:]
+    return re.sub(r"\\(.)", r"\1", body.replace(quote * 2, quote))
 
 
 def _tokens(sql: str) -> list[tuple[str, str]]:
