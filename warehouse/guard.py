@@ -51,6 +51,7 @@ _OUTSIDE = frozenset(name.lower() for name in (
     "paimonHDFS", "paimonLocal", "arrowFlight", "arrowflight", "ytsaurus", "dictionary", "fuzzJSON",
     "fuzzQuery", "loop", "prometheusQuery", "prometheusQueryRange", "timeSeriesData", "timeSeriesTags",
     "timeSeriesMetrics", "mergeTreeIndex", "mergeTreeProjection", "dataLakeCatalog", "filesystem",
+    "catboostEvaluate", "modelEvaluate",  # load a model from a path
 ))
 
 _READ_HEADS = ("SELECT", "WITH")
