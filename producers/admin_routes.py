@@ -2,7 +2,7 @@
 
 `format` "rows" (the default) answers one JSON document; "csv", "json" (JSON
 lines) and "compact" (JSON lines of arrays, the column names first) stream the
-engine's output as it comes, so a large result is never held whole in the edge.
+engine's output block by block as it comes, so the edge never holds a whole large result.
 """
 
 from __future__ import annotations
