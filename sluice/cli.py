@@ -70,7 +70,13 @@ def _service(name: str):
 def _sql(settings: Settings, args: argparse.Namespace) -> int:
     from sluice.sql import run_sql
 
-    return run_sql(settings, args.query)
+    return run_sql(settings, args.query, args.format)
+
+
+def _plot(settings: Settings, args: argparse.Namespace) -> int:
+    from sluice.plot import run_plot
+
+    return run_plot(settings, args.thing, args.metric, args.since, args.until, args.out)
 
 
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
@@ -129,7 +135,17 @@ def main(argv: list[str] | None = None) -> int:
         commands.add_parser(name, help=text).set_defaults(run=_service(name))
     sql = commands.add_parser("sql", help="run a read-only query against the warehouse")
     sql.add_argument("query")
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                     help="table (default), csv with a header row, or json: one JSON object per line")
     sql.set_defaults(run=_sql)
+    plot = commands.add_parser("plot", help="draw a metric's history as a PNG")
+    plot.add_argument("thing", help="thing id (thg_…) or name")
+    plot.add_argument("metric", help="metric name or id (mdef_…)")
+    plot.add_argument("--from", dest="since", metavar="TIME", required=True,
+                      help="start, ISO 8601 (UTC unless it says otherwise) or epoch ms")
+    plot.add_argument("--to", dest="until", metavar="TIME", required=True, help="end (exclusive), likewise")
+    plot.add_argument("--out", metavar="FILE.png", default=None, help="where to write (default THING-METRIC.png)")
+    plot.set_defaults(run=_plot)
     commands.add_parser("topics", help="create the pipeline's topics").set_defaults(run=_topics)
     replay = commands.add_parser("replay", help="send dead-lettered requests through the pipeline again")
     replay.add_argument("--reason", metavar="CODE", help="only dead letters with this reason (e.g. UNKNOWN_METRIC)")

@@ -18,7 +18,7 @@ import abc
 import dataclasses
 import datetime as dt
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -53,6 +53,9 @@ class WarehouseUnavailable(WarehouseError):
 class ReadOnlyError(WarehouseError):
     """readonly_query was given something other than one SELECT statement."""
 
+
+#: `sluice sql --format` names -> the ClickHouse output format streamed for it.
+STREAM_FORMATS = {"csv": "CSVWithNames", "json": "JSONEachRow", "compact": "JSONCompactEachRowWithNames"}
 
 _CODE = re.compile(r"Code: (\d+)")
 _UNKNOWN_TABLE, _UNKNOWN_DATABASE = 60, 81
@@ -109,10 +112,36 @@ class Warehouse(abc.ABC):
         """Run a user's single SELECT (or WITH ... SELECT) with readonly=1.
 
         Raises ReadOnlyError for anything else (INSERT, DROP, SHOW, several
-        statements, ...) and WarehouseError for a syntax error or when the
-        SELECT tries something readonly forbids (file(), url(), ...).
+        statements, SETTINGS, functions reaching files or URLs, ...) and
+        WarehouseError for a syntax error or when the SELECT tries something
+        readonly forbids.
         """
-        # ClickHouse parses the text itself: formatQuery rejects several
+        return self.query(self._readonly_sql(sql))
+
+    def readonly_stream(self, sql: str, fmt: str) -> Iterator[bytes]:
+        """readonly_query's checks, then the result in ClickHouse output format `fmt`
+        (one of STREAM_FORMATS' values) as chunks of bytes, as the engine produces them.
+
+        The checks run (and raise ReadOnlyError / WarehouseError) before this
+        returns; the engine's own refusals and later failures raise WarehouseError
+        from next(). Close the iterator to stop
+        early. Embedded chDB holds its lock until the iterator is exhausted or
+        closed, so other statements (the in-process sink's inserts) wait meanwhile.
+        """
+        if fmt not in STREAM_FORMATS.values():
+            raise ValueError(f"unknown stream format {fmt!r}")
+        return self._stream(self._readonly_sql(sql, output=True), fmt)
+
+    def _stream(self, sql: str, fmt: str) -> Iterator[bytes]:
+        """The result of `sql` in format `fmt`, chunk by chunk (may block, raises WarehouseError)."""
+        raise NotImplementedError
+
+    def _readonly_sql(self, sql: str, output: bool = False) -> str:
+        """The user's query wrapped to run with readonly=1; raises ReadOnlyError."""
+        from warehouse.guard import check_readonly
+
+        check_readonly(sql)  # our reading of the text: clear refusals, no engine round trip
+        # Then ClickHouse parses the text itself: formatQuery rejects several
         # statements (chDB would otherwise run them all) and gives back one
         # canonical statement without comments, whose first keyword is reliable.
         try:
@@ -126,12 +155,17 @@ class Warehouse(abc.ABC):
             keyword = "SELECT"  # a parenthesized SELECT / UNION is the only statement opening with "("
         if keyword not in ("SELECT", "WITH"):
             raise ReadOnlyError(f"only a single SELECT statement is allowed here, not {keyword or 'nothing'}")
+        check_readonly(canonical)  # the engine's reading of it, checked the same way
         # Top-level clauses start unindented lines of the canonical text.
         if any(line.startswith(("FORMAT ", "INTO OUTFILE ")) for line in canonical.splitlines()):
             raise ReadOnlyError("leave out FORMAT and INTO OUTFILE: results come back as rows")
         # As a subquery it cannot carry FORMAT / INTO OUTFILE, and the outer
-        # SETTINGS makes the whole query readonly (inner SETTINGS cannot undo it).
-        return self.query(f"SELECT * FROM (\n{canonical}\n) SETTINGS readonly = 1")
+        # SETTINGS makes the whole query readonly (inner SETTINGS cannot undo it;
+        # readonly = 1, not 2: 2 lets table functions such as file() through).
+        # Output settings come first: once readonly = 1 applies, none can change.
+        output_settings = ("output_format_json_quote_64bit_integers = 0, "
+                           "output_format_json_quote_denormals = 1, " if output else "")
+        return f"SELECT * FROM (\n{canonical}\n) SETTINGS {output_settings}readonly = 1"
 
     def describe(self, table: str) -> dict[str, str]:
         """Column name -> ClickHouse type of `table`, in table order; cached per table

@@ -11,7 +11,7 @@ may block behind another thread's statement, then for the statement itself.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,37 @@ class ChdbWarehouse(Warehouse):
 
     def command(self, sql: str) -> None:
         self._run(sql)
+
+    def _stream(self, sql: str, fmt: str) -> Iterator[bytes]:
+        # Any other statement on the session ends a streaming query, so the lock
+        # is held from the first chunk to the last (or to close()).
+        with self._lock:
+            if self._session is None:
+                raise WarehouseError("the chDB warehouse is closed")
+            try:
+                stream = self._session.send_query(sql, fmt)
+            except Exception as exc:
+                raise WarehouseError(str(exc).strip(), error_code(str(exc))) from exc
+            header = None  # chDB repeats a WithNames format's header in every chunk: keep the first
+            try:
+                while True:
+                    try:
+                        chunk = stream.fetch()
+                    except Exception as exc:
+                        raise WarehouseError(str(exc).strip(), error_code(str(exc))) from exc
+                    if chunk is None:
+                        return
+                    data = chunk.bytes()
+                    if fmt.endswith("WithNames"):
+                        line = data[:data.find(b"\n") + 1]
+                        if header is None:
+                            header = line
+                        elif line == header:
+                            data = data[len(line):]
+                    if data:
+                        yield data
+            finally:
+                stream.close()
 
     def close(self) -> None:
         with self._lock:

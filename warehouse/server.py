@@ -8,7 +8,7 @@ WarehouseError.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -90,6 +90,17 @@ class ServerWarehouse(Warehouse):
 
     def command(self, sql: str) -> None:
         self._call(self._client.command, sql)
+
+    def _stream(self, sql: str, fmt: str) -> Iterator[bytes]:
+        stream = self._call(self._client.raw_stream, sql, fmt=fmt)
+        try:
+            while True:
+                data = self._call(stream.read, 1 << 16) if hasattr(stream, "read") else next(stream, b"")
+                if not data:
+                    return
+                yield data
+        finally:
+            stream.close()
 
     def close(self) -> None:
         self._client.close()
