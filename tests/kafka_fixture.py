@@ -40,6 +40,20 @@ def free_ports(count: int) -> list[int]:
         return [s.getsockname()[1] for s in socks]
 
 
+def free_http_and_kafka_ports() -> tuple[int, int]:
+    """(an HTTP port, a Kafka port whose next port is free too): the local broker's controller
+    listens on the Kafka port + 1, which a plain pick of free ports does not reserve."""
+    while True:
+        http, kafka = free_ports(2)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", kafka + 1))
+            except OSError:
+                continue
+        if kafka + 1 != http:
+            return http, kafka
+
+
 def docker_available(timeout: float = 5.0) -> bool:
     """True if `docker info` succeeds within ``timeout`` seconds (blocks that long at most)."""
     if shutil.which("docker") is None:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import eventually
-from tests.kafka_fixture import free_ports
+from tests.kafka_fixture import free_http_and_kafka_ports
 
 
 def processes_of(state_dir: Path) -> list[int]:
@@ -56,7 +56,7 @@ class Up:
 
 @pytest.fixture()
 def ports():
-    http, kafka, _ = free_ports(3)  # the broker's controller takes kafka + 1
+    http, kafka = free_http_and_kafka_ports()
     return http, kafka
 
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import eventually, session_settings
-from tests.kafka_fixture import free_ports
+from tests.kafka_fixture import free_http_and_kafka_ports
 from tests.seed import register_battery, register_battery_type
 
 REQUESTS = 150
@@ -134,7 +134,7 @@ def start_stack(settings):
 
 
 def test_broker_sigkill_under_load_heals_without_a_manual_step(tmp_path):
-    http_port, kafka_port, _ = free_ports(3)  # the broker's controller takes kafka_port + 1
+    http_port, kafka_port = free_http_and_kafka_ports()
     # A first restart 10 s after a death keeps the broker away long enough to be a real outage.
     settings = session_settings("", tmp_path, http_port=http_port, local_kafka_port=kafka_port,
                                 processor_batch=10, sink_batch_messages=20, rate_limit=0.0, restart_backoff_s=10.0)
@@ -246,7 +246,7 @@ def test_a_crash_loop_is_given_up_and_reported(tmp_path, caplog):
 def test_sluice_up_exits_non_zero_when_a_child_crash_loops(tmp_path):
     from tests.test_sluice_up import Up, processes_of
 
-    http_port, kafka_port, _ = free_ports(3)
+    http_port, kafka_port = free_http_and_kafka_ports()
     state = tmp_path / "state"
     os.environ.update(SLUICE_CRASH_LOOP_RESTARTS="2", SLUICE_RESTART_BACKOFF_S="0.2")
     try:
