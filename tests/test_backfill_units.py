@@ -1,0 +1,99 @@
+"""The pure parts of `sluice import`: row parsing (three formats, two shapes), batching
+under the body limit, the checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sluice.backfill.batches import body_size, make_batches
+from sluice.backfill.checkpoint import Checkpoint, fingerprint
+from sluice.backfill.rows import BadRow, parse_timestamp, read_chunks, row_readings
+
+T0 = 1718884800000
+
+
+def test_timestamps_epoch_ms_and_iso():
+    assert parse_timestamp(T0) == T0
+    assert parse_timestamp(str(T0)) == T0
+    assert parse_timestamp("2024-06-20T12:00:00Z") == T0
+    assert parse_timestamp("2024-06-20T14:00:00+02:00") == T0
+    assert parse_timestamp("2024-06-20 12:00:00") == T0  # no offset: UTC
+    for bad in ("yesterday", None, "", True):
+        with pytest.raises(BadRow):
+            parse_timestamp(bad)
+
+
+def test_long_and_wide_rows():
+    assert row_readings({"thing_id": "thg_a", "timestamp": T0, "metric": "m", "value": "1.5"}) == [
+        ("thg_a", T0, "m", 1.5)]
+    assert row_readings({"thing_id": "thg_a", "timestamp": T0, "b": "", "a": 2, "c": "x"}) == [
+        ("thg_a", T0, "a", 2), ("thg_a", T0, "c", "x")]
+    for row, reason in (({"timestamp": T0, "m": 1}, "thing_id"), ({"thing_id": "t", "timestamp": T0}, "no metric"),
+                        ({"thing_id": "t", "timestamp": T0, "metric": "m", "value": None}, "value missing"), ([], "object")):
+        with pytest.raises(BadRow, match=reason):
+            row_readings(row)
+
+
+def _write(tmp_path, fmt, rows):
+    path = tmp_path / f"in.{fmt}"
+    if fmt == "ndjson":
+        path.write_bytes(b"".join(orjson.dumps(r) + b"\n" if isinstance(r, dict) else r for r in rows))
+    elif fmt == "csv":
+        path.write_text("thing_id,timestamp,metric,value\n" + "".join(
+            f"{r['thing_id']},{r['timestamp']},{r['metric']},{r['value']}\n" if isinstance(r, dict) else r.decode()
+            for r in rows))
+    else:
+        good = [r for r in rows if isinstance(r, dict)]
+        pq.write_table(pa.Table.from_pylist(good), path)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "csv", "parquet"])
+def test_each_format_parses_and_resumes_at_a_chunk_end(tmp_path, fmt):
+    rows = [{"thing_id": f"thg_{i % 3}", "timestamp": T0 + i, "metric": "m", "value": i} for i in range(10)]
+    if fmt != "parquet":
+        rows.insert(4, b"not a row\n")
+    path = _write(tmp_path, fmt, rows)
+    chunks = list(read_chunks(path, fmt, chunk_values=4))
+    readings = [r for c in chunks for r in c.readings]
+    assert sorted(readings, key=lambda r: r[1]) == [(f"thg_{i % 3}", T0 + i, "m", i) for i in range(10)]
+    if fmt != "parquet":
+        assert [row for c in chunks for row, _ in c.bad] == [5]
+    again = [r for c in read_chunks(path, fmt, 4, start=chunks[1].start) for r in c.readings]
+    assert again == [r for c in chunks[1:] for r in c.readings]
+
+
+def test_batches_group_per_thing_and_stay_under_the_limit():
+    readings = [(f"thg_{i % 7}", T0 + (i * 7919) % 5000, f"m{i % 10}", i * 1.5) for i in range(20000)]
+    batches, too_large = make_batches(readings, 20_000, "k")
+    assert not too_large
+    assert all(len(b.body) <= 20_000 and len(b.body) == body_size(list(b.frames)) for b in batches)
+    assert sum(b.values for b in batches) == len({(t, ts, m) for t, ts, m, _ in readings})
+    for b in batches:
+        frames = orjson.loads(b.body)["frames"]
+        assert [f["timestamp"] for f in frames] == sorted(f["timestamp"] for f in frames)
+    assert len({b.key for b in batches}) == len(batches)
+    assert make_batches(readings, 20_000, "k")[0] == batches  # deterministic: the same keys name the same bodies
+    half, other = batches[0].halves()
+    assert half.frames + other.frames == batches[0].frames and half.key != other.key
+
+
+def test_checkpoint_round_trip_and_refuses_another_file(tmp_path):
+    data = tmp_path / "in.ndjson"
+    data.write_text('{"a": 1}\n')
+    print_ = fingerprint(data, "ndjson", 10)
+    assert fingerprint(data, "ndjson", 11) != print_
+    point = Checkpoint.load(Checkpoint.for_file(data), print_)
+    point.position, point.rows, point.acknowledged = 42, 3, {"k-1"}
+    point.add("accepted", 10)
+    point.save()
+    again = Checkpoint.load(point.path, print_)
+    assert (again.position, again.rows, again.acknowledged, again.totals) == (42, 3, {"k-1"}, {"accepted": 10})
+    assert json.loads(point.path.read_text())["fingerprint"] == print_
+    with pytest.raises(ValueError, match="restart"):
+        Checkpoint.load(point.path, "other")
