@@ -63,7 +63,7 @@ def test_each_format_parses_and_resumes_at_a_chunk_end(tmp_path, fmt):
     readings = [r for c in chunks for r in c.readings]
     assert sorted(readings, key=lambda r: r[1]) == [(f"thg_{i % 3}", T0 + i, "m", i) for i in range(10)]
     if fmt != "parquet":
-        assert [row for c in chunks for row, _ in c.bad] == [5]
+        assert [row for c in chunks for row, _ in c.bad] == [5 if fmt == "ndjson" else 6]  # a line number
     again = [r for c in read_chunks(path, fmt, 4, start=chunks[1].start) for r in c.readings]
     assert again == [r for c in chunks[1:] for r in c.readings]
 

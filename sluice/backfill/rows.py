@@ -8,7 +8,7 @@ Two row shapes, told apart per row by its columns:
 A chunk ends at a row boundary once it holds `chunk_values` readings; its `end` is
 where the next chunk starts (a byte offset for NDJSON and CSV, a row number for
 Parquet), so a checkpoint can resume there. Bad rows are counted with their reason
-and row number; they never stop the import. Reading blocks on the file only.
+and number (the line for NDJSON and CSV, the row from 1 for Parquet); they never stop the import. Reading blocks on the file only.
 """
 
 from __future__ import annotations
@@ -141,6 +141,7 @@ def _line_chunks(path: Path, fmt: str, chunk_values: int, start: int, first_row:
             first = handle.readline()
             header = [h.strip() for h in next(csv.reader([first.decode("utf-8-sig")]))]
             start = max(start, handle.tell())
+            row_number += 1  # bad rows are named by their line number, the header's included
         handle.seek(start)
         chunk = Chunk(start, start)
         position = start
