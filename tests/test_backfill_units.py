@@ -12,7 +12,7 @@ import pytest
 
 from sluice.backfill.batches import body_size, make_batches
 from sluice.backfill.checkpoint import Checkpoint, fingerprint
-from sluice.backfill.rows import BadRow, parse_timestamp, read_chunks, row_readings
+from sluice.backfill.rows import BadRow, parse_timestamp, read_chunks, row_frame
 
 T0 = 1718884800000
 
@@ -29,14 +29,14 @@ def test_timestamps_epoch_ms_and_iso():
 
 
 def test_long_and_wide_rows():
-    assert row_readings({"thing_id": "thg_a", "timestamp": T0, "metric": "m", "value": "1.5"}) == [
-        ("thg_a", T0, "m", 1.5)]
-    assert row_readings({"thing_id": "thg_a", "timestamp": T0, "b": "", "a": 2, "c": "x"}) == [
-        ("thg_a", T0, "a", 2), ("thg_a", T0, "c", "x")]
+    assert row_frame({"thing_id": "thg_a", "timestamp": T0, "metric": "m", "value": "1.5"}) == (
+        "thg_a", T0, {"m": 1.5})
+    assert row_frame({"thing_id": "thg_a", "timestamp": T0, "b": "", "a": 2, "c": "x"}) == (
+        "thg_a", T0, {"a": 2, "c": "x"})
     for row, reason in (({"timestamp": T0, "m": 1}, "thing_id"), ({"thing_id": "t", "timestamp": T0}, "no metric"),
                         ({"thing_id": "t", "timestamp": T0, "metric": "m", "value": None}, "value missing"), ([], "object")):
         with pytest.raises(BadRow, match=reason):
-            row_readings(row)
+            row_frame(row)
 
 
 def _write(tmp_path, fmt, rows):
@@ -60,25 +60,27 @@ def test_each_format_parses_and_resumes_at_a_chunk_end(tmp_path, fmt):
         rows.insert(4, b"not a row\n")
     path = _write(tmp_path, fmt, rows)
     chunks = list(read_chunks(path, fmt, chunk_values=4))
-    readings = [r for c in chunks for r in c.readings]
-    assert sorted(readings, key=lambda r: r[1]) == [(f"thg_{i % 3}", T0 + i, "m", i) for i in range(10)]
+    frames = [f for c in chunks for f in c.frames]
+    assert sorted(frames, key=lambda f: f[1]) == [(f"thg_{i % 3}", T0 + i, {"m": i}) for i in range(10)]
+    assert all(c.values >= 4 for c in chunks[:-1])
     if fmt != "parquet":
         assert [row for c in chunks for row, _ in c.bad] == [5 if fmt == "ndjson" else 6]  # a line number
-    again = [r for c in read_chunks(path, fmt, 4, start=chunks[1].start) for r in c.readings]
-    assert again == [r for c in chunks[1:] for r in c.readings]
+    again = [f for c in read_chunks(path, fmt, 4, start=chunks[1].start) for f in c.frames]
+    assert again == [f for c in chunks[1:] for f in c.frames]
 
 
 def test_batches_group_per_thing_and_stay_under_the_limit():
     readings = [(f"thg_{i % 7}", T0 + (i * 7919) % 5000, f"m{i % 10}", i * 1.5) for i in range(20000)]
-    batches, too_large = make_batches(readings, 20_000, "k")
+    frames = [(thing, ts, {metric: value}) for thing, ts, metric, value in readings]  # long rows, out of order
+    batches, too_large = make_batches(frames, 20_000, "k")
     assert not too_large
     assert all(len(b.body) <= 20_000 and len(b.body) == body_size(list(b.frames)) for b in batches)
     assert sum(b.values for b in batches) == len({(t, ts, m) for t, ts, m, _ in readings})
     for b in batches:
-        frames = orjson.loads(b.body)["frames"]
-        assert [f["timestamp"] for f in frames] == sorted(f["timestamp"] for f in frames)
+        sent = orjson.loads(b.body)["frames"]
+        assert [f["timestamp"] for f in sent] == sorted(f["timestamp"] for f in sent)
     assert len({b.key for b in batches}) == len(batches)
-    assert make_batches(readings, 20_000, "k")[0] == batches  # deterministic: the same keys name the same bodies
+    assert make_batches(frames, 20_000, "k")[0] == batches  # deterministic: the same keys name the same bodies
     half, other = batches[0].halves()
     assert half.frames + other.frames == batches[0].frames and half.key != other.key
 

@@ -1,8 +1,8 @@
-"""A chunk's readings → frames bodies for `POST /v2/thing/{id}/data`, each under the body limit.
+"""A chunk's frames → frames bodies for `POST /v2/thing/{id}/data`, each under the body limit.
 
-Readings are grouped per thing and per event time into frames (one frame per
-timestamp, its metrics together), sorted by time, and packed greedily into bodies
-of at most `max_body` bytes. The packing depends only on the readings and the
+Frames are grouped per thing and merged per event time (one frame per
+timestamp, its metrics together; a later row's value wins), sorted by time, and packed greedily into bodies
+of at most `max_body` bytes. The packing depends only on the frames and the
 limit, so the same chunk always gives the same batches: what makes a batch's
 Idempotency-Key (file fingerprint + position + number) name the same body on a re-send.
 Pure and synchronous.
@@ -19,7 +19,7 @@ _OPEN, _CLOSE = b'{"frames":[', b"]}"
 
 @dataclasses.dataclass(frozen=True)
 class Batch:
-    """One request: a thing's frames (each encoded), its readings count, its Idempotency-Key."""
+    """One request: a thing's frames (each encoded), its values count, its Idempotency-Key."""
 
     key: str
     thing_id: str
@@ -45,12 +45,16 @@ def body_size(frames: list[bytes]) -> int:
     return len(_OPEN) + sum(len(f) for f in frames) + max(0, len(frames) - 1) + len(_CLOSE)
 
 
-def make_batches(readings: list[tuple[str, int, str, object]], max_body: int, key_prefix: str,
+def make_batches(frames_in: list[tuple[str, int, dict]], max_body: int, key_prefix: str,
                  ) -> tuple[list[Batch], list[tuple[str, int, str]]]:
     """(batches numbered in order under `key_prefix`-n, frames too large for any body: (thing, ts, reason))."""
     things: dict[str, dict[int, dict[str, object]]] = {}
-    for thing, ts, metric, value in readings:
-        things.setdefault(thing, {}).setdefault(ts, {})[metric] = value  # a later row wins, as in the table
+    for thing, ts, metrics in frames_in:
+        at = things.setdefault(thing, {})
+        if ts in at:
+            at[ts] = {**at[ts], **metrics}  # a later row wins, as in the table
+        else:
+            at[ts] = metrics
     batches: list[Batch] = []
     too_large: list[tuple[str, int, str]] = []
     for thing in sorted(things):

@@ -1,9 +1,10 @@
 """The import: read a chunk, batch it, send its batches (at most `concurrency` in flight),
 checkpoint each acknowledged batch, move on; a progress bar meanwhile, a summary at the end.
 
-Chunks are sent one after another, so the checkpoint's position only moves past a
-chunk once all its batches have a verdict; a rerun starts at that chunk and skips
-the batches it lists as acknowledged. A batch that was in flight when the import
+The next chunk is read and batched while the current one is sent (two chunks in
+memory at most). The checkpoint's position moves past a chunk only once all its
+batches have a verdict; a rerun starts at that chunk and skips the batches it lists
+as acknowledged (of that chunk and the next). A batch that was in flight when the import
 died is sent again under the same Idempotency-Key: the processor recognises the
 repeat (within 24 h) and answers its first verdict, and readings keyed by
 (thing, metric, event time) make even a later re-send overwrite, not duplicate.
@@ -85,37 +86,46 @@ def run_import(path: Path, options: ImportOptions) -> Summary:
                       limits=httpx.Limits(max_connections=options.concurrency)) as client, \
             ThreadPoolExecutor(options.concurrency, thread_name_prefix="import") as pool, bar:
         sender = Sender(client, options.wait_s, stop=stop)
+
+        def acknowledge(batch, outcome: Outcome) -> None:
+            with lock:
+                _count(checkpoint, batch.values, outcome)
+                checkpoint.acknowledged.add(batch.key)
+                checkpoint.save()
+            bar.advance(outcome.accepted)
+
+        def finish(chunk, futures) -> None:
+            """Wait for a chunk's batches; then move the checkpoint past it."""
+            done, not_done = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = next((f.exception() for f in done if f.exception()), None)
+            if failed:
+                stop.set()
+                wait(not_done)
+                raise failed
+            with lock:
+                checkpoint.add("rows", chunk.rows)
+                checkpoint.add("bad_rows", len(chunk.bad))
+                checkpoint.position, checkpoint.rows = chunk.end, checkpoint.rows + chunk.rows
+                prefix = f"{_prefix(identity, chunk.start)}-"
+                checkpoint.acknowledged = {k for k in checkpoint.acknowledged if not k.startswith(prefix)}
+                checkpoint.save()
+            bar.move(chunk.end)
+
         if not checkpoint.complete:
+            in_flight = None  # (chunk, futures): one chunk is sent while the next is read and batched
             try:
                 for chunk in rowsmod.read_chunks(path, options.fmt, options.chunk_values, checkpoint.position,
                                                  checkpoint.rows):
-                    batches, too_large = make_batches(chunk.readings, options.max_body,
-                                                      f"import-{identity}-{chunk.start}")
+                    batches, too_large = make_batches(chunk.frames, options.max_body,
+                                                      _prefix(identity, chunk.start))
                     bad = chunk.bad + [(0, f"{thing} at {ts}: {why}") for thing, ts, why in too_large]
-                    examples.extend(bad[:BAD_ROW_EXAMPLES - len(examples)])
+                    examples.extend(bad[:max(0, BAD_ROW_EXAMPLES - len(examples))])
                     todo = [b for b in batches if b.key not in checkpoint.acknowledged]
-
-                    def acknowledge(batch, outcome: Outcome) -> None:
-                        with lock:
-                            _count(checkpoint, batch.values, outcome)
-                            checkpoint.acknowledged.add(batch.key)
-                            checkpoint.save()
-                        bar.advance(outcome.accepted)
-
-                    futures = [pool.submit(lambda b=b: acknowledge(b, sender.send(b))) for b in todo]
-                    done, not_done = wait(futures, return_when=FIRST_EXCEPTION)
-                    failed = next((f.exception() for f in done if f.exception()), None)
-                    if failed:
-                        stop.set()
-                        wait(not_done)
-                        raise failed
-                    with lock:
-                        checkpoint.add("rows", chunk.rows)
-                        checkpoint.add("bad_rows", len(chunk.bad))
-                        checkpoint.position, checkpoint.rows = chunk.end, checkpoint.rows + chunk.rows
-                        checkpoint.acknowledged = set()
-                        checkpoint.save()
-                    bar.move(chunk.end)
+                    if in_flight is not None:
+                        finish(*in_flight)  # bounds memory to two chunks, and keeps the checkpoint in order
+                    in_flight = chunk, [pool.submit(lambda b=b: acknowledge(b, sender.send(b))) for b in todo]
+                if in_flight is not None:
+                    finish(*in_flight)
             except KeyboardInterrupt:
                 stop.set()
                 raise
@@ -123,6 +133,11 @@ def run_import(path: Path, options: ImportOptions) -> Summary:
             checkpoint.save()
     totals = dict(checkpoint.totals, values_sent_now=bar.values)
     return Summary(time.monotonic() - started, totals, checkpoint.reasons, examples, resumed_at)
+
+
+def _prefix(identity: str, position: int) -> str:
+    """Batch keys of the chunk starting at `position`: `import-<fingerprint>-<position>-<n>`."""
+    return f"import-{identity}-{position}"
 
 
 def _count(checkpoint: Checkpoint, values: int, outcome: Outcome) -> None:

@@ -1,11 +1,11 @@
-"""Rows of an import file → readings, one chunk at a time.
+"""Rows of an import file → frames (a thing, an event time, its metric values), one chunk at a time.
 
 Two row shapes, told apart per row by its columns:
 - long: `thing_id, timestamp, metric, value` (one reading per row);
 - wide: `thing_id, timestamp` and one column per metric (empty cells are no reading).
 `timestamp` is epoch milliseconds or ISO 8601 (without an offset: UTC).
 
-A chunk ends at a row boundary once it holds `chunk_values` readings; its `end` is
+A chunk ends at a row boundary once it holds `chunk_values` values; its `end` is
 where the next chunk starts (a byte offset for NDJSON and CSV, a row number for
 Parquet), so a checkpoint can resume there. Bad rows are counted with their reason
 and number (the line for NDJSON and CSV, the row from 1 for Parquet); they never stop the import. Reading blocks on the file only.
@@ -28,18 +28,23 @@ _LONG = {"metric", "value"}
 
 
 class BadRow(ValueError):
-    """A row that cannot become readings; its message is the reason."""
+    """A row that cannot become a frame; its message is the reason."""
 
 
 @dataclasses.dataclass
 class Chunk:
-    """Readings of consecutive rows: (thing_id, ts_ms, metric, value), and the rows that were bad."""
+    """Frames of consecutive rows: (thing_id, ts_ms, {metric: value}), and the rows that were bad."""
 
     start: int
     end: int
-    readings: list[tuple[str, int, str, object]] = dataclasses.field(default_factory=list)
+    frames: list[tuple[str, int, dict]] = dataclasses.field(default_factory=list)
     bad: list[tuple[int, str]] = dataclasses.field(default_factory=list)  # (row number, reason)
     rows: int = 0
+    values: int = 0
+
+    def add(self, frame: tuple[str, int, dict]) -> None:
+        self.frames.append(frame)
+        self.values += len(frame[2])
 
 
 def detect_format(path: Path) -> str:
@@ -92,8 +97,8 @@ def scalar(value: object) -> object:
     return value
 
 
-def row_readings(row: dict) -> list[tuple[str, int, str, object]]:
-    """The readings of one row (long or wide shape); raises BadRow with the reason."""
+def row_frame(row: dict) -> tuple[str, int, dict]:
+    """One row (long or wide shape) as (thing_id, ts_ms, {metric: value}); raises BadRow with the reason."""
     if not isinstance(row, dict):
         raise BadRow("not an object")
     thing = row.get("thing_id")
@@ -107,12 +112,11 @@ def row_readings(row: dict) -> list[tuple[str, int, str, object]]:
             raise BadRow("metric missing")
         if value is None:
             raise BadRow(f"value missing for {metric}")
-        return [(thing, ts, metric, value)]
-    out = [(thing, ts, name, value) for name in others if (value := scalar(row[name])) is not None]
-    if not out:
+        return thing, ts, {metric: value}
+    metrics = {name: value for name in sorted(others) if (value := scalar(row[name])) is not None}
+    if not metrics:  # (sorted: the same file gives the same bodies, whatever the column order)
         raise BadRow("no metric values")
-    out.sort(key=lambda r: r[2])  # the same file gives the same bodies, whatever the dict order
-    return out
+    return thing, ts, metrics
 
 
 def read_chunks(path: Path, fmt: str, chunk_values: int, start: int = 0, first_row: int = 0) -> Iterator[Chunk]:
@@ -160,12 +164,12 @@ def _line_chunks(path: Path, fmt: str, chunk_values: int, start: int, first_row:
                         if len(cells) != len(header):
                             raise BadRow(f"{len(cells)} cells for {len(header)} columns")
                         row = dict(zip(header, cells))
-                    chunk.readings.extend(row_readings(row))
+                    chunk.add(row_frame(row))
                 except (BadRow, UnicodeDecodeError) as exc:
                     chunk.bad.append((row_number, str(exc)))
             chunk.rows += 1
             chunk.end = position
-            if len(chunk.readings) >= chunk_values:
+            if chunk.values >= chunk_values:
                 yield chunk
                 chunk = Chunk(position, position)
         if chunk.rows:
@@ -176,6 +180,8 @@ def _parquet_chunks(path: Path, chunk_values: int, start: int) -> Iterator[Chunk
     import pyarrow.parquet as pq
 
     source = pq.ParquetFile(path)
+    names = source.schema_arrow.names
+    wide = sorted(set(names) - _KEYS) if set(names) - _KEYS != _LONG and _KEYS <= set(names) else None
     row = 0
     chunk = Chunk(start, start)
     for batch in source.iter_batches(batch_size=4096):
@@ -183,18 +189,26 @@ def _parquet_chunks(path: Path, chunk_values: int, start: int) -> Iterator[Chunk
             row += batch.num_rows
             continue
         columns = batch.to_pydict()
-        names = list(columns)
-        for values in zip(*columns.values()):
+        if wide is not None:  # the common case, without a dict per row: thing, ts, then the metric columns
+            cells = zip(columns["thing_id"], columns["timestamp"], *(columns[n] for n in wide))
+        for values in (cells if wide is not None else zip(*columns.values())):
             row += 1
             if row <= start:
                 continue
             try:
-                chunk.readings.extend(row_readings(dict(zip(names, values))))
+                if wide is not None:
+                    thing, ts = values[0], values[1]
+                    metrics = {n: v for n, v in zip(wide, values[2:]) if v is not None and v == v}  # NaN: none
+                    if not (type(ts) is int and isinstance(thing, str) and thing and metrics):
+                        thing, ts, metrics = row_frame(dict(zip(("thing_id", "timestamp", *wide), values)))
+                    chunk.add((thing, ts, metrics))
+                else:
+                    chunk.add(row_frame(dict(zip(names, values))))
             except BadRow as exc:
                 chunk.bad.append((row, str(exc)))
             chunk.rows += 1
             chunk.end = row
-            if len(chunk.readings) >= chunk_values:
+            if chunk.values >= chunk_values:
                 yield chunk
                 chunk = Chunk(row, row)
     if chunk.rows:
