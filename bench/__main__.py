@@ -15,7 +15,7 @@ from pathlib import Path
 from bench.common import Context, free_port
 from bench.report import table, write_json
 
-STAGES = ("edge", "processor", "sink", "kafka_engine", "end_to_end")
+STAGES = ("edge", "processor", "sink", "kafka_engine", "end_to_end", "backfill")
 
 
 def main(argv: list[str] | None = None) -> int:
