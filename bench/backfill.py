@@ -4,9 +4,11 @@ One stack (edge with the embedded sink, processor; rate limit off) and 100 thing
 10 Double metrics. Each run writes a wide Parquet file (one row per thing and
 timestamp, one column per metric; 1,000 timestamps per thing: 1,000,000 values),
 rows shuffled so event time and things are interleaved, in an event-time slot of its
-own. The clock runs from the start of the import (fingerprint, read, batch, send with
-the defaults: 4 batches in flight, 500,000-value chunks) until every value is
+own. The clock runs from the start of the import (fingerprint, read, batch, send:
+500,000-value chunks, 4 batches in flight (the default), then 8) until every value is
 queryable (uniqExact over the slot, polled every 0.25 s through the admin SQL).
+Meanwhile a live device sends a 1-value sync request every 100 ms: its p99 reply time
+during the import, against the same with no import running, is the cost to live ingest.
 
 Baseline: the same rows, prebuilt as Arrow readings columns before the clock starts,
 inserted straight into a readings table of a fresh chDB (`--child direct`, its own
@@ -20,65 +22,127 @@ import argparse
 import json
 import random
 import sys
+import threading
 import time
 from pathlib import Path
 
+import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench import fixtures as fx
 from bench.common import Context, Row, Stat
+from bench.loadgen import percentile
 from bench.stack_setup import METRICS, BenchStack
 from config import Settings
 
 THINGS = 100
 SLOT_MS = 86_400_000
 DIRECT_ROWS_PER_INSERT = 100_000
+CONCURRENCY = (4, 8)  # the default, and twice it
+LIVE_EVERY_S = 0.1
 
 
 def run(ctx: Context) -> list[Row]:
-    from sluice.backfill.importer import ImportOptions, run_import
-
     timestamps = ctx.scale(1000, 100)
     values = THINGS * METRICS * timestamps
-    imported, client_only, direct = [], [], []
+    direct: list[float] = []
+    figures: dict[int, tuple[list[float], list[float], list[float]]] = {}
+    slot = 0
     with BenchStack(ctx, "backfill") as bench:
         fleet = bench.register(things=THINGS)
-        for i in range(ctx.runs):
-            base = fx.TS_BASE - (i + 1) * SLOT_MS  # a slot of its own per run, in the past
-            path = Path(ctx.scratch) / f"backfill-{i}.parquet"
-            write_file(path, fleet.thing_ids, base, timestamps)
-            options = ImportOptions(url=bench.url, key=bench.key, fmt="parquet", progress=False,
-                                    max_body=bench.settings.max_body_bytes - 4096)
-            start = time.perf_counter()
-            summary = run_import(path, options)
-            client_only.append(values / (time.perf_counter() - start))
-            if summary.totals.get("accepted", 0) != values:
-                raise RuntimeError(f"import accepted {summary.totals} of {values} values")
-            query = (f"SELECT uniqExact(thing_id, metric_id, ts) FROM {bench.settings.database}.readings "
-                     f"WHERE ts >= fromUnixTimestamp64Milli(toInt64({base}), 'UTC') "
-                     f"AND ts < fromUnixTimestamp64Milli(toInt64({base + SLOT_MS}), 'UTC')")
-            deadline = time.monotonic() + 120
-            while bench.sql(query)[0][0] < values:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"only {bench.sql(query)[0][0]} of {values} values visible after 120 s")
-                time.sleep(0.25)
-            imported.append(values / (time.perf_counter() - start))
-            result = _direct(ctx, path, fleet.metric_ids)
-            direct.append(result["rows"] / result["seconds"])
-            fx.log(f"backfill run {i + 1}: import {imported[-1]:,.0f} values/s landed "
-                   f"({client_only[-1]:,.0f} values/s acknowledged, {summary.totals['requests']} requests); "
-                   f"direct insert {direct[-1]:,.0f} rows/s")
+        idle = _live_latencies(bench, fleet.thing_ids[0], 3.0)
+        for concurrency in CONCURRENCY:
+            landed, acknowledged, live = figures.setdefault(concurrency, ([], [], []))
+            for i in range(ctx.runs):
+                slot += 1
+                base = fx.TS_BASE - slot * SLOT_MS  # a slot of its own per run, in the past
+                path = Path(ctx.scratch) / f"backfill-{slot}.parquet"
+                write_file(path, fleet.thing_ids, base, timestamps)
+                seconds, ack_seconds, requests, latencies = _import(bench, path, base, values, concurrency,
+                                                                    fleet.thing_ids[0])
+                landed.append(values / seconds)
+                acknowledged.append(values / ack_seconds)
+                live.append(percentile(latencies, 99))
+                line = (f"backfill run {i + 1}, {concurrency} in flight: {landed[-1]:,.0f} values/s landed "
+                        f"({acknowledged[-1]:,.0f} values/s acknowledged, {requests} requests); live sync p99 "
+                        f"{live[-1]:.0f} ms (idle {percentile(idle, 99):.0f} ms)")
+                if concurrency == CONCURRENCY[0]:
+                    result = _direct(ctx, path, fleet.metric_ids)
+                    direct.append(result["rows"] / result["seconds"])
+                    line += f"; direct insert {direct[-1]:,.0f} rows/s"
+                fx.log(line)
         bench.check_alive()
     note = f"{values:,} values, {THINGS} things × {METRICS} metrics, rows shuffled"
-    return [
-        Row("backfill.direct_insert_rows_per_s", "backfill baseline: bulk insert of the same rows, prebuilt",
-            "rows/s", Stat.of(direct), note=f"{DIRECT_ROWS_PER_INSERT:,} rows per insert"),
-        Row("backfill.values_per_s", "backfill: sluice import Parquet → landed in readings", "values/s",
-            Stat.of(imported), baseline="backfill.direct_insert_rows_per_s", note=note),
-        Row("backfill.acknowledged_values_per_s", "backfill: sluice import, until every verdict", "values/s",
-            Stat.of(client_only), note="the client's own view; landing follows within a sink batch"),
-    ]
+    rows = [Row("backfill.direct_insert_rows_per_s", "backfill baseline: bulk insert of the same rows, prebuilt",
+                "rows/s", Stat.of(direct), note=f"{DIRECT_ROWS_PER_INSERT:,} rows per insert"),
+            Row("backfill.live_sync_p99_ms.idle", "backfill: live sync reply p99, no import running", "ms",
+                Stat.of([percentile(idle, 99)]), lower_is_better=True, note=f"{LIVE_EVERY_S * 1000:.0f} ms apart")]
+    for concurrency, (landed, acknowledged, live) in figures.items():
+        suffix = "" if concurrency == CONCURRENCY[0] else f".c{concurrency}"
+        rows += [
+            Row(f"backfill.values_per_s{suffix}", f"backfill: sluice import → landed ({concurrency} in flight)",
+                "values/s", Stat.of(landed), baseline="backfill.direct_insert_rows_per_s", note=note),
+            Row(f"backfill.acknowledged_values_per_s{suffix}",
+                f"backfill: sluice import, every verdict in ({concurrency} in flight)", "values/s",
+                Stat.of(acknowledged), note="the client's view; rows land within a sink batch after"),
+            Row(f"backfill.live_sync_p99_ms{suffix}", f"backfill: live sync reply p99 during it ({concurrency})",
+                "ms", Stat.of(live), lower_is_better=True, baseline="backfill.live_sync_p99_ms.idle",
+                note="1 frame × 1 metric, Prefer: wait=10, to one of the things"),
+        ]
+    return rows
+
+
+def _import(bench: BenchStack, path: Path, base: int, values: int, concurrency: int, probe: str,
+            ) -> tuple[float, float, int, list[float]]:
+    """(seconds until landed, seconds until every verdict, requests, live sync latencies in ms meanwhile)."""
+    from sluice.backfill.importer import ImportOptions, run_import
+
+    options = ImportOptions(url=bench.url, key=bench.key, fmt="parquet", progress=False, concurrency=concurrency,
+                            max_body=bench.settings.max_body_bytes - 4096)
+    stop = threading.Event()
+    latencies: list[float] = []
+    prober = threading.Thread(target=lambda: latencies.extend(_live(bench, probe, stop)))
+    prober.start()
+    try:
+        start = time.perf_counter()
+        summary = run_import(path, options)
+        ack_seconds = time.perf_counter() - start
+        if summary.totals.get("accepted", 0) != values:
+            raise RuntimeError(f"import accepted {summary.totals} of {values} values")
+        query = (f"SELECT uniqExact(thing_id, metric_id, ts) FROM {bench.settings.database}.readings "
+                 f"WHERE ts >= fromUnixTimestamp64Milli(toInt64({base}), 'UTC') "
+                 f"AND ts < fromUnixTimestamp64Milli(toInt64({base + SLOT_MS}), 'UTC')")
+        deadline = time.monotonic() + 120
+        while bench.sql(query)[0][0] < values:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {bench.sql(query)[0][0]} of {values} values visible after 120 s")
+            time.sleep(0.25)
+        seconds = time.perf_counter() - start
+    finally:
+        stop.set()
+        prober.join(30)
+    return seconds, ack_seconds, summary.totals["requests"], latencies
+
+
+def _live_latencies(bench: BenchStack, thing: str, seconds: float) -> list[float]:
+    stop = threading.Event()
+    threading.Timer(seconds, stop.set).start()
+    return _live(bench, thing, stop)
+
+
+def _live(bench: BenchStack, thing: str, stop: threading.Event) -> list[float]:
+    """Sync 1-value requests every LIVE_EVERY_S until `stop`: their latencies in ms (a device's view)."""
+    out = []
+    with httpx.Client(base_url=bench.url, headers={"X-Api-Key": bench.key, "Prefer": "wait=10"}, timeout=30) as c:
+        while not stop.is_set():
+            body = {"frames": [{"timestamp": int(time.time() * 1000), "metrics": {"m0": 1.0}}]}
+            start = time.perf_counter()
+            reply = c.post(f"/v2/thing/{thing}/data", json=body)
+            if reply.status_code == 200:
+                out.append((time.perf_counter() - start) * 1000)
+            stop.wait(LIVE_EVERY_S)
+    return out
 
 
 def write_file(path: Path, things: list[str], base: int, timestamps: int) -> None:
