@@ -99,3 +99,30 @@ def test_checkpoint_round_trip_and_refuses_another_file(tmp_path):
     assert json.loads(point.path.read_text())["fingerprint"] == print_
     with pytest.raises(ValueError, match="restart"):
         Checkpoint.load(point.path, "other")
+
+
+def test_sender_honours_retry_after_and_isolates_a_bad_frame_by_halving():
+    import httpx
+
+    from sluice.backfill.sender import Sender
+
+    seen: list[tuple[str, int]] = []
+
+    def edge(request: httpx.Request) -> httpx.Response:
+        key, frames = request.headers["idempotency-key"], orjson.loads(request.content)["frames"]
+        seen.append((key, len(frames)))
+        if len(seen) == 1:
+            return httpx.Response(429, headers={"Retry-After": "0"}, json={"error": {"code": "RATE_LIMITED"}})
+        if any(f["metrics"].get("m") == "bad" for f in frames):
+            return httpx.Response(400, json={"error": {"code": "INVALID_VALUE", "details": {"field": "m"}}})
+        return httpx.Response(200, json={})
+
+    frames = [("thg_a", T0 + i, {"m": "bad" if i == 5 else i, "n": 1}) for i in range(8)]
+    (batch,), _ = make_batches(frames, 1_000_000, "k")
+    with httpx.Client(base_url="http://edge", transport=httpx.MockTransport(edge)) as client:
+        outcome = Sender(client).send(batch)
+    assert seen[0] == seen[1] == ("k-0", 8)  # the 429'd batch again, under the same key
+    assert outcome.retries == 1
+    assert (outcome.accepted, dict(outcome.rejected)) == (14, {"INVALID_VALUE (m)": 2})
+    assert len(seen) == 2 + 2 + 2 + 2  # halves of 4, then of 2, then of 1: one bad frame costs only itself
+    assert len({key for key, _ in seen[1:]}) == 7
