@@ -25,7 +25,7 @@ import httpx
 from sluice.backfill import rows as rowsmod
 from sluice.backfill.batches import make_batches
 from sluice.backfill.checkpoint import Checkpoint, fingerprint
-from sluice.backfill.sender import ImportAborted, Outcome, Sender
+from sluice.backfill.sender import Outcome, Sender
 
 BAD_ROW_EXAMPLES = 10
 
