@@ -5,7 +5,8 @@ One stack (edge with the embedded sink, processor; rate limit off) and 100 thing
 timestamp, one column per metric; 1,000 timestamps per thing: 1,000,000 values),
 rows shuffled so event time and things are interleaved, in an event-time slot of its
 own. The clock runs from the start of the import (fingerprint, read, batch, send:
-500,000-value chunks, 4 batches in flight (the default), then 8) until every value is
+500,000-value chunks, 4 batches in flight (the default), then 8, then 4 capped at
+25,000 values/s with `--max-rate`, once) until every value is
 queryable (uniqExact over the slot, polled every 0.25 s through the admin SQL).
 Meanwhile a live device sends a 1-value sync request every 100 ms: its p99 reply time
 during the import, against the same with no import running, is the cost to live ingest.
@@ -39,7 +40,8 @@ from config import Settings
 THINGS = 100
 SLOT_MS = 86_400_000
 DIRECT_ROWS_PER_INSERT = 100_000
-CONCURRENCY = (4, 8)  # the default, and twice it
+# (batches in flight, values/s cap): the defaults, twice the concurrency, and a capped import
+CONFIGS = ((4, 0.0), (8, 0.0), (4, 25_000.0))
 LIVE_EVERY_S = 0.1
 
 
@@ -47,27 +49,28 @@ def run(ctx: Context) -> list[Row]:
     timestamps = ctx.scale(1000, 100)
     values = THINGS * METRICS * timestamps
     direct: list[float] = []
-    figures: dict[int, tuple[list[float], list[float], list[float]]] = {}
+    figures: dict[tuple[int, float], tuple[list[float], list[float], list[float]]] = {}
     slot = 0
     with BenchStack(ctx, "backfill") as bench:
         fleet = bench.register(things=THINGS)
         idle = _live_latencies(bench, fleet.thing_ids[0], 3.0)
-        for concurrency in CONCURRENCY:
-            landed, acknowledged, live = figures.setdefault(concurrency, ([], [], []))
-            for i in range(ctx.runs):
+        for config in CONFIGS:
+            concurrency, cap = config
+            landed, acknowledged, live = figures.setdefault(config, ([], [], []))
+            for i in range(ctx.runs if not cap else 1):  # a capped run's rate is known: once is enough
                 slot += 1
                 base = fx.TS_BASE - slot * SLOT_MS  # a slot of its own per run, in the past
                 path = Path(ctx.scratch) / f"backfill-{slot}.parquet"
                 write_file(path, fleet.thing_ids, base, timestamps)
                 seconds, ack_seconds, requests, latencies = _import(bench, path, base, values, concurrency,
-                                                                    fleet.thing_ids[0])
+                                                                    cap, fleet.thing_ids[0])
                 landed.append(values / seconds)
                 acknowledged.append(values / ack_seconds)
                 live.append(percentile(latencies, 99))
-                line = (f"backfill run {i + 1}, {concurrency} in flight: {landed[-1]:,.0f} values/s landed "
+                line = (f"backfill run {i + 1}, {_label(config)}: {landed[-1]:,.0f} values/s landed "
                         f"({acknowledged[-1]:,.0f} values/s acknowledged, {requests} requests); live sync p99 "
                         f"{live[-1]:.0f} ms (idle {percentile(idle, 99):.0f} ms)")
-                if concurrency == CONCURRENCY[0]:
+                if config == CONFIGS[0]:
                     result = _direct(ctx, path, fleet.metric_ids)
                     direct.append(result["rows"] / result["seconds"])
                     line += f"; direct insert {direct[-1]:,.0f} rows/s"
@@ -78,27 +81,33 @@ def run(ctx: Context) -> list[Row]:
                 "rows/s", Stat.of(direct), note=f"{DIRECT_ROWS_PER_INSERT:,} rows per insert"),
             Row("backfill.live_sync_p99_ms.idle", "backfill: live sync reply p99, no import running", "ms",
                 Stat.of([percentile(idle, 99)]), lower_is_better=True, note=f"{LIVE_EVERY_S * 1000:.0f} ms apart")]
-    for concurrency, (landed, acknowledged, live) in figures.items():
-        suffix = "" if concurrency == CONCURRENCY[0] else f".c{concurrency}"
+    for config, (landed, acknowledged, live) in figures.items():
+        concurrency, cap = config
+        suffix = "" if config == CONFIGS[0] else f".c{concurrency}" + (f".cap{cap:.0f}" if cap else "")
         rows += [
-            Row(f"backfill.values_per_s{suffix}", f"backfill: sluice import → landed ({concurrency} in flight)",
+            Row(f"backfill.values_per_s{suffix}", f"backfill: import → landed ({_label(config)})",
                 "values/s", Stat.of(landed), baseline="backfill.direct_insert_rows_per_s", note=note),
             Row(f"backfill.acknowledged_values_per_s{suffix}",
-                f"backfill: sluice import, every verdict in ({concurrency} in flight)", "values/s",
+                f"backfill: import, verdicts in ({_label(config)})", "values/s",
                 Stat.of(acknowledged), note="the client's view; rows land within a sink batch after"),
-            Row(f"backfill.live_sync_p99_ms{suffix}", f"backfill: live sync reply p99 during it ({concurrency})",
+            Row(f"backfill.live_sync_p99_ms{suffix}", f"backfill: live sync p99 during it ({_label(config)})",
                 "ms", Stat.of(live), lower_is_better=True, baseline="backfill.live_sync_p99_ms.idle",
                 note="1 frame × 1 metric, Prefer: wait=10, to one of the things"),
         ]
     return rows
 
 
-def _import(bench: BenchStack, path: Path, base: int, values: int, concurrency: int, probe: str,
+def _label(config: tuple[int, float]) -> str:
+    concurrency, cap = config
+    return f"{concurrency} in flight" + (f", ≤{cap / 1000:g}k/s" if cap else "")
+
+
+def _import(bench: BenchStack, path: Path, base: int, values: int, concurrency: int, cap: float, probe: str,
             ) -> tuple[float, float, int, list[float]]:
     """(seconds until landed, seconds until every verdict, requests, live sync latencies in ms meanwhile)."""
     from sluice.backfill.importer import ImportOptions, run_import
 
-    options = ImportOptions(url=bench.url, key=bench.key, fmt="parquet", progress=False, concurrency=concurrency,
+    options = ImportOptions(url=bench.url, key=bench.key, fmt="parquet", progress=False, concurrency=concurrency, max_rate=cap,
                             max_body=bench.settings.max_body_bytes - 4096)
     stop = threading.Event()
     latencies: list[float] = []

@@ -120,7 +120,7 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
     options = ImportOptions(url=args.url or f"http://{settings.http_host}:{settings.http_port}", key=key, fmt=fmt,
                             concurrency=args.concurrency, chunk_values=args.chunk_values,
                             max_body=args.max_body_bytes or settings.max_body_bytes - 4096,
-                            restart=args.restart, progress=not args.quiet)
+                            max_rate=args.max_rate, restart=args.restart, progress=not args.quiet)
     try:
         summary = run_import(path, options)
     except (ImportAborted, ValueError, OSError) as exc:
@@ -171,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
                          "use a key of its own, so the import spends its own rate, not the devices'")
     imports.add_argument("--concurrency", type=int, default=4, help="batches in flight at once (default 4); "
                          "each waits for its verdict, so this bounds the import's share of the pipeline")
+    imports.add_argument("--max-rate", type=float, default=0.0, metavar="VALUES_PER_S",
+                         help="send at most this many values per second (default: no cap); on a busy "
+                         "pipeline this is what leaves live ingest its share")
     imports.add_argument("--chunk-values", type=int, default=500_000,
                          help="readings read and grouped per thing at once (default 500,000)")
     imports.add_argument("--max-body-bytes", type=int, default=0,

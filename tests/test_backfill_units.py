@@ -126,3 +126,15 @@ def test_sender_honours_retry_after_and_isolates_a_bad_frame_by_halving():
     assert (outcome.accepted, dict(outcome.rejected)) == (14, {"INVALID_VALUE (m)": 2})
     assert len(seen) == 2 + 2 + 2 + 2  # halves of 4, then of 2, then of 1: one bad frame costs only itself
     assert len({key for key, _ in seen[1:]}) == 7
+
+
+def test_pace_spaces_batches_at_the_rate():
+    import threading
+    import time
+
+    from sluice.backfill.importer import Pace
+
+    pace, start = Pace(10_000, threading.Event()), time.monotonic()
+    for _ in range(4):
+        pace.take(1_000)  # the first goes at once, then one every 0.1 s
+    assert 0.28 <= time.monotonic() - start < 0.6

@@ -39,6 +39,7 @@ class ImportOptions:
     chunk_values: int = 500_000
     max_body: int = 1_000_000
     wait_s: float = 30.0
+    max_rate: float = 0.0  # values/s across all batches in flight; 0: as fast as verdicts come
     restart: bool = False
     progress: bool = True
 
@@ -86,6 +87,11 @@ def run_import(path: Path, options: ImportOptions) -> Summary:
                       limits=httpx.Limits(max_connections=options.concurrency)) as client, \
             ThreadPoolExecutor(options.concurrency, thread_name_prefix="import") as pool, bar:
         sender = Sender(client, options.wait_s, stop=stop)
+        pace = Pace(options.max_rate, stop)
+
+        def send(batch):
+            pace.take(batch.values)
+            acknowledge(batch, sender.send(batch))
 
         def acknowledge(batch, outcome: Outcome) -> None:
             with lock:
@@ -123,7 +129,7 @@ def run_import(path: Path, options: ImportOptions) -> Summary:
                     todo = [b for b in batches if b.key not in checkpoint.acknowledged]
                     if in_flight is not None:
                         finish(*in_flight)  # bounds memory to two chunks, and keeps the checkpoint in order
-                    in_flight = chunk, [pool.submit(lambda b=b: acknowledge(b, sender.send(b))) for b in todo]
+                    in_flight = chunk, [pool.submit(send, b) for b in todo]
                 if in_flight is not None:
                     finish(*in_flight)
             except KeyboardInterrupt:
@@ -148,6 +154,24 @@ def _count(checkpoint: Checkpoint, values: int, outcome: Outcome) -> None:
     checkpoint.add("rejected", sum(rejected.values()))
     for reason, count in rejected.items():
         checkpoint.reasons[reason] = checkpoint.reasons.get(reason, 0) + count
+
+
+class Pace:
+    """Spaces batches so values leave at `rate` per second at most (0: no pacing); `take` blocks."""
+
+    def __init__(self, rate: float, stop: threading.Event) -> None:
+        self.rate, self.stop = rate, stop
+        self._next = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self, values: int) -> None:
+        if self.rate <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + values / self.rate
+        self.stop.wait(start - now)
 
 
 class _Bar:
