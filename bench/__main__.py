@@ -15,7 +15,7 @@ from pathlib import Path
 from bench.common import Context, free_port
 from bench.report import table, write_json
 
-STAGES = ("edge", "processor", "sink", "kafka_engine", "end_to_end", "rollups")
+STAGES = ("edge", "processor", "sink", "kafka_engine", "end_to_end", "backfill", "rollups")
 NO_BROKER = {"rollups"}  # stages that need no Kafka broker
 
 

@@ -114,6 +114,37 @@ def _preset(settings: Settings, args: argparse.Namespace) -> int:
     return install(settings, args.name, args.url, args.key)
 
 
+def _import(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sluice.backfill.importer import ImportOptions, run_import
+    from sluice.backfill.rows import detect_format
+    from sluice.backfill.sender import ImportAborted
+    from sluice.stack import admin_key
+
+    path = Path(args.file)
+    try:
+        fmt = args.format or detect_format(path)
+        key = args.key or admin_key(settings)
+    except (ValueError, OSError) as exc:
+        print(f"sluice import: {exc}", file=sys.stderr)
+        return 2
+    options = ImportOptions(url=args.url or f"http://{settings.http_host}:{settings.http_port}", key=key, fmt=fmt,
+                            concurrency=args.concurrency, chunk_values=args.chunk_values,
+                            max_body=args.max_body_bytes or settings.max_body_bytes - 4096,
+                            max_rate=args.max_rate, restart=args.restart, progress=not args.quiet)
+    try:
+        summary = run_import(path, options)
+    except (ImportAborted, ValueError, OSError) as exc:
+        print(f"sluice import: {exc} (rerun to resume from the checkpoint)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("sluice import: interrupted; rerun to resume from the checkpoint", file=sys.stderr)
+        return 130
+    print(summary.render())
+    return 0
+
+
 def _topics(settings: Settings, args: argparse.Namespace) -> int:
     from sluice.topics_admin import ensure_topics
 
@@ -160,6 +191,25 @@ def main(argv: list[str] | None = None) -> int:
     preset.add_argument("--key", help="an API key with the write scope: installs in its org "
                         "(default: the platform-admin key, the default org)")
     preset.set_defaults(run=_preset)
+    imports = commands.add_parser("import", help="bulk-import historical readings (NDJSON, CSV, Parquet) "
+                                  "through the edge, resumable")
+    imports.add_argument("file", help="rows of thing_id, timestamp, metric, value (or one column per metric)")
+    imports.add_argument("--format", choices=("ndjson", "csv", "parquet"), help="default: from the suffix")
+    imports.add_argument("--url", help="the edge (default: SLUICE_HTTP_HOST:SLUICE_HTTP_PORT)")
+    imports.add_argument("--key", help="API key with write scope (default: the local platform-admin key); "
+                         "use a key of its own, so the import spends its own rate, not the devices'")
+    imports.add_argument("--concurrency", type=int, default=4, help="batches in flight at once (default 4); "
+                         "each waits for its verdict, so this bounds the import's share of the pipeline")
+    imports.add_argument("--max-rate", type=float, default=0.0, metavar="VALUES_PER_S",
+                         help="send at most this many values per second (default: no cap); on a busy "
+                         "pipeline this is what leaves live ingest its share")
+    imports.add_argument("--chunk-values", type=int, default=500_000,
+                         help="readings read and grouped per thing at once (default 500,000)")
+    imports.add_argument("--max-body-bytes", type=int, default=0,
+                         help="largest batch body (default: SLUICE_MAX_BODY_BYTES less 4 KiB)")
+    imports.add_argument("--restart", action="store_true", help="ignore the checkpoint; import from the start")
+    imports.add_argument("--quiet", action="store_true", help="no progress bar")
+    imports.set_defaults(run=_import)
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
