@@ -81,11 +81,13 @@ def _shorten(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def install(window: float = 30.0) -> None:
-    """Put a RepeatFilter on every handler of the root logger (call after configuring logging)."""
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RepeatFilter) for f in handler.filters):
-            handler.addFilter(RepeatFilter(window))
+def console_handler(window: float = 30.0) -> logging.Handler:
+    """The CLI's stderr handler, repeats collapsed within `window` seconds (0: none collapsed)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if window:
+        handler.addFilter(RepeatFilter(window))  # an outage must not write megabytes of the same error
+    return handler
 
 
 def dict_config(level: str, window: float = 30.0) -> dict:

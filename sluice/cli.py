@@ -212,12 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     imports.set_defaults(run=_import)
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the output
-    if settings.log_repeat_window_s:
-        from bus.logs import install
+    from bus.logs import console_handler
 
-        install(settings.log_repeat_window_s)  # an outage must not write megabytes of the same error
+    # A no-op when the process has configured logging already (sluice embedded in a program or a test).
+    logging.basicConfig(level=logging.INFO, handlers=[console_handler(settings.log_repeat_window_s)])
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the output
     return args.run(settings, args)
 
 

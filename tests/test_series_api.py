@@ -73,6 +73,16 @@ def test_history_pages_and_aggregates_from_rollups_and_raw_agree(api, battery):
     total = _get(api, f"/v2/things/{battery}/aggregates", interval="1h", aggregation="Sum", **query)
     volts = next(s for s in total["series"] if s["metric"] == "moduleVoltage")
     assert volts["buckets"] == [{"timestamp": T0, "value": sum(voltage), "count": 120}]
+    # The analyst's SQL (the documented FINAL-free pattern) gives the API's numbers.
+    by_sql = api.post("/v2/admin/sql", json={"sql": f"""
+        SELECT sum(r.value), count(), avg(r.value) FROM (
+            SELECT metric_id, value FROM readings WHERE thing_id = '{battery}'
+            ORDER BY version DESC LIMIT 1 BY thing_id, metric_id, ts) AS r
+        JOIN (SELECT metric_id FROM metric_definitions WHERE name = 'moduleVoltage'
+              ORDER BY updated_at DESC LIMIT 1 BY org_id, metric_id) AS m USING (metric_id)"""}).json()["rows"]
+    hourly_avg = next(s for s in _get(api, f"/v2/things/{battery}/aggregates", interval="1h", **query)["series"]
+                      if s["metric"] == "moduleVoltage")["buckets"][0]["value"]
+    assert by_sql == [[volts["buckets"][0]["value"], 120, hourly_avg]]
     off_grid = _get(api, f"/v2/things/{battery}/aggregates", interval="1m", metrics="status", **{
         "from": T0 + 10_000, "to": T0 + HOUR})
     assert off_grid["source"] == "raw"
