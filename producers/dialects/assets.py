@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 import secrets
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -27,7 +26,7 @@ from catalog.errors import SluiceError
 from producers.auth import Principal, principal
 from producers.dialects import Dialect
 from producers.openapi import ERROR_REF
-from producers.submit import Target, check_rate, requested_wait, submit
+from producers.submit import Target, check_rate, json_document, requested_wait, submit
 
 router = APIRouter(prefix="/v1/assets", tags=["assets"])
 ROUTE, BATCH_ROUTE = "asset_data", "asset_batch"
@@ -108,12 +107,7 @@ def _invalid(reason: str, field: str = "body") -> SluiceError:
 
 
 def _document(body: bytes) -> dict:
-    if not body or body.isspace():
-        raise _invalid("the request body is empty")
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise _invalid(f"not valid JSON ({exc})") from None
+    document = json_document(body)
     if not isinstance(document, dict):
         raise _invalid("must be a JSON object")
     return document

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 
-import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
@@ -27,7 +26,7 @@ from catalog.errors import SluiceError
 from producers.auth import Principal, principal
 from producers.dialects import Dialect
 from producers.openapi import DESCRIPTIONS, RETRY_AFTER
-from producers.submit import DEFAULT_WAIT_S, Target, check_rate, requested_wait, submit
+from producers.submit import DEFAULT_WAIT_S, Target, check_rate, json_document, outline_error, requested_wait, submit
 
 router = APIRouter(tags=["ingest"])
 
@@ -72,15 +71,8 @@ def _responses(*statuses: int) -> dict:
 def check_structure(body: bytes) -> str:
     """The body's outline, answered at once (400 INVALID_PAYLOAD): a JSON object with a
     non-empty `datasource_id` string and a non-empty `data` array. Returns the id."""
-    def invalid(field: str, reason: str) -> SluiceError:
-        return SluiceError(400, "INVALID_PAYLOAD", f"{field}: {reason}", field=field)
-
-    if not body or body.isspace():
-        raise invalid("body", "the request body is empty")
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise invalid("body", f"not valid JSON ({exc})") from None
+    invalid = outline_error
+    document = json_document(body)
     if not isinstance(document, dict):
         raise invalid("body", "must be a JSON object")
     datasource_id = document.get("datasource_id")

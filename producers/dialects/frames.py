@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -20,7 +19,7 @@ from catalog.errors import SluiceError
 from producers.auth import Principal, principal, thing_for
 from producers.dialects import Dialect
 from producers.openapi import errors
-from producers.submit import Target, check_rate, requested_wait, submit
+from producers.submit import Target, check_rate, json_document, outline_error, requested_wait, submit
 
 router = APIRouter(prefix="/v2", tags=["ingest"])
 
@@ -43,22 +42,14 @@ def check_structure(body: bytes) -> None:
     """The cheap structural check that answers malformed bodies at once (400 INVALID_PAYLOAD):
     a JSON object whose `frames` is a non-empty array. Every rule about a frame's contents
     is the processor's (processors/normalize.py), for sync and async requests alike."""
-    def invalid(field: str, reason: str) -> SluiceError:
-        return SluiceError(400, "INVALID_PAYLOAD", f"{field}: {reason}", field=field, reason=reason)
-
-    if not body or body.isspace():
-        raise invalid("body", "the request body is empty")
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise invalid("body", f"not valid JSON ({exc})") from None
+    document = json_document(body)
     if not isinstance(document, dict):
-        raise invalid("body", "must be a JSON object")
+        raise outline_error("body", "must be a JSON object")
     frames = document.get("frames")
     if not isinstance(frames, list):
-        raise invalid("frames", "required, an array of frames")
+        raise outline_error("frames", "required, an array of frames")
     if not frames:
-        raise invalid("frames", "at least one frame is required")
+        raise outline_error("frames", "at least one frame is required")
 
 
 def verdict_response(verdict: dict) -> JSONResponse:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 import secrets
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -28,7 +27,7 @@ from catalog.errors import SluiceError
 from catalog.harbors import KIND
 from producers.auth import Principal, principal
 from producers.dialects import Dialect
-from producers.submit import Target, check_rate, requested_wait, submit
+from producers.submit import Target, check_rate, json_document, requested_wait, submit
 
 router = APIRouter(prefix="/api/v1/ingest", tags=["harbor"])
 ROUTE = "harbor_points"
@@ -83,12 +82,7 @@ def invalid(reason: str) -> SluiceError:
 def count_points(body: bytes, batch: bool) -> int:
     """The body's outline, answered at once: one JSON object, or a non-empty array for a batch.
     Every rule about a point is the processor's, for sync and async requests alike."""
-    if not body or body.isspace():
-        raise invalid("the request body is empty")
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise invalid(f"not valid JSON ({exc})") from None
+    document = json_document(body)
     if not batch:
         if not isinstance(document, dict):
             raise invalid("must be one point, a JSON object (send arrays to …/batch)")

@@ -32,7 +32,7 @@ from catalog.models import NAME_MAX
 from producers.auth import Principal, principal
 from producers.dialects import Dialect
 from producers.openapi import RETRY_AFTER
-from producers.submit import Target, check_rate, submit
+from producers.submit import Target, check_rate, json_document, submit
 
 router = APIRouter(tags=["ingest"])
 
@@ -51,12 +51,7 @@ def invalid(field: str, message: str, **details: object) -> SluiceError:
 def check_structure(body: bytes) -> int:
     """The cheap structural check that answers malformed bodies at once (400 INVALID_PAYLOAD):
     one JSON object, or a non-empty array of JSON objects. Returns how many items."""
-    if not body or body.isspace():
-        raise invalid("body", "body: the request body is empty")
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise invalid("body", f"body: not valid JSON ({exc})") from None
+    document = json_document(body)
     if isinstance(document, dict):
         return 1
     if not isinstance(document, list):

@@ -28,7 +28,7 @@ from producers.auth import Principal, principal, thing_for
 from producers.dialects import Dialect
 from producers.dialects.frames import verdict_response as frames_verdict_response
 from producers.openapi import errors
-from producers.submit import DEFAULT_WAIT_S, Target, check_rate, requested_wait, submit
+from producers.submit import DEFAULT_WAIT_S, Target, check_rate, json_document, requested_wait, submit
 
 router = APIRouter(prefix="/v2", tags=["ingest"])
 
@@ -56,12 +56,7 @@ RAW_BODY = {"requestBody": {"required": True, "content": {"application/json": {"
 
 def check_json(body: bytes) -> None:
     """Answer at once what no template maps: an empty body, or one that is not JSON."""
-    if not body or body.isspace():
-        raise SluiceError(400, "INVALID_PAYLOAD", "body: the request body is empty", field="body")
-    try:
-        orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise SluiceError(400, "INVALID_PAYLOAD", f"body: not valid JSON ({exc})", field="body") from None
+    json_document(body)
 
 
 def _wait(request: Request) -> float | None:
