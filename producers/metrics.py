@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -56,5 +57,6 @@ class RequestMetrics:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    content, content_type = metrics.exposition()
+    # In a thread: collecting consumer lag asks the broker (bounded by its timeout).
+    content, content_type = await run_in_threadpool(metrics.exposition)
     return Response(content, media_type=content_type)

@@ -4,6 +4,8 @@ moving after an ingest, labelled by route template (never by thing id)."""
 
 from __future__ import annotations
 
+import signal
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -65,3 +67,25 @@ def test_a_refused_request_is_counted_by_status(api, stack):
     huge = b"x" * (stack.settings.max_api_body_bytes + 1)
     assert api.post("/v2/sites", content=huge, headers={"Content-Type": "application/json"}).status_code == 413
     assert total(scrape(edge_url), "sluice_http_rejects", status="413") == before + 1
+
+
+def processor_lag(stack) -> float | None:
+    """The processor group's lag on the raw topic, summed over partitions; None before it has committed."""
+    samples = [s for s in scrape(f"{stack.url}/metrics").get("sluice_consumer_lag", ())
+               if s.labels["group"] == f"{stack.settings.topic_prefix}processors"
+               and s.labels["topic"] == f"{stack.settings.topic_prefix}raw"]
+    return sum(s.value for s in samples) if samples else None
+
+
+def test_lag_rises_while_the_processor_is_stopped_and_falls_to_zero_after(api, stack, battery):
+    assert api.post(f"/v2/thing/{battery}/data", json=SEED_FRAMES).status_code == 202
+    eventually(lambda: processor_lag(stack) == 0)
+    processor = next(child.process for child in stack.children if child.name == "processor")
+    processor.send_signal(signal.SIGSTOP)
+    try:
+        for _ in range(20):
+            assert api.post(f"/v2/thing/{battery}/data", json=SEED_FRAMES).status_code == 202
+        assert eventually(lambda: (processor_lag(stack) or 0) >= 20, timeout=10)
+    finally:
+        processor.send_signal(signal.SIGCONT)
+    eventually(lambda: processor_lag(stack) == 0)
