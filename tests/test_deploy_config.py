@@ -1,0 +1,23 @@
+"""The shipped Prometheus config and alert rules are what Prometheus itself accepts
+(promtool, from Debian's `prometheus` package; `.ci/run` installs it where it can)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool is not installed (apt-get install prometheus); the deploy files are unchecked")
+
+
+@needs_promtool
+@pytest.mark.parametrize("check, path", [("config", "prometheus.yml"), ("rules", "alerts.yml")])
+def test_promtool_accepts_the_shipped_files(check, path):
+    result = subprocess.run([PROMTOOL, "check", check, str(DEPLOY / path)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
