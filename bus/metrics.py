@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -50,6 +50,8 @@ ROWS_INSERTED = Counter("sluice_sink_rows_inserted_total", "Rows inserted into t
 INSERT_DURATION = Histogram("sluice_sink_insert_duration_seconds", "Time of one successful insert, by sink.",
                             ["sink"], buckets=_LATENCY_BUCKETS)
 INSERT_ERRORS = Counter("sluice_sink_insert_errors_total", "Inserts that failed (and are retried), by sink.", ["sink"])
+LAST_INSERT = Gauge("sluice_sink_last_insert_timestamp_seconds", "When the sink last inserted rows (Unix time).",
+                    ["sink"])
 COMMIT_DURATION = Histogram("sluice_sink_commit_duration_seconds", "Time to commit a batch's offsets, by sink.",
                             ["sink"], buckets=_LATENCY_BUCKETS)
 

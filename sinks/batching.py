@@ -174,6 +174,7 @@ class BatchingSink:
                 rows = self._insert([m.value() for m in batch], token)
                 metrics.INSERT_DURATION.labels(self.name).observe(time.monotonic() - started)
                 metrics.ROWS_INSERTED.labels(self.name).inc(rows)
+                metrics.LAST_INSERT.labels(self.name).set_to_current_time()
                 self.rows_inserted += rows
                 break
             except Exception as exc:

@@ -4,7 +4,10 @@ moving after an ingest, labelled by route template (never by thing id)."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -89,3 +92,18 @@ def test_lag_rises_while_the_processor_is_stopped_and_falls_to_zero_after(api, s
     finally:
         processor.send_signal(signal.SIGCONT)
     eventually(lambda: processor_lag(stack) == 0)
+
+
+def test_sluice_status_once_shows_each_stage(api, stack, battery):
+    assert api.post(f"/v2/thing/{battery}/data", json=SEED_FRAMES).status_code == 202
+    eventually(lambda: processor_lag(stack) == 0)
+    out = subprocess.run([sys.executable, "-m", "sluice.cli", "status", "--once", "--interval", "0.5"],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **stack.settings.to_env(), "COLUMNS": "200"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = {line.split("│")[1].strip(): line for line in out.stdout.splitlines()
+             if line.count("│") >= 5 and line.split("│")[1].strip()}
+    assert "ready" in lines["edge"] and "req/s" in lines["edge"], out.stdout
+    assert " up " in lines["processor"] and "msg/s" in lines["processor"], out.stdout
+    assert "last insert" in lines["sink-readings"] and "rows/s" in lines["sink-readings"], out.stdout
+    assert "rejects" in out.stdout
