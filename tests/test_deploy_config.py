@@ -21,3 +21,17 @@ def test_promtool_accepts_the_shipped_files(check, path):
     result = subprocess.run([PROMTOOL, "check", check, str(DEPLOY / path)], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_dashboard_and_rules_name_only_documented_metrics():
+    """Every sluice_ metric the Grafana dashboard and the alert rules query is in the README's table."""
+    import json
+    import re
+
+    readme = (DEPLOY.parent / "README.md").read_text()
+    documented = set(re.findall(r"`(sluice_[a-z_]+)`", readme))
+    dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    queries = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel["targets"])
+    queries += (DEPLOY / "alerts.yml").read_text()
+    used = {re.sub(r"_(bucket|sum|count)$", "", name) for name in re.findall(r"\bsluice_[a-z_]+", queries)}
+    assert used and used <= documented, used - documented
