@@ -32,6 +32,8 @@ HTTP_DURATION = Histogram("sluice_http_request_duration_seconds", "Time to answe
                           ["route"], buckets=_LATENCY_BUCKETS)
 HTTP_BODY = Histogram("sluice_http_request_body_bytes", "Request body sizes, by route template.",
                       ["route"], buckets=_BYTES_BUCKETS)
+PRODUCE_QUEUE = Gauge("sluice_edge_produce_queue_messages",
+                      "Messages the edge's raw producer holds, not yet acknowledged by the broker.")
 HTTP_REJECTS = Counter("sluice_http_rejects_total",
                        "Requests refused for a limit or an outage (408, 413, 429, 503), by status.", ["status"])
 
@@ -42,6 +44,9 @@ ITEMS = Counter("sluice_processor_items_ingested_total",
 VERDICTS = Counter("sluice_processor_verdicts_total", "Verdicts given, by status and error code.", ["status", "code"])
 DEAD_LETTERS = Counter("sluice_deadletters_total", "Requests dead-lettered, by reason.", ["reason"])
 BATCH_SIZE = Histogram("sluice_processor_batch_messages", "Raw messages per processor batch.", buckets=_SIZE_BUCKETS)
+CATALOG_WAITS = Histogram("sluice_processor_catalog_wait_seconds",
+                          "Time a batch waited for the catalog view to catch up with its requests' catalog "
+                          "(only batches that waited).", buckets=_LATENCY_BUCKETS)
 BATCH_DURATION = Histogram("sluice_processor_batch_duration_seconds",
                            "Time to process a batch, outputs acknowledged included.", buckets=_LATENCY_BUCKETS)
 
@@ -52,6 +57,9 @@ INSERT_DURATION = Histogram("sluice_sink_insert_duration_seconds", "Time of one 
 INSERT_ERRORS = Counter("sluice_sink_insert_errors_total", "Inserts that failed (and are retried), by sink.", ["sink"])
 LAST_INSERT = Gauge("sluice_sink_last_insert_timestamp_seconds", "When the sink last inserted rows (Unix time).",
                     ["sink"])
+SINK_BATCH = Histogram("sluice_sink_batch_messages", "Messages per inserted batch, by sink.", ["sink"],
+                       buckets=(1, 10, 100, 500, 1000, 5000, 10000))
+SINK_BYTES = Counter("sluice_sink_bytes_total", "Bytes of Kafka messages inserted (encoded size), by sink.", ["sink"])
 COMMIT_DURATION = Histogram("sluice_sink_commit_duration_seconds", "Time to commit a batch's offsets, by sink.",
                             ["sink"], buckets=_LATENCY_BUCKETS)
 

@@ -220,12 +220,18 @@ async def _catch_up(view: CatalogView, offset: int) -> None:
     Without this, a thing created a moment ago could be unknown here although
     the edge already accepted data for it.
     """
-    deadline = time.monotonic() + CATALOG_CATCH_UP_S
-    while view.applied_offset < offset:
-        if time.monotonic() > deadline:
-            log.warning("catalog view still behind offset %d; judging with what it has", offset)
-            return
-        await asyncio.sleep(0.005)
+    if view.applied_offset >= offset:
+        return
+    started = time.monotonic()
+    deadline = started + CATALOG_CATCH_UP_S
+    try:
+        while view.applied_offset < offset:
+            if time.monotonic() > deadline:
+                log.warning("catalog view still behind offset %d; judging with what it has", offset)
+                return
+            await asyncio.sleep(0.005)
+    finally:
+        metrics.CATALOG_WAITS.observe(time.monotonic() - started)
 
 
 def _process(payload: bytes, envelope: dict | str, catalog: Catalog,

@@ -14,6 +14,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 import schemas
+from bus import metrics
 from bus.health import health
 from catalog.access import DEFAULT_ORG
 from catalog.errors import SluiceError
@@ -60,6 +61,7 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
         await run_in_threadpool(bootstrap_admin, app.state.catalog)
         app.state.raw_producer = RawProducer(
             bootstrap, max_message_bytes=schemas.topics.MessageLimits.for_body(settings.max_body_bytes).raw)
+        metrics.PRODUCE_QUEUE.set_function(app.state.raw_producer.queued)
         app.state.results = ResultsListener(bootstrap, topics.results)
         await run_in_threadpool(app.state.results.start)
         try:

@@ -175,6 +175,8 @@ class BatchingSink:
                 metrics.INSERT_DURATION.labels(self.name).observe(time.monotonic() - started)
                 metrics.ROWS_INSERTED.labels(self.name).inc(rows)
                 metrics.LAST_INSERT.labels(self.name).set_to_current_time()
+                metrics.SINK_BATCH.labels(self.name).observe(len(batch))
+                metrics.SINK_BYTES.labels(self.name).inc(sum(len(m.value() or b"") for m in batch))
                 self.rows_inserted += rows
                 break
             except Exception as exc:

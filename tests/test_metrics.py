@@ -58,6 +58,8 @@ def test_edge_and_processor_metrics_move_after_an_ingest(api, stack, battery):
     rows_before = total(before_edge, "sluice_sink_rows_inserted")
     eventually(lambda: total(scrape(edge_url), "sluice_sink_rows_inserted") >= rows_before + 3)
     final = scrape(edge_url)
+    assert total(final, "sluice_sink_bytes") > total(before_edge, "sluice_sink_bytes")
+    assert "sluice_edge_produce_queue_messages" in final
     states = {s.labels["component"]: s.value for s in final["sluice_component_up"]}
     assert states and all(value == 1.0 for value in states.values()), states
     # `sluice up`'s restart counts (its run/status.json), per child, through the edge.
