@@ -161,7 +161,7 @@ def run(settings: Settings, once: bool, interval: float, url: str | None = None)
         with Live(status.render(snap), console=console, refresh_per_second=4) as live:
             while True:
                 time.sleep(interval)
-                snap = status.snapshot(dataclasses_replace_previous(snap))
+                snap = status.snapshot(_forget_previous(snap))
                 live.update(status.render(snap))
     except KeyboardInterrupt:
         return 0
@@ -169,7 +169,7 @@ def run(settings: Settings, once: bool, interval: float, url: str | None = None)
         status.close()
 
 
-def dataclasses_replace_previous(snap: Snapshot) -> Snapshot:
+def _forget_previous(snap: Snapshot) -> Snapshot:
     """`snap` without its own predecessor, so a live view does not keep a chain of every scrape."""
     snap.previous = None
     return snap
