@@ -81,6 +81,12 @@ class Settings:
     log_repeat_window_s: float = setting(
         "SLUICE_LOG_REPEAT_WINDOW_S", 30.0, "Repeats of a warning or error within this window are counted, "
         "not logged, then summarised; 0 logs every one.")
+    processor_metrics_port: int = setting(
+        "SLUICE_PROCESSOR_METRICS_PORT", 9464, "Where the processor serves its Prometheus metrics (`/metrics`, on "
+        "the edge's host); 0: none.")
+    sink_metrics_port: int = setting(
+        "SLUICE_SINK_METRICS_PORT", 9465, "Where a standalone sink (`sluice sink`, with a ClickHouse server) "
+        "serves its Prometheus metrics; 0: none. Embedded sinks report through the edge's `/metrics`.")
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":

@@ -34,6 +34,7 @@ import faust
 import orjson
 
 import schemas
+from bus import metrics
 from catalog.view import CatalogView
 from config import Settings
 from processors.deciding_catalog import DecidingCatalog, StaleCatalog
@@ -99,7 +100,11 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
     async def normalize_agent(stream):
         async for batch in stream.take(settings.processor_batch, within=0.01):
             try:
+                started = time.monotonic()
                 await handle(batch)
+                metrics.RAW_MESSAGES.inc(len(batch))
+                metrics.BATCH_SIZE.observe(len(batch))
+                metrics.BATCH_DURATION.observe(time.monotonic() - started)
             except asyncio.CancelledError:
                 log.warning("stopped mid-batch; exiting before the batch is committed")
                 os._exit(70)
@@ -137,15 +142,19 @@ def request_messages(payload: bytes, envelope: dict | str, catalog: Catalog, see
         trace = "".join(traceback.format_exception(exc, limit=-6))[-4000:]
         log.error("request %s failed in the processor; dead-lettered as INTERNAL_ERROR:\n%s",
                   envelope["request_id"], trace)
-        return _messages(failed(envelope, "INTERNAL_ERROR", f"the processor failed: {type(exc).__name__}: {exc}"),
-                         None, limits)
+        outcome = failed(envelope, "INTERNAL_ERROR", f"the processor failed: {type(exc).__name__}: {exc}")
+        _count(outcome)
+        return _messages(outcome, None, limits)
     largest = max(len(key) + len(value) for _, key, value in messages)
     if largest + RECORD_OVERHEAD > limits.output and isinstance(envelope, dict):
         # Its dead letter carries only the body, which fits (see MessageLimits).
         log.error("request %s: an output of %d bytes exceeds the %d-byte message limit",
                   envelope["request_id"], largest, limits.output)
-        return _messages(failed(envelope, "TOO_LARGE", f"an output of {largest} bytes exceeds the "
-                                f"{limits.output}-byte message limit", 413), None, limits)
+        outcome = failed(envelope, "TOO_LARGE", f"an output of {largest} bytes exceeds the "
+                         f"{limits.output}-byte message limit", 413)
+        _count(outcome)
+        return _messages(outcome, None, limits)
+    _count(outcome)
     if first is not None:
         seen.remember(*first)
     if outcome.catalog and isinstance(catalog, DecidingCatalog):
@@ -183,6 +192,17 @@ def _messages(outcome: Outcome, first: tuple[str, dict] | None,
     return messages
 
 
+def _count(outcome: Outcome) -> None:
+    """An outcome in the metrics: its verdict (status, first error code), items ingested, dead letters."""
+    verdict = outcome.verdict
+    if verdict is not None:
+        errors = verdict.get("errors") or ()
+        metrics.VERDICTS.labels(verdict["status"], errors[0]["code"] if errors else "").inc()
+        metrics.ITEMS.inc(verdict.get("frames_ingested") or 0)
+    for dead in outcome.dead_letters:
+        metrics.DEAD_LETTERS.labels(dead.get("reason") or "UNKNOWN").inc()
+
+
 CATALOG_CATCH_UP_S = 30.0
 
 
@@ -200,12 +220,18 @@ async def _catch_up(view: CatalogView, offset: int) -> None:
     Without this, a thing created a moment ago could be unknown here although
     the edge already accepted data for it.
     """
-    deadline = time.monotonic() + CATALOG_CATCH_UP_S
-    while view.applied_offset < offset:
-        if time.monotonic() > deadline:
-            log.warning("catalog view still behind offset %d; judging with what it has", offset)
-            return
-        await asyncio.sleep(0.005)
+    if view.applied_offset >= offset:
+        return
+    started = time.monotonic()
+    deadline = started + CATALOG_CATCH_UP_S
+    try:
+        while view.applied_offset < offset:
+            if time.monotonic() > deadline:
+                log.warning("catalog view still behind offset %d; judging with what it has", offset)
+                return
+            await asyncio.sleep(0.005)
+    finally:
+        metrics.CATALOG_WAITS.observe(time.monotonic() - started)
 
 
 def _process(payload: bytes, envelope: dict | str, catalog: Catalog,

@@ -14,6 +14,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 import schemas
+from bus import metrics
 from bus.health import health
 from catalog.access import DEFAULT_ORG
 from catalog.errors import SluiceError
@@ -25,6 +26,7 @@ from producers import (access_routes, admin_routes, datasource_routes, definitio
                        harbor_routes, ingest_log_routes, read_routes, registry_routes, series_routes,
                        streams_routes, templates_routes)
 from producers.limits import BodyLimit
+from producers.metrics import RequestMetrics, metrics_endpoint
 from producers.openapi import allowed_methods, document
 from producers.rate_limit import RateLimiter
 from producers.raw_producer import RawProducer
@@ -59,6 +61,7 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
         await run_in_threadpool(bootstrap_admin, app.state.catalog)
         app.state.raw_producer = RawProducer(
             bootstrap, max_message_bytes=schemas.topics.MessageLimits.for_body(settings.max_body_bytes).raw)
+        metrics.PRODUCE_QUEUE.set_function(app.state.raw_producer.queued)
         app.state.results = ResultsListener(bootstrap, topics.results)
         await run_in_threadpool(app.state.results.start)
         try:
@@ -81,6 +84,7 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
     app.state.warehouse = warehouse
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
     app.add_middleware(BodyLimit, ingest_limit=settings.max_body_bytes, other_limit=settings.max_api_body_bytes)
+    app.add_middleware(RequestMetrics)  # added last: outside every other, so it sees their answers too
     app.openapi = lambda: document(app)  # type: ignore[method-assign]
     app.include_router(definitions_routes.router)
     app.include_router(registry_routes.router)
@@ -152,5 +156,7 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
         ready = catalog is not None and catalog.view.ready and loops_ok
         return JSONResponse({"ready": ready, "components": components}, status_code=200 if ready else 503)
 
+    # The Prometheus text format (bus.metrics): requests, sinks in embedded mode, loop states, consumer lag.
+    app.get("/metrics", include_in_schema=False)(metrics_endpoint)
     return app
 

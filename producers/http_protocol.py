@@ -26,6 +26,7 @@ import logging
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from bus import metrics
 from catalog.errors import SluiceError
 from config import Settings
 
@@ -138,6 +139,7 @@ def edge_protocol(settings: Settings) -> type[HttpToolsProtocol]:
                                      timeout_s=seconds), cycle=cycle if in_flight else None)
 
         def _refuse(self, error: SluiceError, headers: dict[str, str] | None = None, cycle=None) -> None:
+            metrics.HTTP_REJECTS.labels(str(error.status)).inc()  # never reaches the app's middleware
             self.transport.write(error_bytes(error, headers))
             self._close(cycle)
 

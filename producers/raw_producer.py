@@ -82,6 +82,10 @@ class RawProducer:
         except KafkaException:
             return False
 
+    def queued(self) -> int:
+        """Messages produced and not yet acknowledged (or failed) by the broker; never blocks."""
+        return len(self._producer)
+
     def close(self) -> None:
         self._producer.flush(10)
         self._stop.set()

@@ -25,6 +25,7 @@ from typing import Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from bus import metrics
 from bus.health import health
 from bus.logs import librdkafka_logger
 
@@ -74,6 +75,8 @@ class BatchingSink:
             **({"group.instance.id": instance_id} if instance_id else {}),
         })
         self.rows_inserted = 0
+        for family in (metrics.ROWS_INSERTED, metrics.INSERT_ERRORS):
+            family.labels(name)  # exported at 0 from the start, so rates and alerts see it
         self.ready = threading.Event()
         # Progress watch: messages waiting in assigned partitions, yet none consumed for a while,
         # is a loop that turns without working (it is what a partition left paused looks like).
@@ -167,16 +170,26 @@ class BatchingSink:
         delay = 0.2
         while True:
             try:
-                self.rows_inserted += self._insert([m.value() for m in batch], token)
+                started = time.monotonic()
+                rows = self._insert([m.value() for m in batch], token)
+                metrics.INSERT_DURATION.labels(self.name).observe(time.monotonic() - started)
+                metrics.ROWS_INSERTED.labels(self.name).inc(rows)
+                metrics.LAST_INSERT.labels(self.name).set_to_current_time()
+                metrics.SINK_BATCH.labels(self.name).observe(len(batch))
+                metrics.SINK_BYTES.labels(self.name).inc(sum(len(m.value() or b"") for m in batch))
+                self.rows_inserted += rows
                 break
             except Exception as exc:
+                metrics.INSERT_ERRORS.labels(self.name).inc()
                 log.exception("%s: insert failed; retrying in %.1fs", self.name, delay)
                 self.health.failing(f"insert failing: {exc}")
                 self._pause_and_wait(delay)
                 if self._stop.is_set():
                     return  # not committed: the next owner of these partitions replays them
                 delay = min(delay * 2, MAX_BACKOFF_S)
+        started = time.monotonic()
         self._commit(_next_offsets(batch))
+        metrics.COMMIT_DURATION.labels(self.name).observe(time.monotonic() - started)
         self._progress_at = time.monotonic()
 
     def _commit(self, offsets: list[TopicPartition]) -> None:

@@ -31,6 +31,8 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     key = stack.settings.admin_key
     where = stack.settings.kafka_bootstrap
     warehouse = stack.settings.clickhouse_url or f"chDB in {stack.settings.chdb_path}"
+    sink_metrics = "" if stack.settings.embedded_warehouse else (
+        f"\n             http://{stack.settings.http_host}:{stack.settings.sink_metrics_port}/metrics   (sink)")
     print(f"""
 sluice is up.
   API        {stack.url}   (OpenAPI: {stack.url}/openapi.json, docs: {stack.url}/docs)
@@ -38,6 +40,10 @@ sluice is up.
   warehouse  {warehouse}, database {stack.settings.database}
   logs       {stack.settings.state_dir / 'logs'}
   status     {stack.supervisor.status_path}   (children, restarts; dead children are restarted)
+  metrics    {stack.url}/metrics   (edge, embedded sinks, consumer lag, restarts)
+             http://{stack.settings.http_host}:{stack.settings.processor_metrics_port}/metrics   (processor)\
+{sink_metrics}
+  live view  sluice status   (or sluice status --once)
 
   admin key  {key}
   try:       curl -s -H 'X-Api-Key: {key}' {stack.url}/readyz
@@ -48,6 +54,12 @@ Ctrl-C stops everything.""", flush=True)
     finally:
         print("sluice: stopping", flush=True)
         stack.stop()
+
+
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    from sluice.status import run
+
+    return run(settings, once=args.once, interval=args.interval, url=args.url)
 
 
 def _interrupt(signum, frame) -> None:
@@ -178,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     plot.add_argument("--out", metavar="FILE.png", default=None, help="where to write (default THING-METRIC.png)")
     plot.set_defaults(run=_plot)
     commands.add_parser("topics", help="create the pipeline's topics").set_defaults(run=_topics)
+    status = commands.add_parser("status", help="each stage at a glance: up/down, rates, lag, rejects, "
+                                 "last insert (a live view; --once for one snapshot)")
+    status.add_argument("--once", action="store_true", help="print one snapshot and exit (1: the edge is down)")
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between scrapes (rates span one)")
+    status.add_argument("--url", help="the edge (default http://SLUICE_HTTP_HOST:SLUICE_HTTP_PORT)")
+    status.set_defaults(run=_status)
     replay = commands.add_parser("replay", help="send dead-lettered requests through the pipeline again")
     replay.add_argument("--reason", metavar="CODE", help="only dead letters with this reason (e.g. UNKNOWN_METRIC)")
     replay.add_argument("--request-id", metavar="ID", help="only this request")

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import uvicorn
 
+from bus import metrics
 from bus.broker_probe import BrokerProbe
+from bus.lag import LagCollector
 from bus.health import health
 from bus.logs import dict_config
 from bus.watchdog import Watchdog
@@ -56,6 +58,8 @@ def run_edge(settings: Settings) -> None:
     probe.start()
     watchdog = Watchdog(health(), _terminate_self)
     app = create_edge_app(settings, settings.kafka_bootstrap, warehouse)
+    metrics.REGISTRY.register(metrics.SupervisorCollector(settings.state_dir / "run" / "status.json"))
+    metrics.REGISTRY.register(LagCollector(settings.kafka_bootstrap, settings.topic_prefix))
     # uvicorn re-raises SIGTERM after its graceful shutdown; with the default
     # handler that would kill us before the sinks commit and leave their group.
     signal.signal(signal.SIGTERM, lambda *_: None)
@@ -85,6 +89,7 @@ def run_sink(settings: Settings) -> None:
     """Run the warehouse sinks against a ClickHouse server until SIGINT/SIGTERM; blocks."""
     warehouse = open_warehouse(settings)
     warehouse.migrate()
+    metrics.serve(settings.sink_metrics_port, settings.http_host)
     sinks = warehouse_sinks(settings, settings.kafka_bootstrap, warehouse)
     threads = [threading.Thread(target=s.run, name=s.name, daemon=True) for s in sinks]
     stopping = threading.Event()
@@ -107,6 +112,7 @@ def run_sink(settings: Settings) -> None:
 def run_processor(settings: Settings, ready_file: Path | None = None) -> None:
     """Run the Faust worker until SIGINT/SIGTERM; blocks."""
     topics = Topics(settings.topic_prefix)
+    metrics.serve(settings.processor_metrics_port, settings.http_host)
     view = CatalogView(settings.kafka_bootstrap, topics.catalog)
     seen = IdempotencyStore(settings.kafka_bootstrap, topics.idempotency)
     view.start()

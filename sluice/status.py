@@ -1,0 +1,175 @@
+"""`sluice status`: each stage at a glance, from the edge's /metrics and /readyz and the
+processor's (and a standalone sink's) own /metrics.
+
+A snapshot is two scrapes `interval` seconds apart, so it can show rates; the live
+view keeps scraping and redraws. Nothing here keeps state of its own: what an
+operator sees is what Prometheus would scrape.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from config import Settings
+
+Samples = dict[str, list[tuple[dict, float]]]  # sample name -> [(labels, value)]
+
+
+def scrape(client: httpx.Client, url: str) -> Samples | None:
+    """The samples at `url`, or None when it does not answer."""
+    try:
+        reply = client.get(url)
+        reply.raise_for_status()
+    except httpx.HTTPError:
+        return None
+    samples: Samples = defaultdict(list)
+    for family in text_string_to_metric_families(reply.text):
+        for sample in family.samples:
+            samples[sample.name].append((sample.labels, sample.value))
+    return samples
+
+
+def total(samples: Samples | None, name: str, **labels) -> float:
+    return sum(value for got, value in (samples or {}).get(name, ())
+               if all(got.get(k) == v for k, v in labels.items()))
+
+
+def by(samples: Samples | None, name: str, label: str) -> dict[str, float]:
+    out: dict[str, float] = defaultdict(float)
+    for labels, value in (samples or {}).get(name, ()):
+        out[labels.get(label, "")] += value
+    return dict(out)
+
+
+@dataclass
+class Snapshot:
+    taken_at: float
+    edge: Samples | None
+    ready: dict | None
+    processor: Samples | None
+    sink: Samples | None  # a standalone sink's port; embedded sinks are in `edge`
+    previous: "Snapshot | None" = field(default=None, repr=False)
+
+    def rate(self, source: str, name: str, **labels) -> float | None:
+        before = self.previous
+        if before is None or getattr(self, source) is None or getattr(before, source) is None:
+            return None
+        elapsed = self.taken_at - before.taken_at
+        delta = total(getattr(self, source), name, **labels) - total(getattr(before, source), name, **labels)
+        return max(0.0, delta) / elapsed if elapsed > 0 else None
+
+
+class Status:
+    def __init__(self, settings: Settings, url: str | None = None, timeout: float = 5.0) -> None:
+        host = settings.http_host if settings.http_host not in ("0.0.0.0", "::") else "127.0.0.1"
+        self.edge_url = (url or f"http://{host}:{settings.http_port}").rstrip("/")
+        self.processor_url = f"http://{host}:{settings.processor_metrics_port}/metrics"
+        self.sink_url = None if settings.embedded_warehouse else f"http://{host}:{settings.sink_metrics_port}/metrics"
+        self.prefix = settings.topic_prefix
+        self._client = httpx.Client(timeout=timeout)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def snapshot(self, previous: Snapshot | None = None) -> Snapshot:
+        try:
+            ready = self._client.get(f"{self.edge_url}/readyz").json()
+        except (httpx.HTTPError, ValueError):
+            ready = None
+        return Snapshot(time.time(), scrape(self._client, f"{self.edge_url}/metrics"), ready,
+                        scrape(self._client, self.processor_url),
+                        scrape(self._client, self.sink_url) if self.sink_url else None, previous)
+
+    def render(self, snap: Snapshot) -> Group:
+        stages = Table(title="sluice status", title_justify="left")
+        for column in ("stage", "state", "rate", "lag", "detail"):
+            stages.add_column(column)
+        lag = self._lag(snap.edge)
+        edge_state = "down" if snap.edge is None else ("ready" if snap.ready and snap.ready.get("ready")
+                                                       else "up, not ready")
+        requests = snap.rate("edge", "sluice_http_requests_total")
+        stages.add_row("edge", edge_state, _per_s(requests, "req"), "", self._unhealthy(snap.ready))
+        processor_state = "up" if snap.processor is not None else "down"
+        stages.add_row("processor", processor_state, _per_s(snap.rate("processor", "sluice_processor_messages_total"),
+                                                            "msg"),
+                       _lag(lag.get("processors")),
+                       f"{_per_s(snap.rate('processor', 'sluice_processor_items_ingested_total'), 'items')} ingested")
+        sinks = snap.sink if snap.sink is not None else snap.edge
+        source = "sink" if snap.sink is not None else "edge"
+        components = by(sinks, "sluice_component_up", "component")
+        last = by(sinks, "sluice_sink_last_insert_timestamp_seconds", "sink")
+        for sink in sorted(by(sinks, "sluice_sink_rows_inserted_total", "sink")):
+            up = components.get(sink)
+            state = "down" if sinks is None else ("up" if up == 1.0 else "failing" if up is not None else "up")
+            when = f"last insert {snap.taken_at - last[sink]:.0f} s ago" if last.get(sink) else "no insert yet"
+            errors = total(sinks, "sluice_sink_insert_errors_total", sink=sink)
+            stages.add_row(sink, state, _per_s(snap.rate(source, "sluice_sink_rows_inserted_total", sink=sink), "rows"),
+                           _lag(lag.get(sink)),
+                           when + (f", {errors:.0f} insert errors" if errors else ""))
+        if sinks is None:
+            stages.add_row("sinks", "down", "", "", "no metrics")
+        rejects = Table(title="rejects", title_justify="left")
+        rejects.add_column("where")
+        rejects.add_column("reason")
+        rejects.add_column("count", justify="right")
+        for status, count in sorted(by(snap.edge, "sluice_http_rejects_total", "status").items()):
+            rejects.add_row("edge", f"HTTP {status}", f"{count:.0f}")
+        for reason, count in sorted(by(snap.processor, "sluice_deadletters_total", "reason").items()):
+            rejects.add_row("processor", reason, f"{count:.0f}")
+        return Group(stages, rejects)
+
+    def _lag(self, edge: Samples | None) -> dict[str, float]:
+        """Lag by consumer group, the topic prefix dropped ("processors", "sink-readings", …)."""
+        return {group.removeprefix(self.prefix): value
+                for group, value in by(edge, "sluice_consumer_lag", "group").items()}
+
+    @staticmethod
+    def _unhealthy(ready: dict | None) -> str:
+        if ready is None:
+            return "no answer"
+        bad = [f"{name}: {c.get('state')}" for name, c in (ready.get("components") or {}).items() if not c.get("ok")]
+        return ", ".join(bad) or "all loops ok"
+
+
+def _per_s(value: float | None, unit: str) -> str:
+    return "—" if value is None else f"{value:,.1f} {unit}/s"
+
+
+def _lag(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
+def run(settings: Settings, once: bool, interval: float, url: str | None = None) -> int:
+    """Print one snapshot (`once`; exit 1 when the edge does not answer) or redraw until Ctrl-C."""
+    status = Status(settings, url)
+    console = Console()
+    try:
+        snap = status.snapshot()
+        time.sleep(interval)
+        snap = status.snapshot(snap)
+        if once:
+            console.print(status.render(snap))
+            return 0 if snap.edge is not None else 1
+        with Live(status.render(snap), console=console, refresh_per_second=4) as live:
+            while True:
+                time.sleep(interval)
+                snap = status.snapshot(_forget_previous(snap))
+                live.update(status.render(snap))
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        status.close()
+
+
+def _forget_previous(snap: Snapshot) -> Snapshot:
+    """`snap` without its own predecessor, so a live view does not keep a chain of every scrape."""
+    snap.previous = None
+    return snap
