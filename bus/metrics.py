@@ -52,6 +52,7 @@ BATCH_DURATION = Histogram("sluice_processor_batch_duration_seconds",
 
 # Sinks
 ROWS_INSERTED = Counter("sluice_sink_rows_inserted_total", "Rows inserted into the warehouse, by sink.", ["sink"])
+TABLE_ROWS = Counter("sluice_table_rows_inserted_total", "Rows inserted into the warehouse, by table.", ["table"])
 INSERT_DURATION = Histogram("sluice_sink_insert_duration_seconds", "Time of one successful insert, by sink.",
                             ["sink"], buckets=_LATENCY_BUCKETS)
 INSERT_ERRORS = Counter("sluice_sink_insert_errors_total", "Inserts that failed (and are retried), by sink.", ["sink"])

@@ -10,6 +10,7 @@ import logging
 from typing import Callable
 
 import schemas
+from bus import metrics
 from config import Settings
 from sinks.batching import BatchingSink
 from warehouse.backend import Warehouse
@@ -39,14 +40,16 @@ def record_sink(settings: Settings, bootstrap: str, warehouse: Warehouse, *, nam
                 records.append(schemas.decode(schema, value))
             except (schemas.SchemaMismatch, ValueError, EOFError) as exc:
                 log.error("%s: skipping a message that does not decode as %s: %s", name, schema, exc)
-        rows = 0
+        counts = {}
         for table, build in tables.items():
             columns = build(records)
-            count = len(next(iter(columns.values()), ()))
-            if count:
+            counts[table] = len(next(iter(columns.values()), ()))
+            if counts[table]:
                 warehouse.insert(table, columns, dedup_token=f"{token}:{table}")
-            rows += count
-        return rows
+        # Counted once every table took the batch: a retry after a partial failure counts nothing twice.
+        for table, count in counts.items():
+            metrics.TABLE_ROWS.labels(table).inc(count)
+        return sum(counts.values())
 
     return BatchingSink(bootstrap, f"{settings.topic_prefix}{name}", topic, insert,
                         max_messages=settings.sink_batch_messages, max_bytes=settings.sink_batch_bytes,
