@@ -75,13 +75,6 @@ class RawProducer:
             raise ProducerUnavailable(f"cannot produce: {exc}", retry_after=5) from None
         return await future
 
-    def connected(self) -> bool:
-        try:
-            self._producer.list_topics(timeout=2)
-            return True
-        except KafkaException:
-            return False
-
     def queued(self) -> int:
         """Messages produced and not yet acknowledged (or failed) by the broker; never blocks."""
         return len(self._producer)
