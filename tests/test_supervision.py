@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import eventually, session_settings
+from tests.warehouse_probe import optimized
 from tests.kafka_fixture import free_http_and_kafka_ports
 from tests.seed import register_battery, register_battery_type
 
@@ -77,23 +78,6 @@ def readings(api: httpx.Client, stack, thing: str) -> tuple[int, int]:
     reply = api.post("/v2/admin/sql", json={"sql": sql})
     assert reply.status_code == 200, reply.text
     return tuple(reply.json()["rows"][0])
-
-
-def optimized(settings, thing: str) -> tuple[int, int]:
-    """(count(), uniqExact) after OPTIMIZE … FINAL, in a process of its own (chDB: one owner at a time)."""
-    table = f"{settings.database}.readings"
-    script = f"""
-from config import Settings
-from warehouse import open_warehouse
-w = open_warehouse(Settings.from_env())
-w.command("OPTIMIZE TABLE {table} FINAL")
-print(list(w.query("SELECT count(), uniqExact(metric_id, ts) FROM {table} WHERE thing_id = '{thing}'").rows[0]))
-w.close()
-"""
-    out = subprocess.run([sys.executable, "-c", script], env={**os.environ, **settings.to_env()}, cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return tuple(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def status(stack) -> dict:
