@@ -39,6 +39,8 @@ HTTP_REJECTS = Counter("sluice_http_rejects_total",
 
 # Processor
 RAW_MESSAGES = Counter("sluice_processor_messages_total", "Raw requests taken from the raw topic.")
+INGEST_MESSAGES = Counter("sluice_processor_ingest_messages_total",
+                          "Messages taken from the public ingest topic (outside producers').")
 ITEMS = Counter("sluice_processor_items_ingested_total",
                 "Frames, items or records accepted (a verdict's frames_ingested), summed over verdicts.")
 VERDICTS = Counter("sluice_processor_verdicts_total", "Verdicts given, by status and error code.", ["status", "code"])

@@ -15,6 +15,7 @@ from catalog.errors import SluiceError, not_found
 from catalog.ids import new_id
 from catalog.models import ApiKeyIn, OrgIn
 from catalog.store import Store, now_ms
+from catalog.view import CatalogView
 
 DEFAULT_ORG = "org_default"  # where the platform-admin key acts
 
@@ -94,10 +95,7 @@ class Access(Store):
 
     def authenticate(self, secret: str) -> tuple[str, dict] | None:
         """(org id, key body) for a live org key, else None."""
-        key = self.view.api_key_by_hash(keys.hash_secret(secret))
-        if key is None or key.get("revoked") or not _org_key(key):
-            return None
-        return self.view.org_of("api_key", key["id"]) or "", key
+        return authenticate(self.view, secret)
 
     def retire_stored_platform_keys(self) -> int:
         """Revoke platform-admin keys that older versions stored in the catalog; how many.
@@ -116,6 +114,15 @@ class Access(Store):
         reason = None if holder is None else keys.broader(other, holder, self._place_of(org_id))
         if reason is not None:
             raise SluiceError(403, "FORBIDDEN", f"this key may not {verb} that key: {reason}")
+
+
+def authenticate(view: CatalogView, secret: str) -> tuple[str, dict] | None:
+    """(org id, key body) for a live org key, else None: one check for the edge's HTTP
+    requests and the processor's ingest-topic messages alike."""
+    key = view.api_key_by_hash(keys.hash_secret(secret))
+    if key is None or key.get("revoked") or not _org_key(key):
+        return None
+    return view.org_of("api_key", key["id"]) or "", key
 
 
 def _org_key(body: dict) -> bool:

@@ -40,6 +40,12 @@ def reach(key: dict) -> tuple[set[str], set[str], set[str]] | None:
     return named if any(named) else None
 
 
+def may_use_thing(key: dict, thing: dict) -> bool:
+    """Whether the key's filters reach `thing`: unfiltered, or naming it or its place."""
+    named = reach(key)
+    return named is None or thing["id"] in named[1] or thing.get("placeId") in named[0]
+
+
 def broader(other: dict, holder: dict, place_of: Callable[[str], str | None]) -> str | None:
     """Why `other` reaches further than `holder`, or None when it is no broader.
 

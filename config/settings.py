@@ -34,6 +34,12 @@ class Settings:
         empty_ok=True)
     partitions: int = setting(
         "SLUICE_PARTITIONS", 4, "Partitions of the raw, frames, results and deadletter topics.")
+    ingest_partitions: int = setting(
+        "SLUICE_INGEST_PARTITIONS", 0, "Partitions of the public ingest topic (outside producers write to it); "
+        "0: as SLUICE_PARTITIONS.")
+    schema_registry_url: str = setting(
+        "SLUICE_SCHEMA_REGISTRY_URL", "", "A Confluent-compatible schema registry's API base URL, for Avro values "
+        "on the ingest topic (docs/producers.md); empty: the ingest topic takes JSON only.")
     state_dir: Path = setting(
         "SLUICE_STATE_DIR", Path(".sluice"), "Local state: broker log dirs, chDB data, generated admin key, logs.")
     clickhouse_url: str = setting(

@@ -1,5 +1,9 @@
-"""The Faust application: one agent that turns raw requests into frames, verdicts
-and dead letters.
+"""The Faust application: agents that turn requests into frames, verdicts and dead letters.
+
+`normalize` reads the raw topic (the edge's envelopes); `ingest` reads the public
+ingest topic, where outside producers write with their own clients: each message
+becomes the envelope an HTTP request would have (processors.ingest_topic), or its
+rejection, and is judged by the same rulebooks on the same path.
 
 Idempotency: see processors.idempotency.
 
@@ -35,13 +39,18 @@ import orjson
 
 import schemas
 from bus import metrics
+from bus.schema_registry import SchemaRegistry, UnknownSchema
+from catalog import access
 from catalog.view import CatalogView
 from config import Settings
 from processors.deciding_catalog import DecidingCatalog, StaleCatalog
+from processors import ingest_topic
 from processors.idempotency import IdempotencyStore, first_verdict, idempotency_id, repeat_verdict
+from processors.ingest_topic import IngestMessage
 from processors.outcome import Outcome, failed, undecodable
 from processors.rulebooks import Catalog, judge
 from processors.splitting import encode_frame_batch, encode_record_batches
+from schemas import public
 from schemas.topics import CATALOG, DEADLETTER, FRAMES, IDEMPOTENCY, RECORDS, RESULTS, MessageLimits
 
 log = logging.getLogger(__name__)
@@ -73,36 +82,63 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
     app.conf.producer_max_request_size = limits.output
     app.conf.consumer_max_fetch_size = limits.raw
     raw = app.topic(topics.raw, key_type=bytes, value_type=bytes)
+    ingest = app.topic(topics.ingest, key_type=bytes, value_type=bytes)
+    schema_registry = SchemaRegistry(settings.schema_registry_url) if settings.schema_registry_url else None
     outputs = {logical: app.topic(topics.name(logical), key_type=bytes, value_type=bytes)
                for logical in (FRAMES, RECORDS, RESULTS, DEADLETTER, IDEMPOTENCY, CATALOG)}
-    catalog = DecidingCatalog(view)
+    # One per agent: `fresh` belongs to the batch an agent is judging.
+    raw_catalog, ingest_catalog = DecidingCatalog(view), DecidingCatalog(view)
 
-    async def handle(batch: list[bytes]) -> None:
-        """Produce every output of `batch` and wait for the broker to acknowledge them all."""
-        decoded = [_decode(payload) for payload in batch]
-        await _catch_up(view, max((e["catalog_offset"] for e in decoded if isinstance(e, dict)), default=-1))
+    async def send_outputs(requests: list[tuple[bytes, dict | str]], catalog: DecidingCatalog) -> None:
+        """Judge each (payload, envelope or why undecodable), produce every output, and wait
+        for the broker to acknowledge them all."""
         pending = []
         catalog.fresh = False
-        for payload, envelope in zip(batch, decoded):
+        for payload, envelope in requests:
             try:
                 messages = request_messages(payload, envelope, catalog, seen, limits)
             except StaleCatalog:  # it decides a catalog entity: judge it again on the catalog's end
-                if not await asyncio.get_running_loop().run_in_executor(None, view.catch_up_to_end,
-                                                                        CATALOG_CATCH_UP_S):
-                    raise RuntimeError("the catalog view did not reach the catalog's end") from None
+                await _catch_up_to_end(view)
                 catalog.fresh = True
                 messages = request_messages(payload, envelope, catalog, seen, limits)
             for logical, key, value in messages:
                 pending.append(await outputs[logical].send(key=key, value=value))
         await asyncio.gather(*pending)
 
-    @app.agent(raw, name="normalize")
-    async def normalize_agent(stream):
-        async for batch in stream.take(settings.processor_batch, within=0.01):
+    async def handle(batch: list[bytes]) -> None:
+        decoded = [_decode(payload) for payload in batch]
+        await _catch_up(view, max((e["catalog_offset"] for e in decoded if isinstance(e, dict)), default=-1))
+        await send_outputs(list(zip(batch, decoded)), raw_catalog)
+
+    async def handle_ingest(batch: list[IngestMessage]) -> None:
+        # No edge told us which catalog it saw: judge on the catalog's end as of now, so a thing
+        # created (or a key revoked) before the message was read is known.
+        await _catch_up_to_end(view)
+        schemas_ = await _writer_schemas(schema_registry, {ingest_topic.schema_id(m) for m in batch} - {None})
+        requests: list[tuple[bytes, dict | str]] = []
+        pending = []
+        for message in batch:
+            translated = ingest_topic.translate(message, authenticate, view.get, schemas_,
+                                                settings.max_body_bytes)
+            if isinstance(translated, Outcome):  # refused before it was a request: no rulebook to ask
+                _count(translated)
+                for logical, key, value in _messages(translated, None, limits):
+                    pending.append(await outputs[logical].send(key=key, value=value))
+            else:
+                requests.append((translated["body"], translated))
+        await send_outputs(requests, ingest_catalog)
+        await asyncio.gather(*pending)
+
+    def authenticate(secret: str) -> tuple[str, dict] | None:
+        return access.authenticate(view, secret)
+
+    async def run_batches(batches, handle_one, counter) -> None:
+        """The agents' loop: each batch wholly handled before Faust may ack it, or the process exits."""
+        async for batch in batches:
             try:
                 started = time.monotonic()
-                await handle(batch)
-                metrics.RAW_MESSAGES.inc(len(batch))
+                await handle_one(batch)
+                counter.inc(len(batch))
                 metrics.BATCH_SIZE.observe(len(batch))
                 metrics.BATCH_DURATION.observe(time.monotonic() - started)
             except asyncio.CancelledError:
@@ -111,6 +147,26 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
             except BaseException:  # producing failed for good, most likely
                 log.critical("a batch failed; exiting before it is committed", exc_info=True)
                 os._exit(70)
+
+    @app.agent(raw, name="normalize")
+    async def normalize_agent(stream):
+        await run_batches(stream.take(settings.processor_batch, within=0.01), handle, metrics.RAW_MESSAGES)
+
+    async def ingest_batches(stream):
+        async for events in stream.take_events(settings.processor_batch, within=0.01):
+            yield [_ingest_message(event.message) for event in events]
+
+    @app.agent(ingest, name="ingest")
+    async def ingest_agent(stream):
+        await run_batches(ingest_batches(stream), handle_ingest, metrics.INGEST_MESSAGES)
+
+    if schema_registry is not None:
+        @app.task
+        async def register_public_schema() -> None:
+            # In the background: a registry that is down must not keep the raw topic waiting.
+            subject = f"{topics.ingest}-value"
+            schema_id = await schema_registry.register(subject, public.frames_schema_text())
+            log.info("registered %s as schema id %d", subject, schema_id)
 
     return app
 
@@ -206,6 +262,35 @@ def _count(outcome: Outcome) -> None:
 CATALOG_CATCH_UP_S = 30.0
 
 
+async def _catch_up_to_end(view: CatalogView) -> None:
+    """Wait (in a thread) until the view has applied the catalog's end as of now."""
+    if not await asyncio.get_running_loop().run_in_executor(None, view.catch_up_to_end, CATALOG_CATCH_UP_S):
+        raise RuntimeError("the catalog view did not reach the catalog's end") from None
+
+
+async def _writer_schemas(registry: SchemaRegistry | None, ids: set[int]) -> ingest_topic.WriterSchemas:
+    """The writer schema of each id, or why there is none. Waits while the registry is
+    unreachable (retrying), so nothing of the batch is acked meanwhile."""
+    found: ingest_topic.WriterSchemas = {}
+    for schema_id in ids:
+        if registry is None:
+            found[schema_id] = ingest_topic.UnknownSchemaId(
+                "an Avro value, but no schema registry is configured (SLUICE_SCHEMA_REGISTRY_URL)")
+            continue
+        try:
+            found[schema_id] = await registry.writer_schema(schema_id)
+        except UnknownSchema as exc:
+            found[schema_id] = ingest_topic.UnknownSchemaId(str(exc))
+    return found
+
+
+def _ingest_message(message) -> IngestMessage:
+    """The parts of a Faust consumer message the ingest topic's contract reads."""
+    timestamp_ms = int(round(message.timestamp * 1000)) if message.timestamp else int(time.time() * 1000)
+    return IngestMessage.of(message.partition, message.offset, timestamp_ms, message.key, message.value,
+                            message.headers)
+
+
 def _decode(payload: bytes) -> dict | str:
     """The envelope, or why it could not be decoded (foreign bytes must not stop the agent)."""
     try:
@@ -247,7 +332,9 @@ def _process(payload: bytes, envelope: dict | str, catalog: Catalog,
     key = idempotency_id(envelope)
     if key is not None:
         first = seen.first(key, envelope["received_at"])
-        if first is not None:
+        # The same request again (replayed after a crash, its first verdict already out): judge it
+        # again, since its other outputs may not all have landed; they overwrite downstream.
+        if first is not None and first["request_id"] != envelope["request_id"]:
             return Outcome(None, repeat_verdict(first, envelope)), None
     return judge(envelope, catalog), key
 

@@ -50,8 +50,7 @@ class Principal:
         return reach is None or place_id in reach[0]
 
     def may_use_thing(self, thing: dict) -> bool:
-        reach = keys.reach(self.key)
-        return reach is None or thing["id"] in reach[1] or thing.get("placeId") in reach[0]
+        return keys.may_use_thing(self.key, thing)
 
     def may_use_stream(self, stream: str) -> bool:
         reach = keys.reach(self.key)

@@ -15,6 +15,8 @@ RESULTS = "results"
 DEADLETTER = "deadletter"
 IDEMPOTENCY = "idempotency"
 RECORDS = "records"
+# The public ingest topic: what outside producers write with their own clients (docs/producers.md).
+INGEST = "ingest"
 
 # How long an Idempotency-Key is remembered (seed 002: 24 hours).
 IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000
@@ -39,6 +41,8 @@ SPECS = (
     TopicSpec(RECORDS, "sluice.RecordBatch"),
     # First verdict per (org, Idempotency-Key): compacted, and expired an hour past the window.
     TopicSpec(IDEMPOTENCY, "sluice.Verdict", compacted=True, retention_ms=IDEMPOTENCY_WINDOW_MS + 3600 * 1000),
+    # Not ours to encode: JSON, or Avro framed for a schema registry (schemas/avro/public/frames.avsc).
+    TopicSpec(INGEST, "sluice.public.Frames"),
 )
 
 
@@ -75,6 +79,10 @@ class Topics:
     def idempotency(self) -> str:
         return self.name(IDEMPOTENCY)
 
+    @property
+    def ingest(self) -> str:
+        return self.name(INGEST)
+
 
 # Room for everything a raw message carries besides the body: ids, the route, the
 # Idempotency-Key, the content type (HTTP servers cap headers well below this)
@@ -108,7 +116,8 @@ class MessageLimits:
         return cls(raw=raw, output=raw + ENVELOPE_ALLOWANCE)
 
     def topic(self, spec: TopicSpec) -> int:
-        return self.raw if spec.logical == RAW else self.output
+        # The ingest topic takes the same bodies as the raw topic, with less around them.
+        return self.raw if spec.logical in (RAW, INGEST) else self.output
 
 
 def topic_configs(spec: TopicSpec, limits: MessageLimits) -> dict[str, str]:

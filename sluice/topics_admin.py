@@ -10,7 +10,7 @@ from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, 
                                    ResourceType)
 
 from config import Settings
-from schemas.topics import SPECS, MessageLimits, Topics, topic_configs
+from schemas.topics import INGEST, SPECS, MessageLimits, TopicSpec, Topics, topic_configs
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def ensure_topics(bootstrap: str, settings: Settings, replication: int = 1, time
     created: set[str] = set()
     wanted = [
         NewTopic(topics.name(spec.logical),
-                 num_partitions=1 if spec.single_partition else settings.partitions,
+                 num_partitions=_partitions(spec, settings),
                  replication_factor=replication,
                  config=topic_configs(spec, limits))
         for spec in SPECS
@@ -51,3 +51,11 @@ def ensure_topics(bootstrap: str, settings: Settings, replication: int = 1, time
         for resource, future in admin.incremental_alter_configs(altered, request_timeout=timeout).items():
             future.result()
             log.info("configs of topic %s are up to date", resource.name)
+
+
+def _partitions(spec: TopicSpec, settings: Settings) -> int:
+    if spec.single_partition:
+        return 1
+    if spec.logical == INGEST:  # sized for outside producers' keys and load, on its own
+        return settings.ingest_partitions or settings.partitions
+    return settings.partitions

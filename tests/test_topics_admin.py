@@ -21,7 +21,7 @@ def test_existing_topics_get_the_new_message_size_limits(kafka_bootstrap, tmp_pa
     ensure_topics(kafka_bootstrap, settings)  # idempotent
 
     limits = MessageLimits.for_body(settings.max_body_bytes)
-    expected = {topics.name(spec.logical): str(limits.raw if spec.logical == "raw" else limits.output)
+    expected = {topics.name(spec.logical): str(limits.topic(spec))
                 for spec in SPECS}
     resources = [ConfigResource(ResourceType.TOPIC, name) for name in expected]
 
