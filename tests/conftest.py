@@ -1,4 +1,4 @@
-"""Session fixtures: a real Kafka broker, and the whole Sluice stack on it.
+"""Session fixtures: a real Kafka broker, a schema registry, and the whole Sluice stack on it.
 
 Each session gets its own topic prefix, ClickHouse database and state folder,
 so runs never collide (on a shared cluster or server too).
@@ -18,6 +18,7 @@ import pytest
 from config import Settings
 from tests.clickhouse_fixture import clickhouse_url_for_tests
 from tests.kafka_fixture import free_port, kafka_bootstrap_for_tests
+from tests.registry_fixture import schema_registry  # noqa: F401  (a session fixture, registered by import)
 from tests.seed import register_battery, register_battery_type
 
 
