@@ -1,0 +1,145 @@
+"""Avro frames through the ingest topic, with a real schema registry, produced the way a
+user would (confluent-kafka's SerializingProducer and AvroSerializer); and a processor
+SIGKILLed mid-stream leaves every reading exactly once."""
+
+from __future__ import annotations
+
+import signal
+import struct
+import threading
+import time
+
+import httpx
+import pytest
+from confluent_kafka import SerializingProducer
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import StringSerializer
+
+from schemas.public import frames_schema_text
+from tests.conftest import eventually, session_settings
+from tests.seed import SEED_FRAMES, register_battery, register_battery_type
+from tests.test_ingest_topic import dead_letter_reason, produce, readings, sql, verdict
+from tests.warehouse_probe import optimized
+
+MESSAGES = 150
+METRICS = 5
+
+
+def start_stack(kafka_bootstrap, schema_registry, state_dir, **overrides):
+    from sluice.stack import Stack
+
+    stack = Stack(session_settings(kafka_bootstrap, state_dir, schema_registry_url=schema_registry,
+                                   rate_limit=0.0, **overrides))
+    stack.start()
+    api = httpx.Client(base_url=stack.url, headers={"X-Api-Key": stack.settings.admin_key}, timeout=30)
+    battery = register_battery(api, *register_battery_type(api))
+    secret = api.post("/v2/api-keys", json={"name": "avro producer", "scopes": ["write"]}).json()["key"]
+    return stack, api, battery, secret
+
+
+@pytest.fixture(scope="module")
+def avro_stack(kafka_bootstrap, schema_registry, tmp_path_factory):
+    stack, api, battery, secret = start_stack(kafka_bootstrap, schema_registry, tmp_path_factory.mktemp("avro"))
+    try:
+        yield stack, api, battery, secret
+    finally:
+        api.close()
+        stack.stop()
+
+
+def avro_producer(settings, registry_url: str) -> SerializingProducer:
+    """What a user writes: the shipped schema, the registry's serializer, the thing id as the key."""
+    registry = SchemaRegistryClient({"url": registry_url})
+    return SerializingProducer({
+        "bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True,
+        "key.serializer": StringSerializer("utf_8"),
+        "value.serializer": AvroSerializer(registry, frames_schema_text()),
+    })
+
+
+def send(producer: SerializingProducer, topic: str, thing: str, secret: str, frames: dict) -> str:
+    delivered = []
+    producer.produce(topic, key=thing, value=frames, headers=[("sluice-api-key", secret)],
+                     on_delivery=lambda error, message: delivered.append((error, message)))
+    assert producer.flush(30) == 0
+    error, message = delivered[0]
+    assert error is None, error
+    return f"kafka-{message.partition()}-{message.offset()}"
+
+
+def test_the_processor_registers_the_public_schema_and_avro_frames_land(avro_stack, schema_registry):
+    stack, api, battery, secret = avro_stack
+    subject = f"{stack.settings.topic_prefix}ingest-value"
+    registry = SchemaRegistryClient({"url": schema_registry})
+    registered = eventually(lambda: subject in registry.get_subjects() and registry.get_latest_version(subject))
+    assert "sluice.public" in registered.schema.schema_str
+
+    producer = avro_producer(stack.settings, schema_registry)
+    request_id = send(producer, f"{stack.settings.topic_prefix}ingest", battery, secret, SEED_FRAMES)
+    found = eventually(lambda: verdict(api, request_id))
+    assert (found["status"], found["framesIngested"], found["thingId"]) == ("ingested", 1, battery)
+    eventually(lambda: readings(api, stack, battery) == 5)
+    rows = sql(api, f"SELECT value FROM {stack.settings.database}.readings WHERE thing_id = '{battery}' "
+                    "ORDER BY value")
+    assert [r[0] for r in rows] == [1, 12.1, 52.3, 87.4, 98.1]
+
+
+def test_an_unknown_schema_id_and_undecodable_avro_are_dead_letters_and_the_next_message_lands(
+        avro_stack, schema_registry):
+    stack, api, battery, secret = avro_stack
+    headers = {"sluice-api-key": secret}
+    registered = SchemaRegistryClient({"url": schema_registry}).register_schema(
+        f"{stack.settings.topic_prefix}ingest-value",
+        Schema(frames_schema_text(), "AVRO"))
+    unknown = produce(stack.settings, b"\x00" + struct.pack(">I", 987_654_321) + b"\x02\x00", battery, headers)
+    broken = produce(stack.settings, b"\x00" + struct.pack(">I", registered) + b"\xff\xff\xff\xff", battery, headers)
+    producer = avro_producer(stack.settings, schema_registry)
+    later = {"frames": [{"timestamp": 1718884900000, "metrics": {"moduleSoC": 80.0}}]}
+    valid = send(producer, f"{stack.settings.topic_prefix}ingest", battery, secret, later)
+    assert eventually(lambda: dead_letter_reason(api, stack, unknown)) == "UNKNOWN_SCHEMA"
+    assert eventually(lambda: dead_letter_reason(api, stack, broken)) == "UNDECODABLE"
+    assert eventually(lambda: verdict(api, valid))["status"] == "ingested"
+    stack.check_alive()
+
+
+@pytest.fixture()
+def faulty(kafka_bootstrap, schema_registry, tmp_path):
+    """A stack of its own, with small batches so a crash always leaves work uncommitted."""
+    stack, api, battery, secret = start_stack(kafka_bootstrap, schema_registry, tmp_path,
+                                              processor_batch=10, sink_batch_messages=20)
+    try:
+        yield stack, api, battery, secret
+    finally:
+        api.close()
+        stack.stop()
+
+
+def test_a_processor_killed_mid_stream_leaves_every_reading_exactly_once(faulty, schema_registry):
+    stack, api, battery, secret = faulty
+    producer = avro_producer(stack.settings, schema_registry)
+    topic = f"{stack.settings.topic_prefix}ingest"
+    progress: list[str] = []
+
+    def stream() -> None:
+        for i in range(MESSAGES):
+            frames = {"frames": [{"timestamp": 1718884800000 + i * 1000, "metrics": {
+                "status": i, "moduleSoC": i / 10, "moduleSoH": 99.0, "moduleVoltage": 52.0, "moduleCurrent": 1.5}}]}
+            progress.append(send(producer, topic, battery, secret, frames))
+            time.sleep(0.01)
+
+    sender = threading.Thread(target=stream)
+    sender.start()
+    eventually(lambda: len(progress) >= MESSAGES // 3, timeout=60)
+    stack.restart("processor", signal.SIGKILL)
+    sender.join(120)
+    assert len(progress) == MESSAGES
+
+    expected = MESSAGES * METRICS
+    eventually(lambda: readings(api, stack, battery) == expected, timeout=90, interval=0.5)
+    verdicts = f"SELECT uniqExact(request_id) FROM {stack.settings.database}.ingest_log WHERE thing_id = '{battery}'"
+    assert eventually(lambda: sql(api, verdicts) == [[MESSAGES]], timeout=30)
+    time.sleep(2)  # nothing more trickles in later either
+    assert readings(api, stack, battery) == expected
+    stack.stop()  # chDB has one owner: the warehouse is read directly once the stack is down
+    assert optimized(stack.settings, battery) == (expected, expected)  # merged, no copy is left over
