@@ -4,11 +4,15 @@ SIGKILLed mid-stream leaves every reading exactly once."""
 
 from __future__ import annotations
 
+import io
+import json
 import signal
+import socket
 import struct
 import threading
 import time
 
+import fastavro
 import httpx
 import pytest
 from confluent_kafka import SerializingProducer
@@ -18,6 +22,7 @@ from confluent_kafka.serialization import StringSerializer
 
 from schemas.public import frames_schema_text
 from tests.conftest import eventually, session_settings
+from tests.kafka_fixture import free_port
 from tests.seed import SEED_FRAMES, register_battery, register_battery_type
 from tests.test_ingest_topic import dead_letter_reason, produce, readings, sql, verdict
 from tests.warehouse_probe import optimized
@@ -143,3 +148,77 @@ def test_a_processor_killed_mid_stream_leaves_every_reading_exactly_once(faulty,
     assert readings(api, stack, battery) == expected
     stack.stop()  # chDB has one owner: the warehouse is read directly once the stack is down
     assert optimized(stack.settings, battery) == (expected, expected)  # merged, no copy is left over
+
+
+class Forwarder:
+    """A TCP port that forwards to the registry once opened: the registry 'comes back'."""
+
+    def __init__(self, port: int, target: tuple[str, int]) -> None:
+        self.port, self.target = port, target
+        self._server: socket.socket | None = None
+
+    def open(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            sink.close()
+
+
+def component_up(stack, name: str) -> str | None:
+    """The processor's `sluice_component_up` for `name` ('1.0' / '0.0'), None when it reports none."""
+    text = httpx.get(f"http://{stack.settings.http_host}:{stack.settings.processor_metrics_port}/metrics").text
+    line = next((line for line in text.splitlines()
+                 if line.startswith(f'sluice_component_up{{component="{name}"}}')), None)
+    return line.split()[-1] if line else None
+
+
+def test_an_unreachable_registry_holds_avro_messages_and_reports_failing_without_dead_letters(
+        kafka_bootstrap, schema_registry, tmp_path):
+    url = httpx.URL(schema_registry)
+    forwarder = Forwarder(free_port(), (url.host, url.port))
+    stack, api, battery, secret = start_stack(
+        kafka_bootstrap, str(url.copy_with(host="127.0.0.1", port=forwarder.port)), tmp_path)
+    try:
+        registered = SchemaRegistryClient({"url": schema_registry}).register_schema(
+            f"{stack.settings.topic_prefix}ingest-value", Schema(frames_schema_text(), "AVRO"))
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, fastavro.parse_schema(json.loads(frames_schema_text())), SEED_FRAMES)
+        held = produce(stack.settings, b"\x00" + struct.pack(">I", registered) + body.getvalue(), battery,
+                       {"sluice-api-key": secret})
+        assert eventually(lambda: component_up(stack, "schema-registry lookup")) == "0.0"
+        # Not the message's fault: no verdict, no dead letter; the raw topic is served meanwhile.
+        assert api.post(f"/v2/thing/{battery}/data", json=SEED_FRAMES).status_code == 202
+        eventually(lambda: readings(api, stack, battery) == 5)
+        assert verdict(api, held) is None and dead_letter_reason(api, stack, held) is None
+        forwarder.open()  # the registry is back: the held message is judged, once
+        found = eventually(lambda: verdict(api, held))
+        assert found["status"] == "ingested" and found["framesIngested"] == 1
+        assert dead_letter_reason(api, stack, held) is None
+        assert eventually(lambda: component_up(stack, "schema-registry lookup") is None)
+        stack.check_alive()
+    finally:
+        forwarder.close()
+        api.close()
+        stack.stop()
