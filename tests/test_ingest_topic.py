@@ -121,3 +121,17 @@ def test_an_idempotency_key_repeat_is_answered_with_the_first_verdict(api, stack
     frames_rows = sql(api, f"SELECT count() FROM {stack.settings.database}.readings "
                            f"WHERE thing_id = '{battery}' AND request_id = '{repeat}'")
     assert frames_rows == [[0]]
+
+
+def test_a_template_payload_is_mapped_by_the_template_it_names(api, stack, battery, writer_key):
+    from tests.test_templates import PAYLOAD, TEMPLATE
+
+    created = api.post("/v2/templates", json={**TEMPLATE, "name": "Acme BMS export, by Kafka"})
+    assert created.status_code == 201, created.text
+    request_id = produce(stack.settings, orjson.dumps(PAYLOAD), battery,
+                         {"sluice-api-key": writer_key[1], "sluice-template": created.json()["id"]})
+    found = eventually(lambda: verdict(api, request_id))
+    assert (found["status"], found["route"], found["framesIngested"]) == ("ingested", "thing_template", 3)
+    report = found["report"]
+    assert (report["templateRevision"], report["metricValuesWritten"]) == (1, 7)
+    eventually(lambda: readings(api, stack, battery) == 7)
