@@ -28,7 +28,7 @@ import orjson
 
 from catalog import keys
 from catalog.brief import brief
-from processors.outcome import Outcome, Rejection, rejected
+from processors.outcome import NOT_A_REQUEST, Outcome, Rejection, rejected
 from schemas.public import FRAMES_CONTENT_TYPE, frames_body, wire_schema_id
 
 API_KEY = "sluice-api-key"
@@ -38,7 +38,6 @@ TEMPLATE = "sluice-template"
 CONTENT_TYPE = "content-type"
 JSON_CONTENT_TYPE = "application/json"
 MAX_IDEMPOTENCY_KEY = 255  # as the edge's Idempotency-Key
-NOT_A_REQUEST = "unknown"  # the route of a dead letter `sluice replay` cannot rebuild a request from
 
 Authenticate = Callable[[str], "tuple[str, dict] | None"]  # plaintext key -> (org id, key body)
 Lookup = Callable[..., "dict | None"]  # (kind, id, org) -> catalog entity

@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 
 from catalog.brief import clip
 
+# The route of a dead letter that is no request anyone could judge again (bytes that are not a
+# request, a message without a valid key): `sluice replay` skips it; its producer must send it anew.
+NOT_A_REQUEST = "unknown"
+
 # Longest error message and field name in a verdict or dead letter (characters).
 MAX_MESSAGE_CHARS = 512
 MAX_FIELD_CHARS = 160
@@ -106,7 +110,7 @@ def make_verdict(envelope: dict, status: str, http_status: int, received: int, i
 def undecodable(payload: bytes, reason: str) -> Outcome:
     """A message on the raw topic that is not a request envelope: dead-letter it whole."""
     now = int(time.time() * 1000)
-    dead = {"request_id": "", "org_id": "", "route": "unknown", "received_at": now, "item_index": -1,
+    dead = {"request_id": "", "org_id": "", "route": NOT_A_REQUEST, "received_at": now, "item_index": -1,
             "reason": "UNDECODABLE", "detail": clip(reason, MAX_MESSAGE_CHARS), "original": payload,
             "rejected_at": now}
     return Outcome([], None, [dead])

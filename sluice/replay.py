@@ -20,13 +20,11 @@ from confluent_kafka import Producer
 import schemas
 from bus.tail import TopicTail
 from config import Settings
+from processors.outcome import NOT_A_REQUEST
 from producers.submit import Target
 from schemas.topics import MessageLimits
 
 log = logging.getLogger(__name__)
-
-# A dead letter for a raw message that was not a request at all: nothing to rebuild.
-UNREPLAYABLE_ROUTE = "unknown"
 
 
 class ReplayError(RuntimeError):
@@ -77,7 +75,7 @@ def replay_dead_letters(bootstrap: str, settings: Settings, reason: str | None =
         if since_ms is not None and dead["rejected_at"] < since_ms:
             continue
         matched += 1
-        if dead["route"] != UNREPLAYABLE_ROUTE:
+        if dead["route"] != NOT_A_REQUEST:  # not a request at all: nothing to rebuild
             envelopes[dead["request_id"]] = _envelope(dead)
     if dry_run or not envelopes:
         return matched, 0

@@ -5,6 +5,8 @@ and the processor keeps going."""
 
 from __future__ import annotations
 
+import secrets
+
 import orjson
 import pytest
 from confluent_kafka import Producer
@@ -135,3 +137,34 @@ def test_a_template_payload_is_mapped_by_the_template_it_names(api, stack, batte
     report = found["report"]
     assert (report["templateRevision"], report["metricValuesWritten"]) == (1, 7)
     eventually(lambda: readings(api, stack, battery) == 7)
+
+
+def test_a_dead_letter_from_the_ingest_topic_is_replayed_under_its_id_once_the_cause_is_fixed(
+        api, stack, writer_key):
+    """As for HTTP requests (tests/test_ingest_log.py): a thing without a type is 424; given its
+    type, `sluice replay` ingests the dead letter under kafka-<partition>-<offset>. A message
+    without a valid key is no request: the replay skips it (its producer must send it again)."""
+    from sluice.replay import replay_dead_letters
+    from tests.test_ingest_log import created
+
+    token = secrets.token_hex(4)
+    metric_id = created(api.post("/v2/definitions/metrics", json={
+        "name": f"temp_{token}", "dataType": "Double", "defaultAggregation": "Last"}))
+    type_id = created(api.post("/v2/definitions/thing-types", json={
+        "displayName": f"Sensor {token}", "metricIds": [metric_id]}))
+    site_id = created(api.post("/v2/sites", json={"name": f"Site {token}"}))
+    thing = created(api.post(f"/v2/sites/{site_id}/things", json={"thingName": f"Untyped {token}"}))
+    body = orjson.dumps({"frames": [{"timestamp": 1718884800000, "metrics": {f"temp_{token}": 5.0}}]})
+    request_id = produce(stack.settings, body, thing, {"sluice-api-key": writer_key[1]})
+    assert eventually(lambda: dead_letter_reason(api, stack, request_id)) == "TYPE_NOT_INITIALIZED"
+    keyless = produce(stack.settings, body, thing, {})
+    assert eventually(lambda: dead_letter_reason(api, stack, keyless)) == "MISSING_API_KEY"
+    first = verdict(api, request_id)
+
+    assert api.patch(f"/v2/things/{thing}", json={"thingTypeId": type_id}).status_code == 200
+    bootstrap, settings = stack.settings.kafka_bootstrap, stack.settings
+    assert replay_dead_letters(bootstrap, settings, request_id=keyless) == (1, 0)
+    assert replay_dead_letters(bootstrap, settings, request_id=request_id) == (1, 1)
+    second = eventually(lambda: (v := verdict(api, request_id)) and v["processedAt"] > first["processedAt"] and v)
+    assert (second["status"], second["framesIngested"], second["receivedAt"]) == ("ingested", 1, first["receivedAt"])
+    eventually(lambda: readings(api, stack, thing) == 1)

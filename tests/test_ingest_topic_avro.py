@@ -79,6 +79,9 @@ def test_the_processor_registers_the_public_schema_and_avro_frames_land(avro_sta
     registry = SchemaRegistryClient({"url": schema_registry})
     registered = eventually(lambda: subject in registry.get_subjects() and registry.get_latest_version(subject))
     assert "sluice.public" in registered.schema.schema_str
+    # Registering on every start is idempotent: the same schema keeps its id and version.
+    assert registry.register_schema(subject, Schema(frames_schema_text(), "AVRO")) == registered.schema_id
+    assert registry.get_versions(subject) == [registered.version]
 
     producer = avro_producer(stack.settings, schema_registry)
     request_id = send(producer, f"{stack.settings.topic_prefix}ingest", battery, secret, SEED_FRAMES)
