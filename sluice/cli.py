@@ -16,6 +16,8 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.port:
         settings = dataclasses.replace(settings, http_port=args.port)
+    if args.with_registry:
+        settings = dataclasses.replace(settings, with_registry=True)
     stack = Stack(settings)
     print("sluice: starting the local stack (first start resolves the Kafka jars; this can take a minute)")
     # SIGTERM during start-up behaves like Ctrl-C: Stack.start stops what it started.
@@ -31,12 +33,16 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     key = stack.settings.admin_key
     where = stack.settings.kafka_bootstrap
     warehouse = stack.settings.clickhouse_url or f"chDB in {stack.settings.chdb_path}"
+    registry = stack.settings.schema_registry_url or "none (--with-registry starts one)"
+    if stack.registry is not None:
+        registry += f"   (local Apicurio; log {stack.registry.stdout_path})"
     sink_metrics = "" if stack.settings.embedded_warehouse else (
         f"\n             http://{stack.settings.http_host}:{stack.settings.sink_metrics_port}/metrics   (sink)")
     print(f"""
 sluice is up.
   API        {stack.url}   (OpenAPI: {stack.url}/openapi.json, docs: {stack.url}/docs)
   Kafka      {where}
+  registry   {registry}
   warehouse  {warehouse}, database {stack.settings.database}
   logs       {stack.settings.state_dir / 'logs'}
   status     {stack.supervisor.status_path}   (children, restarts; dead children are restarted)
@@ -172,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start the whole local stack and wait for Ctrl-C")
     up.add_argument("--port", type=int, help="HTTP port of the edge (default 8080 or SLUICE_HTTP_PORT)")
+    up.add_argument("--with-registry", action="store_true",
+                    help="also start a local schema registry (Apicurio, on SLUICE_REGISTRY_PORT) for Avro "
+                    "producers, unless SLUICE_SCHEMA_REGISTRY_URL names one (or SLUICE_WITH_REGISTRY=true)")
     up.set_defaults(run=_up)
     for name, text in (("edge", "serve the HTTP edge"), ("processor", "run the Faust processor"),
                        ("sink", "run the warehouse sinks (ClickHouse server mode)")):
