@@ -111,3 +111,58 @@ def test_up_with_registry_serves_it_on_loopback_restarts_it_and_stops_it(tmp_pat
         code = up.wait(90)
     assert code == 0
     assert not answers(url), "the registry outlived sluice up"
+
+
+@pytest.fixture()
+def app_server(tmp_path):
+    """A local HTTP server offering a tiny stand-in for the registry app archive; counts downloads."""
+    import hashlib
+    import http.server
+    import io
+    import tarfile
+    import threading
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        jar = b"not really a jar"
+        info = tarfile.TarInfo("quarkus-run.jar")
+        info.size = len(jar)
+        tar.addfile(info, io.BytesIO(jar))
+    archive = buffer.getvalue()
+    served = {"count": 0, "cut": False}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            served["count"] += 1
+            body = archive[: len(archive) // 2] if served["cut"] else archive
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/app.tar.gz", hashlib.sha256(archive).hexdigest(), served
+    server.shutdown()
+
+
+def test_a_cut_download_is_refused_and_an_unfinished_app_is_fetched_again(tmp_path, app_server):
+    from sluice.local_registry import ensure_app
+
+    url, sha256, served = app_server
+    served["cut"] = True  # the connection drops halfway: the checksum cannot match
+    with pytest.raises(LocalRegistryError, match="SHA-256"):
+        ensure_app(tmp_path, url, sha256)
+    assert not any(tmp_path.glob("*/app"))
+
+    served["cut"] = False
+    app = ensure_app(tmp_path, url, sha256)
+    assert (app / "quarkus-run.jar").is_file() and served["count"] == 2
+    assert ensure_app(tmp_path, url, sha256) == app and served["count"] == 2  # complete: no download
+
+    (app / ".sluice-app-complete").unlink()  # as if unpacking had been interrupted
+    (app / "quarkus-run.jar").unlink()
+    assert (ensure_app(tmp_path, url, sha256) / "quarkus-run.jar").is_file() and served["count"] == 3
