@@ -12,6 +12,8 @@ from config import Settings
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
+    from sluice.local_kafka import LocalKafkaError
+    from sluice.local_registry import LocalRegistryError
     from sluice.stack import Stack, StackError
 
     if args.port:
@@ -19,12 +21,13 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     if args.with_registry:
         settings = dataclasses.replace(settings, with_registry=True)
     stack = Stack(settings)
-    print("sluice: starting the local stack (first start resolves the Kafka jars; this can take a minute)")
+    print("sluice: starting the local stack (first start resolves the Kafka jars"
+          + (" and downloads the schema registry" if settings.with_registry and not settings.schema_registry_url else "") + "; this can take a minute)")
     # SIGTERM during start-up behaves like Ctrl-C: Stack.start stops what it started.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         stack.start()
-    except StackError as exc:
+    except (StackError, LocalKafkaError, LocalRegistryError) as exc:  # a port taken, a failed download, ...
         print(f"sluice: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -324,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heap", default="256m", help="JVM max heap (default: 256m)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per readiness probe
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _raise_keyboard_interrupt)
     registry = LocalRegistry(args.state_dir, args.port, args.heap)
