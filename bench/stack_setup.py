@@ -39,13 +39,14 @@ class Fleet:
 
 
 class BenchStack:
-    def __init__(self, ctx: Context, name: str) -> None:
+    def __init__(self, ctx: Context, name: str, **overrides: object) -> None:
+        """`overrides`: further settings (e.g. schema_registry_url) for every service of the stack."""
         token = secrets.token_hex(3)
         self.ctx = ctx
         settings = Settings.from_env(
             kafka_bootstrap=ctx.bootstrap, topic_prefix=f"bench{token}.",
             state_dir=Path(ctx.scratch) / f"{name}-{token}", database=f"sluice_bench_{token}",
-            http_port=free_port(), admin_key="", rate_limit=0, partitions=4)
+            http_port=free_port(), admin_key="", rate_limit=0, partitions=4, **overrides)
         self.stack = Stack(settings)
         self.extra: dict[str, subprocess.Popen] = {}  # "processor2", "sink2", … → process
         self.client: httpx.Client | None = None

@@ -23,12 +23,25 @@ def setting(env: str, default: Any, doc: str, empty_ok: bool = False) -> Any:
     return dataclasses.field(default=default, metadata={"env": env, "doc": doc, "empty_ok": empty_ok})
 
 
+def _parse_bool(env: str, raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{env} must be true or false, not {raw!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = setting(
         "KAFKA_BOOTSTRAP_SERVERS", "", "An external cluster; empty means start the local broker.")
     local_kafka_port: int = setting(
         "SLUICE_KAFKA_PORT", 9092, "Loopback port of the local broker (ignored with an external cluster).")
+    with_registry: bool = setting(
+        "SLUICE_WITH_REGISTRY", False, "`sluice up` starts the local schema registry (Apicurio) when no "
+        "SLUICE_SCHEMA_REGISTRY_URL is configured; `--with-registry` too.")
+    registry_port: int = setting(
+        "SLUICE_REGISTRY_PORT", 8081, "Loopback port of the local schema registry.")
     topic_prefix: str = setting(
         "SLUICE_TOPIC_PREFIX", "sluice.", "Physical topic names are prefix + logical name (raw, frames, ...).",
         empty_ok=True)
@@ -104,7 +117,12 @@ class Settings:
                 continue
             raw = raw.strip()
             kind = type(spec.default)
-            values[spec.name] = Path(raw).absolute() if isinstance(spec.default, Path) else kind(raw)
+            if isinstance(spec.default, Path):
+                values[spec.name] = Path(raw).absolute()
+            elif isinstance(spec.default, bool):  # bool("false") would be True
+                values[spec.name] = _parse_bool(spec.metadata["env"], raw)
+            else:
+                values[spec.name] = kind(raw)
         if "state_dir" not in values:
             values["state_dir"] = Path(cls.state_dir).absolute()
         values.update(overrides)

@@ -12,17 +12,22 @@ from config import Settings
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
+    from sluice.local_kafka import LocalKafkaError
+    from sluice.local_registry import LocalRegistryError
     from sluice.stack import Stack, StackError
 
     if args.port:
         settings = dataclasses.replace(settings, http_port=args.port)
+    if args.with_registry:
+        settings = dataclasses.replace(settings, with_registry=True)
     stack = Stack(settings)
-    print("sluice: starting the local stack (first start resolves the Kafka jars; this can take a minute)")
+    print("sluice: starting the local stack (first start resolves the Kafka jars"
+          + (" and downloads the schema registry" if settings.with_registry and not settings.schema_registry_url else "") + "; this can take a minute)")
     # SIGTERM during start-up behaves like Ctrl-C: Stack.start stops what it started.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         stack.start()
-    except StackError as exc:
+    except (StackError, LocalKafkaError, LocalRegistryError) as exc:  # a port taken, a failed download, ...
         print(f"sluice: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -31,12 +36,16 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     key = stack.settings.admin_key
     where = stack.settings.kafka_bootstrap
     warehouse = stack.settings.clickhouse_url or f"chDB in {stack.settings.chdb_path}"
+    registry = stack.settings.schema_registry_url or "none (--with-registry starts one)"
+    if stack.registry is not None:
+        registry += f"   (local Apicurio; log {stack.registry.stdout_path})"
     sink_metrics = "" if stack.settings.embedded_warehouse else (
         f"\n             http://{stack.settings.http_host}:{stack.settings.sink_metrics_port}/metrics   (sink)")
     print(f"""
 sluice is up.
   API        {stack.url}   (OpenAPI: {stack.url}/openapi.json, docs: {stack.url}/docs)
   Kafka      {where}
+  registry   {registry}
   warehouse  {warehouse}, database {stack.settings.database}
   logs       {stack.settings.state_dir / 'logs'}
   status     {stack.supervisor.status_path}   (children, restarts; dead children are restarted)
@@ -172,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start the whole local stack and wait for Ctrl-C")
     up.add_argument("--port", type=int, help="HTTP port of the edge (default 8080 or SLUICE_HTTP_PORT)")
+    up.add_argument("--with-registry", action="store_true",
+                    help="also start a local schema registry (Apicurio, on SLUICE_REGISTRY_PORT) for Avro "
+                    "producers, unless SLUICE_SCHEMA_REGISTRY_URL names one (or SLUICE_WITH_REGISTRY=true)")
     up.set_defaults(run=_up)
     for name, text in (("edge", "serve the HTTP edge"), ("processor", "run the Faust processor"),
                        ("sink", "run the warehouse sinks (ClickHouse server mode)")):

@@ -68,9 +68,9 @@ class LocalRegistryError(RuntimeError):
 # ---------------------------------------------------------------------------
 
 
-def _app_complete(app: Path) -> bool:
+def _app_complete(app: Path, sha256: str) -> bool:
     marker = app / _APP_MARKER
-    return marker.is_file() and marker.read_text().strip() == APP_SHA256
+    return marker.is_file() and marker.read_text().strip() == sha256
 
 
 def ensure_app(cache_dir: Path, url: str = APP_URL, sha256: str = APP_SHA256) -> Path:
@@ -86,13 +86,15 @@ def ensure_app(cache_dir: Path, url: str = APP_URL, sha256: str = APP_SHA256) ->
 
     base = Path(cache_dir).expanduser() / f"apicurio-registry-{APICURIO_VERSION}"
     app = base / "app"
-    if _app_complete(app):
+    if _app_complete(app, sha256):
         return app
     base.mkdir(parents=True, exist_ok=True)
     with open(base / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if _app_complete(app):  # another process finished meanwhile
+        if _app_complete(app, sha256):  # another process finished meanwhile
             return app
+        for leftover in base.glob(".download-*"):  # a killed earlier run's; we hold the lock
+            shutil.rmtree(leftover, ignore_errors=True)
         with tempfile.TemporaryDirectory(dir=base, prefix=".download-") as scratch:
             archive = Path(scratch) / "app.tar.gz"
             _download(url, archive, sha256)
@@ -322,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heap", default="256m", help="JVM max heap (default: 256m)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per readiness probe
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _raise_keyboard_interrupt)
     registry = LocalRegistry(args.state_dir, args.port, args.heap)

@@ -1,4 +1,4 @@
-"""The whole local stack as child processes: broker, edge, processor, sink.
+"""The whole local stack as child processes: broker, schema registry (if asked), edge, processor, sink.
 
 Started in dependency order and stopped in reverse (edge first, broker last),
 so in-flight requests drain before the broker goes away. Children run in their
@@ -27,6 +27,7 @@ import httpx
 from catalog import keys
 from config import Settings
 from sluice.local_kafka import LocalKafka
+from sluice.local_registry import LocalRegistry
 from sluice.supervisor import RestartPolicy, Supervisor, Watched
 from sluice.topics_admin import ensure_topics
 
@@ -85,6 +86,7 @@ class Stack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.broker: LocalKafka | None = None
+        self.registry: LocalRegistry | None = None
         self.children: list[Child] = []
         self.supervisor = Supervisor(
             RestartPolicy(settings.restart_backoff_s, settings.restart_max_backoff_s,
@@ -112,11 +114,17 @@ class Stack:
         if not bootstrap:
             self.broker = LocalKafka(settings.state_dir, port=settings.local_kafka_port)
             bootstrap = self.broker.start()
+        registry_url = settings.schema_registry_url
+        if settings.with_registry and not registry_url:  # a configured registry wins over the local one
+            self.registry = LocalRegistry(settings.state_dir, port=settings.registry_port)
+            registry_url = self.registry.start()
         self.settings = settings = dataclasses.replace(
-            settings, kafka_bootstrap=bootstrap, admin_key=admin_key(settings))
+            settings, kafka_bootstrap=bootstrap, admin_key=admin_key(settings), schema_registry_url=registry_url)
         ensure_topics(bootstrap, settings)
         if self.broker is not None:
             self._watch_broker(self.broker)
+        if self.registry is not None:
+            self._watch_registry(self.registry)
         for service in ("edge", "processor") if settings.embedded_warehouse else ("edge", "processor", "sink"):
             self._spawn(service)
             self._watch(service)
@@ -137,6 +145,15 @@ class Stack:
         self.supervisor.watch(Watched(
             "broker", alive=lambda: broker.running, restart=restart, pid=lambda: broker.pid,
             describe_exit=lambda: describe_exit(broker.returncode)))
+
+    def _watch_registry(self, registry: LocalRegistry) -> None:
+        def restart() -> None:
+            registry.stop()  # reaps the dead JVM
+            registry.start()
+
+        self.supervisor.watch(Watched(
+            "registry", alive=lambda: registry.running, restart=restart, pid=lambda: registry.pid,
+            describe_exit=lambda: describe_exit(registry.returncode)))
 
     def _child(self, service: str) -> Child:
         return next(c for c in self.children if c.name == service)
@@ -238,12 +255,15 @@ class Stack:
         return self.supervise(stop)
 
     def stop(self, timeout: float = 20) -> None:
-        """Stop supervising, then children in reverse order, then the broker; idempotent."""
+        """Stop supervising, then children in reverse order, then the registry and the broker; idempotent."""
         self._stopping.set()
         with self._lock:
             for child in reversed(self.children):
                 terminate(child.process, timeout)
             self.children.clear()
+            if self.registry is not None:
+                self.registry.stop()
+                self.registry = None
             if self.broker is not None:
                 self.broker.stop()
                 self.broker = None

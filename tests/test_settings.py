@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 from config import Settings
 
 
@@ -29,3 +31,13 @@ def test_the_readme_documents_every_setting():
     missing = [env for env, _, _ in Settings.describe() if f"`{env}`" not in readme]
     assert not missing, f"README's configuration table lacks {missing}"
     assert len({f.metadata["env"] for f in dataclasses.fields(Settings)}) == len(dataclasses.fields(Settings))
+
+
+def test_a_switch_reads_true_and_false_and_refuses_anything_else(monkeypatch):
+    monkeypatch.setenv("SLUICE_WITH_REGISTRY", "false")
+    assert Settings.from_env().with_registry is False
+    monkeypatch.setenv("SLUICE_WITH_REGISTRY", "1")
+    assert Settings.from_env().with_registry is True
+    monkeypatch.setenv("SLUICE_WITH_REGISTRY", "maybe")
+    with pytest.raises(ValueError, match="SLUICE_WITH_REGISTRY"):
+        Settings.from_env()
