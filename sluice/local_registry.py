@@ -246,7 +246,9 @@ class LocalRegistry:
             "quarkus.management.port": "0",
             "apicurio.storage.kind": "sql",
             "apicurio.storage.sql.kind": "h2",
-            "apicurio.datasource.url": f"jdbc:h2:file:{self.data_dir / 'registry'}",
+            # WRITE_DELAY=0: a commit is on disk before the registry answers, so a registry killed right
+            # after handing out an id cannot forget it and give the id to another schema after its restart.
+            "apicurio.datasource.url": f"jdbc:h2:file:{self.data_dir / 'registry'};WRITE_DELAY=0",
             # The app's defaults (20-100 pooled connections) are sized for a server, not a laptop.
             "apicurio.datasource.jdbc.initial-size": "2",
             "apicurio.datasource.jdbc.min-size": "2",
