@@ -100,7 +100,7 @@ def ensure_app(cache_dir: Path, url: str = APP_URL, sha256: str = APP_SHA256) ->
             _download(url, archive, sha256)
             unpacked = Path(scratch) / "app"
             with tarfile.open(archive) as tar:
-                # The "data" filter refuses links and paths leaving the folder (Python 3.11.4+; older: trust the checksum).
+                # The "data" filter refuses links and paths leaving the folder (Python 3.11.4+; else: the checksum).
                 tar.extractall(unpacked, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
             if not (unpacked / "quarkus-run.jar").is_file():
                 raise LocalRegistryError(f"{url} holds no quarkus-run.jar; is it the registry app?")
