@@ -16,10 +16,13 @@ stage reports nothing. Blocks for about a minute at full scale (seconds with --q
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench.common import Context, Row, Stat, free_port
@@ -56,25 +59,16 @@ def run(ctx: Context) -> list[Row]:
     ]
 
 
-class _registry:
+@contextlib.contextmanager
+def _registry(ctx: Context) -> Iterator[str]:
     """SLUICE_SCHEMA_REGISTRY_URL if set, else a LocalRegistry in the scratch folder; yields its URL."""
+    from sluice.local_registry import LocalRegistry
 
-    def __init__(self, ctx: Context) -> None:
-        self.ctx, self.local = ctx, None
-
-    def __enter__(self) -> str:
-        import os
-
-        from sluice.local_registry import LocalRegistry
-
-        if os.environ.get("SLUICE_SCHEMA_REGISTRY_URL"):
-            return os.environ["SLUICE_SCHEMA_REGISTRY_URL"]
-        self.local = LocalRegistry(Path(self.ctx.scratch) / "registry", port=free_port())
-        return self.local.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.local is not None:
-            self.local.stop()
+    if os.environ.get("SLUICE_SCHEMA_REGISTRY_URL"):
+        yield os.environ["SLUICE_SCHEMA_REGISTRY_URL"]
+        return
+    with LocalRegistry(Path(ctx.scratch) / "registry", port=free_port()) as local:
+        yield local.url
 
 
 def _write_key(bench: BenchStack) -> str:

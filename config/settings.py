@@ -145,6 +145,11 @@ class Settings:
         return hashlib.sha256(self.admin_key.encode()).hexdigest() if self.admin_key else ""
 
     @property
+    def starts_local_registry(self) -> bool:
+        """`sluice up` runs its own schema registry: asked to, and no registry is configured (that one wins)."""
+        return self.with_registry and not self.schema_registry_url
+
+    @property
     def embedded_warehouse(self) -> bool:
         return not self.clickhouse_url
 

@@ -21,8 +21,8 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     if args.with_registry:
         settings = dataclasses.replace(settings, with_registry=True)
     stack = Stack(settings)
-    print("sluice: starting the local stack (first start resolves the Kafka jars"
-          + (" and downloads the schema registry" if settings.with_registry and not settings.schema_registry_url else "") + "; this can take a minute)")
+    fetches = " and downloads the schema registry" if settings.starts_local_registry else ""
+    print(f"sluice: starting the local stack (first start resolves the Kafka jars{fetches}; this can take a minute)")
     # SIGTERM during start-up behaves like Ctrl-C: Stack.start stops what it started.
     signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -115,7 +115,7 @@ class Stack:
             self.broker = LocalKafka(settings.state_dir, port=settings.local_kafka_port)
             bootstrap = self.broker.start()
         registry_url = settings.schema_registry_url
-        if settings.with_registry and not registry_url:  # a configured registry wins over the local one
+        if settings.starts_local_registry:
             self.registry = LocalRegistry(settings.state_dir, port=settings.registry_port)
             registry_url = self.registry.start()
         self.settings = settings = dataclasses.replace(

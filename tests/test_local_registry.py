@@ -45,6 +45,19 @@ def test_a_restarted_registry_keeps_its_schema_ids(tmp_path):
         assert other != schema_id
 
 
+def test_a_registry_killed_right_after_registering_keeps_the_ids_it_gave(tmp_path):
+    registry = LocalRegistry(tmp_path, port=free_port())
+    with registry:
+        client = SchemaRegistryClient({"url": registry.url})
+        ids = [client.register_schema(f"s{i}-value", Schema(FRAME_SCHEMA.replace("Probe", f"P{i}"), "AVRO"))
+               for i in range(3)]
+        os.killpg(registry.pid, signal.SIGKILL)  # no shutdown: nothing is flushed on the way out
+        registry.stop()
+    with registry:
+        client = SchemaRegistryClient({"url": registry.url})
+        assert [json.loads(client.get_schema(i).schema_str)["name"] for i in ids] == ["P0", "P1", "P2"]
+
+
 def test_a_taken_port_is_a_clear_error(tmp_path):
     import socket
 

@@ -41,3 +41,10 @@ def test_a_switch_reads_true_and_false_and_refuses_anything_else(monkeypatch):
     monkeypatch.setenv("SLUICE_WITH_REGISTRY", "maybe")
     with pytest.raises(ValueError, match="SLUICE_WITH_REGISTRY"):
         Settings.from_env()
+
+
+def test_a_configured_registry_wins_over_the_local_one():
+    assert Settings.from_env(with_registry=True, schema_registry_url="").starts_local_registry
+    assert not Settings.from_env(with_registry=True, schema_registry_url="http://r:8081/apis/ccompat/v7"
+                                 ).starts_local_registry
+    assert not Settings.from_env(with_registry=False, schema_registry_url="").starts_local_registry
