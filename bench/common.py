@@ -33,7 +33,8 @@ class Row:
 
     `baseline` names another row's key; the report prints value/baseline as a ratio.
     `target` is a goal from the issue, printed as a ratio too (value/target, or
-    target/value when `lower_is_better`).
+    target/value when `lower_is_better`); `baseline_target` is a goal for value/baseline.
+    The report marks each goal met or not. `series` is kept in results.json only.
     """
 
     key: str  # stable, e.g. "edge.values_per_s.100x10"
@@ -44,6 +45,8 @@ class Row:
     target: float | None = None
     lower_is_better: bool = False
     note: str = ""
+    baseline_target: float | None = None
+    series: tuple[float, ...] = ()
 
 
 @dataclasses.dataclass

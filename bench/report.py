@@ -59,13 +59,32 @@ def ratios(row: Row, by_key: dict[str, Row]) -> list[str]:
     return out
 
 
+def goals(row: Row, by_key: dict[str, Row]) -> list[tuple[str, bool | None]]:
+    """The row's goals in words, each with whether it is met (None: its baseline is not in this run)."""
+    out: list[tuple[str, bool | None]] = []
+    if row.target is not None:
+        value = row.stat.median
+        met = value <= row.target if row.lower_is_better else value >= row.target
+        out.append((f"{'≤' if row.lower_is_better else '≥'} {row.target:,g}", met))
+    if row.baseline_target is not None:
+        base = by_key.get(row.baseline or "")
+        met = row.stat.median >= row.baseline_target * base.stat.median if base and base.stat.median else None
+        out.append((f"≥ {row.baseline_target:g}× baseline", met))
+    return out
+
+
+def _verdict(met: bool | None) -> str:
+    return {True: "met", False: "NOT met", None: "no baseline"}[met]
+
+
 def table(rows: list[Row]) -> str:
     by_key = {r.key: r for r in rows}
-    lines = [f"{'figure':<58} {'median':>12} {'min':>12} {'max':>12}  unit / ratios"]
+    lines = [f"{'figure':<58} {'median':>12} {'min':>12} {'max':>12}  {'target':<44} unit / ratios"]
     for row in rows:
         extra = "; ".join([row.unit, *ratios(row, by_key)] + ([row.note] if row.note else []))
+        target = "; ".join(f"{goal}: {_verdict(met)}" for goal, met in goals(row, by_key))
         lines.append(f"{row.label:<58} {_fmt(row.stat.median):>12} {_fmt(row.stat.low):>12} "
-                     f"{_fmt(row.stat.high):>12}  {extra}")
+                     f"{_fmt(row.stat.high):>12}  {target:<44} {extra}")
     return "\n".join(lines)
 
 
@@ -76,7 +95,10 @@ def write_json(rows: list[Row], path: Path, parameters: dict) -> dict:
         "machine": machine(),
         "parameters": parameters,
         "figures": {r.key: {"label": r.label, "unit": r.unit, **r.stat.as_dict(), "baseline": r.baseline,
-                            "target": r.target, "ratios": ratios(r, by_key), "note": r.note} for r in rows},
+                            "target": r.target, "baseline_target": r.baseline_target,
+                            "ratios": ratios(r, by_key),
+                            "goals": {goal: met for goal, met in goals(r, by_key)}, "note": r.note,
+                            **({"series": list(r.series)} if r.series else {})} for r in rows},
     }
     e2e = by_key.get("end_to_end.values_per_s")
     document["end_to_end_values_per_s"] = e2e.stat.median if e2e else None
