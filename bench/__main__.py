@@ -24,10 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small runs: checks the harness, not the machine")
     parser.add_argument("--only", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median/min/max)")
+    parser.add_argument("--soak-seconds", type=float, default=None,
+                        help="end_to_end's half-load run (RSS growth, freshness): 600 by default, 6 with --quick")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results.json"))
     args = parser.parse_args(argv)
     stages = [s for s in args.only.split(",") if s]
     rows = []
+    stage_seconds: dict[str, float] = {}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as scratch:
         broker = None
@@ -38,19 +41,34 @@ def main(argv: list[str] | None = None) -> int:
             broker = LocalKafka(Path(scratch) / "broker", port=free_port(), heap="1g")
             bootstrap = broker.start()
         try:
-            context = Context(bootstrap=bootstrap, scratch=Path(scratch), quick=args.quick, runs=args.runs)
+            # `earlier` is the same list as `rows`: a stage can reuse a baseline an earlier stage measured.
+            context = Context(bootstrap=bootstrap, scratch=Path(scratch), quick=args.quick, runs=args.runs,
+                              soak_seconds=args.soak_seconds, earlier=rows)
             for stage in stages:
                 print(f"bench: {stage} …", file=sys.stderr, flush=True)
+                stage_started = time.monotonic()
                 module = importlib.import_module(f"bench.{stage}")
                 rows.extend(module.run(context))
+                stage_seconds[stage] = round(time.monotonic() - stage_started, 1)
+                print(f"bench: {stage} took {_duration(stage_seconds[stage])}", file=sys.stderr, flush=True)
         finally:
             if broker is not None:
                 broker.stop()
+    total = time.monotonic() - started
     print(table(rows))
     write_json(rows, Path(args.out), {"quick": args.quick, "runs": args.runs, "stages": stages,
-                                      "seconds": round(time.monotonic() - started)})
-    print(f"\nbench: {len(rows)} figures in {time.monotonic() - started:.0f} s → {args.out}")
+                                      "soak_seconds": args.soak_seconds, "seconds": round(total),
+                                      "stage_seconds": stage_seconds})
+    # The rest of the total is the broker's start and stop.
+    print(f"\nbench: wall time {_duration(total)} (" + ", ".join(f"{stage} {_duration(seconds)}"
+                                                           for stage, seconds in stage_seconds.items()) + ")")
+    print(f"bench: {len(rows)} figures → {args.out}")
     return 0
+
+
+def _duration(seconds: float) -> str:
+    whole = round(seconds)
+    return f"{whole // 60} min {whole % 60:02d} s" if whole >= 60 else f"{whole} s"
 
 
 if __name__ == "__main__":

@@ -57,6 +57,8 @@ class Context:
     scratch: "object"  # pathlib.Path
     quick: bool  # smaller runs, for a smoke test of the harness
     runs: int = 3
+    soak_seconds: float | None = None  # end_to_end's half-load run; None: the stage's default
+    earlier: list = dataclasses.field(default_factory=list)  # rows of the stages that already ran
 
     def scale(self, full: int, quick: int) -> int:
         return quick if self.quick else full
