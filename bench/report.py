@@ -65,7 +65,8 @@ def goals(row: Row, by_key: dict[str, Row]) -> list[tuple[str, bool | None]]:
     if row.target is not None:
         value = row.stat.median
         met = value <= row.target if row.lower_is_better else value >= row.target
-        out.append((f"{'≤' if row.lower_is_better else '≥'} {row.target:,g}", met))
+        target = f"{row.target:,.0f}" if row.target >= 100 else f"{row.target:g}"  # 500,000 / 1.1 / 20
+        out.append((f"{'≤' if row.lower_is_better else '≥'} {target}", met))
     if row.baseline_target is not None:
         base = by_key.get(row.baseline or "")
         met = row.stat.median >= row.baseline_target * base.stat.median if base and base.stat.median else None
