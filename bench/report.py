@@ -80,12 +80,12 @@ def _verdict(met: bool | None) -> str:
 
 def table(rows: list[Row]) -> str:
     by_key = {r.key: r for r in rows}
-    lines = [f"{'figure':<58} {'median':>12} {'min':>12} {'max':>12}  {'target':<44} unit / ratios"]
+    lines = [f"{'figure':<58} {'median':>12} {'min':>12} {'max':>12}  {'target':<46} unit / ratios"]
     for row in rows:
         extra = "; ".join([row.unit, *ratios(row, by_key)] + ([row.note] if row.note else []))
         target = "; ".join(f"{goal}: {_verdict(met)}" for goal, met in goals(row, by_key))
         lines.append(f"{row.label:<58} {_fmt(row.stat.median):>12} {_fmt(row.stat.low):>12} "
-                     f"{_fmt(row.stat.high):>12}  {target:<44} {extra}")
+                     f"{_fmt(row.stat.high):>12}  {target:<46} {extra}")
     return "\n".join(lines)
 
 
