@@ -39,13 +39,13 @@ class Fleet:
 
 
 class BenchStack:
-    def __init__(self, ctx: Context, name: str) -> None:
+    def __init__(self, ctx: Context, name: str, edge_workers: int = 1) -> None:
         token = secrets.token_hex(3)
         self.ctx = ctx
         settings = Settings.from_env(
             kafka_bootstrap=ctx.bootstrap, topic_prefix=f"bench{token}.",
             state_dir=Path(ctx.scratch) / f"{name}-{token}", database=f"sluice_bench_{token}",
-            http_port=free_port(), admin_key="", rate_limit=0, partitions=4)
+            http_port=free_port(), admin_key="", rate_limit=0, partitions=4, edge_workers=edge_workers)
         self.stack = Stack(settings)
         self.extra: dict[str, subprocess.Popen] = {}  # "processor2", "sink2", … → process
         self.client: httpx.Client | None = None
@@ -129,7 +129,7 @@ class BenchStack:
         """Service name → pid: edge, processor1…, sink1… and the broker if this run started it."""
         out: dict[str, int] = {}
         for child in self.stack.children:
-            out[child.name if child.name == "edge" else f"{child.name}1"] = child.process.pid
+            out[child.name if child.name.startswith("edge") else f"{child.name}1"] = child.process.pid
         out.update({name: process.pid for name, process in self.extra.items()})
         broker = broker_pid(self.ctx)
         if broker:
