@@ -27,6 +27,7 @@ from bench.common import Context, Row, Stat
 from bench.loadgen import Bodies, drive
 from bench.stack_setup import BenchStack
 from catalog.ids import request_id
+from producers.raw_producer import PRODUCER_CONFIG
 
 SHAPES = ((100, 10), (1, 10))
 CONCURRENCY = 64
@@ -104,8 +105,7 @@ def bare_producer(bench: BenchStack, things: list[str], frames: int, metrics: in
     """Metric values/s the broker acknowledged from one producer sending as fast as it can."""
     settings = bench.settings
     # The edge's producer settings (producers/raw_producer.py), without its asyncio face.
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True,
-                         "linger.ms": 5, "compression.type": "lz4", "queue.buffering.max.kbytes": 256 * 1024})
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, **PRODUCER_CONFIG})
     topic = schemas.Topics(settings.topic_prefix).raw
     bodies = Bodies(frames, metrics)
     # A pool of ready envelopes: the baseline is the Kafka leg's ceiling, not Avro's.
