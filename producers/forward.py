@@ -83,8 +83,11 @@ class ForwardToPrimary:
                                headers={"Retry-After": "1"})(scope, receive, send)
             return
         try:
-            await send({"type": "http.response.start", "status": reply.status_code,
-                        "headers": [(k, v) for k, v in reply.headers.raw if k.lower() not in _HOP]})
+            headers = [(k, v) for k, v in reply.headers.raw if k.lower() not in _HOP]
+            if reply.headers.get("connection", "").lower() == "close":
+                # The primary stopped reading the body (a 413): this connection cannot carry another request either.
+                headers.append((b"connection", b"close"))
+            await send({"type": "http.response.start", "status": reply.status_code, "headers": headers})
             async for chunk in reply.aiter_raw():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
