@@ -15,24 +15,38 @@ that does not validate) is passed on to FastAPI untouched, before its body is
 read, so FastAPI answers it in its own words. A route with a parameter kind this
 module does not bind (header, cookie or body parameters; a dependency that needs
 more than the request) is never dispatched here.
+
+A 401 or 404 raised before the body is read is a catalog lookup that missed (the
+key, the thing, the harbor, ...). With several edge workers the catalog write may
+have been made a moment ago through another worker; before such an answer the
+worker catches its view up with the catalog topic's end (one broker query at a
+time, shared by every miss waiting) and asks the endpoint once more.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi.routing import APIRoute
+from confluent_kafka import KafkaException
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.routing import compile_path
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from catalog.errors import SluiceError
 
 log = logging.getLogger(__name__)
+
+CATCH_UP_S = 2.0  # the longest a catalog miss waits for the view (the broker away: that long, then the miss)
 
 
 @dataclass(frozen=True)
@@ -112,6 +126,7 @@ class FastIngest:
         self.app = app
         self._build = routes
         self._routes: tuple[FastRoute, ...] | None = None
+        self._catching_up: tuple[float, asyncio.Future] | None = None  # (started at, catch-up's outcome)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -135,18 +150,59 @@ class FastIngest:
 
     async def _dispatch(self, fast: FastRoute, params: dict, query: dict, scope: Scope, receive: Receive,
                         send: Send) -> None:
-        request = Request(scope, receive, send)
+        body_read = False
+
+        async def marked_receive() -> Message:
+            nonlocal body_read
+            body_read = True
+            return await receive()
+
+        request = Request(scope, marked_receive, send)
         try:
-            kwargs = {**params, **query, fast.request_name: request}
-            for name, call in fast.dependencies:
-                kwargs[name] = await call(request)
-            response = await fast.endpoint(**kwargs)
+            try:
+                response = await self._call(fast, params, query, request)
+            except SluiceError as exc:
+                if exc.status not in (401, 404) or body_read or not await self._caught_up(scope["app"]):
+                    raise
+                response = await self._call(fast, params, query, request)
         except Exception as exc:
             handler = _handler_for(scope["app"].exception_handlers, exc)
             if handler is None:
                 raise  # the server's 500, as on FastAPI's path
             response = await handler(request, exc)
         await response(scope, receive, send)
+
+    @staticmethod
+    async def _call(fast: FastRoute, params: dict, query: dict, request: Request) -> Any:
+        kwargs = {**params, **query, fast.request_name: request}
+        for name, call in fast.dependencies:
+            kwargs[name] = await call(request)
+        return await fast.endpoint(**kwargs)
+
+    async def _caught_up(self, app: Any) -> bool:
+        """Whether the catalog view has applied everything the topic held after this miss; waits.
+
+        A catch-up started before the miss may not cover a write the client saw answered just
+        before it, so only one started later counts; misses meanwhile share it.
+        """
+        missed_at = time.monotonic()
+        while True:
+            job = self._catching_up
+            if job is not None and job[0] >= missed_at:
+                return await asyncio.shield(job[1])
+            if job is not None and not job[1].done():
+                await asyncio.shield(job[1])  # an older one: let it finish, then start a fresh one
+                continue
+            future = asyncio.ensure_future(run_in_threadpool(_catch_up, app.state.catalog.view))
+            self._catching_up = (time.monotonic(), future)
+
+
+def _catch_up(view: Any) -> bool:
+    try:
+        return view.catch_up_to_end(CATCH_UP_S)
+    except KafkaException as exc:
+        log.warning("could not catch the catalog view up after a miss: %s", exc)
+        return False
 
 
 def _handler_for(handlers: dict, exc: Exception) -> Callable | None:
