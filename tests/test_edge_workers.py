@@ -31,29 +31,31 @@ def pair(kafka_bootstrap, tmp_path_factory):
     try:
         with httpx.Client(base_url=running.url, headers={"X-Api-Key": running.settings.admin_key},
                           timeout=30) as api:
-            thing = register_battery(api, *register_battery_type(api))
-        yield running, thing
+            site, type_id = register_battery_type(api)
+            thing = register_battery(api, site, type_id)
+        yield running, thing, site, type_id
     finally:
         running.stop()
 
 
-def fresh(stack, method: str, path: str, key: str | None = None, **kwargs) -> list[httpx.Response]:
+def fresh(stack, method: str, path: str, key: str | None = None, rounds: int = ROUNDS,
+          **kwargs) -> list[httpx.Response]:
     headers = {"X-Api-Key": key or stack.settings.admin_key}
     replies = []
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         with httpx.Client(base_url=stack.url, headers=headers, timeout=30) as client:
             replies.append(client.request(method, path, **kwargs))
     return replies
 
 
 def test_sluice_up_runs_and_watches_both_workers(pair):
-    stack, _ = pair
+    stack, *_ = pair
     assert [c.name for c in stack.children if c.service.startswith("edge")] == ["edge", "edge-2"]
     assert set(stack.supervisor.children) >= {"edge", "edge-2"}
 
 
 def test_ingest_and_its_errors_answer_alike_from_either_worker(pair):
-    stack, thing = pair
+    stack, thing, *_ = pair
     assert {r.status_code for r in fresh(stack, "POST", f"/v2/thing/{thing}/data", content=FRAME)} == {202}
     malformed = fresh(stack, "POST", f"/v2/thing/{thing}/data", content=b'{"frames":[')
     assert {(r.status_code, r.json()["error"]["code"]) for r in malformed} == {(400, "INVALID_PAYLOAD")}
@@ -63,8 +65,19 @@ def test_ingest_and_its_errors_answer_alike_from_either_worker(pair):
     assert {(r.status_code, r.json()["error"]["code"]) for r in wrong} == {(401, "UNAUTHORIZED")}
 
 
+def test_a_thing_created_a_moment_ago_takes_data_on_either_worker(pair):
+    stack, _, site, type_id = pair
+    for number in range(ROUNDS // 2):
+        created = fresh(stack, "POST", f"/v2/sites/{site}/things", rounds=1,
+                        json={"thingName": f"new-{number}", "thingTypeId": type_id})[0]
+        assert created.status_code == 201, created.text
+        # At once, on new connections: some reach the worker that did not see the write.
+        replies = fresh(stack, "POST", f"/v2/thing/{created.json()['id']}/data", content=FRAME)
+        assert {r.status_code for r in replies} == {202}, [r.text for r in replies if r.status_code != 202]
+
+
 def test_reads_and_the_catalog_are_the_primarys_from_either_worker(pair):
-    stack, thing = pair
+    stack, thing, *_ = pair
     replies = fresh(stack, "GET", f"/v2/things/{thing}")
     assert {(r.status_code, r.json()["id"]) for r in replies} == {(200, thing)}
     created = fresh(stack, "POST", "/v2/sites", json={"name": "forwarded"})
@@ -76,7 +89,7 @@ def test_reads_and_the_catalog_are_the_primarys_from_either_worker(pair):
 
 
 def test_without_the_primary_ingest_goes_on_and_the_rest_is_503(pair):
-    stack, thing = pair
+    stack, thing, *_ = pair
     primary = next(c for c in stack.children if c.name == "edge")
     primary.process.send_signal(signal.SIGKILL)
     primary.process.wait(30)
