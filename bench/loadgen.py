@@ -27,6 +27,7 @@ import random
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from urllib.parse import urlsplit
@@ -229,20 +230,29 @@ def summarize(parts: list[dict], values_per_request: int) -> dict:
 
 def _run_children(args: argparse.Namespace, argv: list[str]) -> list[dict]:
     """Start `--procs` copies of this client, each with its index; blocks until all printed."""
-    children = []
+    children, outputs = [], []
     for index in range(args.procs):
         extra = ["--index", str(index), "--child"]
         if args.samples:
             extra += ["--samples", f"{args.samples}.{index}"]
+        # A file, not a pipe: a child's line (every latency) outgrows a pipe's 64 KiB while the
+        # parent waits on another child, and the event loop leaves stdout non-blocking.
+        outputs.append(tempfile.TemporaryFile())
         children.append(subprocess.Popen([sys.executable, "-m", "bench.loadgen", *argv, *extra],
-                                         stdout=subprocess.PIPE))
+                                         stdout=outputs[-1]))
     try:
-        parts = [json.loads(child.communicate()[0]) for child in children]
+        parts = []
+        for child, output in zip(children, outputs):
+            child.wait()
+            output.seek(0)
+            parts.append(json.loads(output.read()))
     finally:
         for child in children:
             if child.poll() is None:
                 child.kill()
                 child.wait()
+        for output in outputs:
+            output.close()
     if args.samples:
         with open(args.samples, "w") as out:
             for index in range(args.procs):

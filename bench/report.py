@@ -103,6 +103,10 @@ def write_json(rows: list[Row], path: Path, parameters: dict) -> dict:
     }
     e2e = by_key.get("end_to_end.values_per_s")
     document["end_to_end_values_per_s"] = e2e.stat.median if e2e else None
+    # Issue 14's small-request figure: 1×10 bodies, the better of 1 and 2 edge workers.
+    small = [by_key[k].stat.median for k in ("edge.requests_per_s.1x10", "edge.requests_per_s.1x10.workers2")
+             if k in by_key]
+    document["edge_small_requests_per_s"] = max(small) if small else None
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2) + "\n")
     return document

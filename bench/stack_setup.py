@@ -130,7 +130,7 @@ class BenchStack:
         """Service name → pid: edge, processor1…, sink1… and the broker if this run started it."""
         out: dict[str, int] = {}
         for child in self.stack.children:
-            out[child.name if child.name == "edge" else f"{child.name}1"] = child.process.pid
+            out[child.name if child.name.startswith("edge") else f"{child.name}1"] = child.process.pid
         out.update({name: process.pid for name, process in self.extra.items()})
         broker = broker_pid(self.ctx)
         if broker:

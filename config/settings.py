@@ -60,6 +60,9 @@ class Settings:
     database: str = setting("SLUICE_DATABASE", "sluice", "The ClickHouse database holding Sluice's tables.")
     http_host: str = setting("SLUICE_HTTP_HOST", "127.0.0.1", "Where the HTTP edge listens.")
     http_port: int = setting("SLUICE_HTTP_PORT", 8080, "The HTTP edge's port.")
+    edge_workers: int = setting(
+        "SLUICE_EDGE_WORKERS", 1,
+        "Edge processes sharing the HTTP port; the first hosts the warehouse, the others forward reads to it.")
     admin_key: str = setting(
         "SLUICE_ADMIN_KEY", "", "The platform-admin API key; generated on first start when empty.")
     admin_key_sha256: str = setting(

@@ -186,8 +186,9 @@ def main(argv: list[str] | None = None) -> int:
                     "producers, unless SLUICE_SCHEMA_REGISTRY_URL names one (or SLUICE_WITH_REGISTRY=true)")
     up.set_defaults(run=_up)
     for name, text in (("edge", "serve the HTTP edge"), ("processor", "run the Faust processor"),
-                       ("sink", "run the warehouse sinks (ClickHouse server mode)")):
-        commands.add_parser(name, help=text).set_defaults(run=_service(name))
+                       ("sink", "run the warehouse sinks (ClickHouse server mode)"),
+                       ("edge-worker", "one more edge process on the port (SLUICE_EDGE_WORKERS > 1)")):
+        commands.add_parser(name, help=text).set_defaults(run=_service(name.replace("-", "_")))
     sql = commands.add_parser("sql", help="run a read-only query against the warehouse")
     sql.add_argument("query")
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table",

@@ -1,7 +1,10 @@
-"""The three long-running services, each a foreground process.
+"""The long-running services, each a foreground process.
 
 `edge` serves HTTP; with the embedded warehouse it also runs the readings sink
 in a thread, because chDB's data folder belongs to one process.
+`edge-worker` is one more edge process on the same port (`SLUICE_EDGE_WORKERS`):
+it serves the ingest routes itself and forwards every other request to the
+`edge` process, the only one holding the warehouse (producers.forward).
 `processor` is the Faust worker. `sink` is the readings sink on its own, for a
 ClickHouse server.
 
@@ -31,7 +34,9 @@ from config import Settings
 from processors.app import ProcessorWorker, create_app as create_processor_app
 from processors.idempotency import IdempotencyStore
 from producers.app import create_app as create_edge_app
+from producers.forward import ForwardToPrimary, PrimaryProbe
 from producers.http_protocol import edge_protocol
+from producers.listeners import http_socket, primary_socket, primary_socket_path
 from schemas import Topics
 from sinks.registry import warehouse_sinks
 from warehouse import open_warehouse
@@ -63,10 +68,12 @@ def run_edge(settings: Settings) -> None:
     # uvicorn re-raises SIGTERM after its graceful shutdown; with the default
     # handler that would kill us before the sinks commit and leave their group.
     signal.signal(signal.SIGTERM, lambda *_: None)
+    sockets = [http_socket(settings)]
+    if settings.edge_workers > 1:
+        sockets.append(primary_socket(settings))  # the other workers' forwarded requests
     watchdog.start()
     try:
-        uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning",
-                    access_log=False, timeout_graceful_shutdown=10, http=edge_protocol(settings))
+        _serve(app, settings, sockets)
     finally:
         watchdog.stop()
         _stop_sinks(sinks, threads, patience=2 if watchdog.fired else 30)
@@ -74,6 +81,37 @@ def run_edge(settings: Settings) -> None:
         warehouse.close()
     if watchdog.fired:
         raise SystemExit(EXIT_UNHEALTHY)
+
+
+def run_edge_worker(settings: Settings) -> None:
+    """Serve the ingest routes on the shared port, forwarding the rest to the primary edge; blocks.
+
+    No warehouse, no sinks: those are the primary's. Exits EXIT_UNHEALTHY if a loop died or stalled.
+    """
+    probe = BrokerProbe(settings.kafka_bootstrap, health())
+    primary = PrimaryProbe(primary_socket_path(settings), health())  # readiness: can forwarded routes be served
+    probe.start()
+    primary.start()
+    watchdog = Watchdog(health(), _terminate_self)
+    app = ForwardToPrimary(create_edge_app(settings, settings.kafka_bootstrap, None),
+                           primary_socket_path(settings))
+    signal.signal(signal.SIGTERM, lambda *_: None)  # as in run_edge: uvicorn's graceful stop, then return
+    watchdog.start()
+    try:
+        _serve(app, settings, [http_socket(settings)])
+    finally:
+        watchdog.stop()
+        primary.stop()
+        probe.stop()
+    if watchdog.fired:
+        raise SystemExit(EXIT_UNHEALTHY)
+
+
+def _serve(app, settings: Settings, sockets: list) -> None:
+    # Sockets are bound, not listening: uvicorn listens after the app's start-up (producers.listeners).
+    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="warning",
+                            access_log=False, timeout_graceful_shutdown=10, http=edge_protocol(settings))
+    uvicorn.Server(config).run(sockets=sockets)
 
 
 def _stop_sinks(sinks, threads, patience: float = 30) -> None:

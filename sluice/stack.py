@@ -1,4 +1,5 @@
-"""The whole local stack as child processes: broker, schema registry (if asked), edge, processor, sink.
+"""The whole local stack as child processes: broker, schema registry (if asked), edge (and its
+extra workers), processor, sink.
 
 Started in dependency order and stopped in reverse (edge first, broker last),
 so in-flight requests drain before the broker goes away. Children run in their
@@ -128,6 +129,11 @@ class Stack:
         for service in ("edge", "processor") if settings.embedded_warehouse else ("edge", "processor", "sink"):
             self._spawn(service)
             self._watch(service)
+            if service == "edge":
+                # More edge processes on the same port; stopped before the primary they forward to.
+                for number in range(2, settings.edge_workers + 1):
+                    self._spawn("edge-worker", f"edge-{number}")
+                    self._watch(f"edge-{number}")
         self._wait_ready(deadline)
 
     def _watch(self, service: str) -> None:
