@@ -1,9 +1,10 @@
 """Frames → readings and locations rows: pure functions from decoded frame batches
 (schemas.frames.decode: Arrow columns) to Arrow columns.
 
-No value is touched in Python: each message's Arrow columns are concatenated,
-and the batch's own fields (org, thing, ...) are repeated per row by an index
-take, so the cost per row is a few memcpys whatever the batch holds.
+No value is touched in Python: each message's Arrow columns are chained as they
+came (one chunk per message), and each message's own fields (org, thing, ...)
+become a dictionary column whose indices say which message a row came from, so
+the cost per row is a few numpy ops whatever the batch holds.
 """
 
 from __future__ import annotations
@@ -15,32 +16,35 @@ COLUMNS = ("org_id", "thing_id", "metric_id", "ts", "data_type", "value", "value
            "value_string", "type_version_id", "request_id", "version")
 LOCATION_COLUMNS = ("org_id", "thing_id", "ts", "latitude", "longitude", "accuracy_m", "request_id", "version")
 
-# Each message's own fields, repeated on each of its rows, with their Arrow types.
-_REPEATED = {"org_id": pa.string(), "thing_id": pa.string(), "type_version_id": pa.string(),
-             "request_id": pa.string(), "version": pa.uint64()}
+# Each message's own fields, repeated on each of its rows.
+_REPEATED = ("org_id", "thing_id", "type_version_id", "request_id")
 
 
-def readings_columns(batches: list[dict]) -> dict[str, pa.Array]:
+def readings_columns(batches: list[dict]) -> dict[str, pa.Array | pa.ChunkedArray]:
     """One readings row per metric value of every batch."""
     return _columns(batches, "readings", COLUMNS)
 
 
-def locations_columns(batches: list[dict]) -> dict[str, pa.Array]:
+def locations_columns(batches: list[dict]) -> dict[str, pa.Array | pa.ChunkedArray]:
     """One locations row per frame that carried a location."""
     return _columns(batches, "locations", LOCATION_COLUMNS)
 
 
-def _columns(batches: list[dict], part: str, names: tuple[str, ...]) -> dict[str, pa.Array]:
+def _columns(batches: list[dict], part: str, names: tuple[str, ...]) -> dict[str, pa.Array | pa.ChunkedArray]:
     parts = [batch[part] for batch in batches]
     counts = np.fromiter((p.num_rows for p in parts), dtype=np.int64, count=len(parts))
     if not counts.sum():
         return {}
-    table = pa.Table.from_batches([p for p in parts if p.num_rows]).combine_chunks()
-    owner = pa.array(np.repeat(np.arange(len(batches)), counts))  # row -> index of its batch
+    table = pa.Table.from_batches([p for p in parts if p.num_rows])
+    owner = pa.array(np.repeat(np.arange(len(batches), dtype=np.int32), counts))  # row -> its message
     columns = {}
     for name in names:
         if name in _REPEATED:
-            columns[name] = pa.array([batch[name] for batch in batches], _REPEATED[name]).take(owner)
+            columns[name] = pa.DictionaryArray.from_arrays(owner, pa.array([batch[name] for batch in batches],
+                                                                           pa.string()))
+        elif name == "version":
+            columns[name] = pa.array(np.repeat(np.fromiter((batch["version"] for batch in batches), np.uint64,
+                                                           len(batches)), counts))
         else:
-            columns[name] = table.column(name).chunk(0)
+            columns[name] = table.column(name)
     return columns
