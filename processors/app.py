@@ -40,6 +40,7 @@ from config import Settings
 from processors.deciding_catalog import DecidingCatalog, StaleCatalog
 from processors.idempotency import IdempotencyStore, first_verdict, idempotency_id, repeat_verdict
 from processors.outcome import Outcome, failed, undecodable
+from processors.outputs import OutputProducer
 from processors.rulebooks import Catalog, judge
 from processors.splitting import encode_frame_batch, encode_record_batches
 from schemas.topics import CATALOG, DEADLETTER, FRAMES, IDEMPOTENCY, RECORDS, RESULTS, MessageLimits
@@ -73,7 +74,9 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
     app.conf.producer_max_request_size = limits.output
     app.conf.consumer_max_fetch_size = limits.raw
     raw = app.topic(topics.raw, key_type=bytes, value_type=bytes)
-    outputs = {logical: app.topic(topics.name(logical), key_type=bytes, value_type=bytes)
+    # Outputs go through librdkafka (processors.outputs), sent and awaited as Faust topics are.
+    producer = OutputProducer(bootstrap, limits.output)
+    outputs = {logical: producer.topic(topics.name(logical))
                for logical in (FRAMES, RECORDS, RESULTS, DEADLETTER, IDEMPOTENCY, CATALOG)}
     catalog = DecidingCatalog(view)
 
