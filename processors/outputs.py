@@ -99,8 +99,12 @@ class OutputProducer:
             pass  # the loop is closed: nobody waits any more
 
     def _serve(self) -> None:
+        # Delivery reports are served here; if this loop ended, the agent would wait for acks forever.
         while not self._stop.is_set():
-            self._producer.poll(0.1)
+            try:
+                self._producer.poll(0.1)
+            except Exception:
+                log.exception("serving the output producer's delivery reports failed; continuing")
 
     def close(self, timeout: float = 10.0) -> None:
         """Deliver what is queued (blocks up to `timeout` s), then stop the delivery thread."""
