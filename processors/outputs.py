@@ -42,6 +42,8 @@ class OutputProducer:
             # burst and then waits for them all, so a short linger fills large produce requests.
             "linger.ms": 5,
             "batch.size": max(max_message_bytes, 1_000_000),
+            # A lone verdict (a sync reply waits for it) must not sit out Nagle's delay as a small write.
+            "socket.nagle.disable": True,
             "logger": librdkafka_logger(),
         }
         self._producer: Producer | None = None  # started at the first send: an app built for a test needs none
