@@ -64,11 +64,21 @@ class Context:
         return quick if self.quick else full
 
 
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_port(pair: bool = True) -> int:
+    """A loopback TCP port that was free a moment ago, and with `pair` the next one too
+    (the local broker's controller listens on port + 1)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if not pair:
+            return port
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+                return port
+            except OSError:
+                continue
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:

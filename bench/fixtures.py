@@ -31,6 +31,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import schemas
+from schemas import frames
 from bench.common import Context
 from catalog.models import MetricDefinitionIn, PlaceIn, ThingIn, ThingTypeIn
 from catalog.service import Catalog
@@ -184,7 +185,8 @@ def frame_batches(fleet: Fleet, count: int) -> list[dict]:
 
 
 def frames_messages(batches: Iterable[dict]) -> list[tuple[bytes, bytes]]:
-    return [(b["thing_id"].encode(), schemas.encode(schemas.FRAME_BATCH, b)) for b in batches]
+    """FrameBatch messages (key, value) as the processor encodes them."""
+    return [(b["thing_id"].encode(), frames.encode(b)) for b in batches]
 
 
 # --- RowBinary: the pre-normalized rows ClickHouse's Kafka engine reads -----------------

@@ -31,6 +31,7 @@ from bench import fixtures as fx
 from bench.common import Context, Row, Stat
 from catalog.view import CatalogView
 from processors.normalize import normalize
+from schemas import frames
 
 PROCESSOR_TIMEOUT_S = 180
 
@@ -127,7 +128,7 @@ def _plain_run(ctx: Context, catalog_prefix: str, messages: list[tuple[bytes, by
                 if not outcome.frames:
                     raise RuntimeError(f"baseline: request rejected: {outcome.verdict}")
                 _send(producer, topics.frames, outcome.frames[0]["thing_id"].encode(),
-                      schemas.encode(schemas.FRAME_BATCH, outcome.frames[0]))
+                      frames.encode(outcome.frames[0]))
                 _send(producer, topics.results, outcome.request_id.encode(),
                       schemas.encode(schemas.VERDICT, outcome.verdict))
             # As the agent: every output acknowledged before the batch's offsets are committed.

@@ -48,6 +48,7 @@ from processors import ingest_topic
 from processors.idempotency import IdempotencyStore, first_verdict, idempotency_id, repeat_verdict
 from processors.ingest_topic import IngestMessage
 from processors.outcome import Outcome, failed, undecodable
+from processors.outputs import OutputProducer
 from processors.rulebooks import Catalog, judge
 from processors.splitting import encode_frame_batch, encode_record_batches
 from schemas import public
@@ -84,7 +85,9 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
     raw = app.topic(topics.raw, key_type=bytes, value_type=bytes)
     ingest = app.topic(topics.ingest, key_type=bytes, value_type=bytes)
     schema_registry = SchemaRegistry(settings.schema_registry_url) if settings.schema_registry_url else None
-    outputs = {logical: app.topic(topics.name(logical), key_type=bytes, value_type=bytes)
+    # Outputs go through librdkafka (processors.outputs), sent and awaited as Faust topics are.
+    producer = OutputProducer(bootstrap, limits.output)
+    outputs = {logical: producer.topic(topics.name(logical))
                for logical in (FRAMES, RECORDS, RESULTS, DEADLETTER, IDEMPOTENCY, CATALOG)}
     # One per agent: `fresh` belongs to the batch an agent is judging.
     raw_catalog, ingest_catalog = DecidingCatalog(view), DecidingCatalog(view)

@@ -81,6 +81,7 @@ def _normalize_frames(frames_in: list, table: ResolutionTable, now: int) -> tupl
     string_col: list[str] = []
     locations: list[dict] = []
     names: dict[str, None] = {}  # insertion-ordered set of canonical names written
+    by_name: dict = {}  # the request's spellings, resolved once: frames repeat the same names
     latest_allowed = now + MAX_FUTURE_MS
     for index, frame in enumerate(frames_in):
         where = f"frames[{index}]"
@@ -102,23 +103,29 @@ def _normalize_frames(frames_in: list, table: ResolutionTable, now: int) -> tupl
         if not isinstance(metrics, dict) or not metrics:
             raise Rejection(400, "INVALID_PAYLOAD", "each frame needs at least one metric", f"{where}.metrics")
         for name, raw_value in metrics.items():
-            resolved = table.get(name.lower())
+            resolved = by_name.get(name)
             if resolved is None:
-                raise Rejection(400, "UNKNOWN_METRIC",
-                                f"metric {brief(name)} is not defined on the thing's type", f"{where}.metrics.{name}")
-            try:
-                number, integer, text = coerce(resolved.data_type, raw_value, resolved.enum_values)
-            except CoercionError as exc:
-                raise Rejection(400, "INVALID_VALUE",
-                                f"metric {brief(name)} in frame {index}: value {brief(raw_value)}: {exc}",
-                                f"{where}.metrics.{name}") from None
+                resolved = table.get(name.lower())
+                if resolved is None:
+                    raise Rejection(400, "UNKNOWN_METRIC", f"metric {brief(name)} is not defined on the thing's type",
+                                    f"{where}.metrics.{name}")
+                by_name[name] = resolved
+                names[resolved.name] = None
+            if type(raw_value) is float and resolved.data_type == "Double" and raw_value - raw_value == 0.0:
+                number, integer, text = raw_value, 0, ""  # the common case, what coerce() returns for it
+            else:
+                try:
+                    number, integer, text = coerce(resolved.data_type, raw_value, resolved.enum_values)
+                except CoercionError as exc:
+                    raise Rejection(400, "INVALID_VALUE",
+                                    f"metric {brief(name)} in frame {index}: value {brief(raw_value)}: {exc}",
+                                    f"{where}.metrics.{name}") from None
             ts_col.append(ts)
             metric_col.append(resolved.metric_id)
             type_col.append(resolved.data_type)
             value_col.append(number)
             long_col.append(integer)
             string_col.append(text)
-            names[resolved.name] = None
     readings = {"ts": ts_col, "metric_id": metric_col, "data_type": type_col, "value": value_col,
                 "value_long": long_col, "value_string": string_col}
     return readings, locations, list(names)

@@ -13,45 +13,49 @@ from __future__ import annotations
 import math
 
 import orjson
+import pyarrow as pa
 
 import schemas
-
-READING_COLUMNS = ("ts", "metric_id", "data_type", "value", "value_long", "value_string")
+from schemas import frames
 
 
 def encode_frame_batch(batch: dict, budget: int) -> list[bytes]:
-    """The encoded FrameBatch messages of `batch`, each at most `budget` bytes.
+    """The encoded FrameBatch messages of `batch` (as a rulebook built it), each at
+    most `budget` bytes.
 
     One encoding when it fits (the usual case). Otherwise the readings and
     locations are cut into about as many even parts as the size asks for, and a
     part still over budget (values of uneven size) is halved again. A single
-    reading or location larger than the budget travels alone.
+    reading or location larger than the budget travels alone. The columns are
+    converted to Arrow once; parts are slices of them.
     """
-    encoded = schemas.encode(schemas.FRAME_BATCH, batch)
-    if len(encoded) <= budget or _items(batch) <= 1:
+    return _encode_within(batch, frames.readings_batch(batch["readings"]),
+                          frames.locations_batch(batch["locations"]), budget)
+
+
+def _encode_within(batch: dict, readings: pa.RecordBatch, locations: pa.RecordBatch, budget: int) -> list[bytes]:
+    encoded = frames.encode(batch, readings, locations)
+    if len(encoded) <= budget or readings.num_rows + locations.num_rows <= 1:
         return [encoded]
     parts = math.ceil(len(encoded) * 1.1 / budget)  # 10% slack: parts are cut by count, not bytes
-    return [message for part in _cut(batch, parts) for message in encode_frame_batch(part, budget)]
+    return [message for part_readings, part_locations in _cut(readings, locations, parts)
+            for message in _encode_within(batch, part_readings, part_locations, budget)]
 
 
-def _items(batch: dict) -> int:
-    return len(batch["readings"]["ts"]) + len(batch["locations"])
-
-
-def _cut(batch: dict, parts: int) -> list[dict]:
-    """`batch` as `parts` (at least 2) non-empty batches of about equal size, in order.
+def _cut(readings: pa.RecordBatch, locations: pa.RecordBatch,
+         parts: int) -> list[tuple[pa.RecordBatch, pa.RecordBatch]]:
+    """`parts` (at least 2) non-empty (readings, locations) slices of about equal size, in order.
 
     Readings then locations are numbered as one sequence, cut into even ranges.
     """
-    readings, locations = batch["readings"], batch["locations"]
-    n, total = len(readings["ts"]), _items(batch)
+    n, total = readings.num_rows, readings.num_rows + locations.num_rows
     parts = max(2, min(parts, total))
     cut = []
     for i in range(parts):
         start, stop = total * i // parts, total * (i + 1) // parts
         r0, r1 = min(start, n), min(stop, n)
-        cut.append({**batch, "readings": {name: readings[name][r0:r1] for name in READING_COLUMNS},
-                    "locations": locations[max(start - n, 0):max(stop - n, 0)]})
+        l0, l1 = max(start - n, 0), max(stop - n, 0)
+        cut.append((readings.slice(r0, r1 - r0), locations.slice(l0, l1 - l0)))
     return cut
 
 

@@ -79,15 +79,34 @@ def encode(name: str, record: dict[str, Any]) -> bytes:
 def decode(name: str, payload: bytes) -> dict[str, Any]:
     """Decode one record written with schema `name` or an older version of it, as the
     current version; raises SchemaMismatch for foreign bytes or another schema."""
+    writer = _writer(name, payload)
+    reader = None if writer is parsed_schema(name) else parsed_schema(name)
+    return _read(payload, writer, reader)
+
+
+def decode_as_written(name: str, payload: bytes) -> tuple[bool, dict[str, Any]]:
+    """(written with the current version?, the record in its writer's own shape).
+
+    For a schema whose versions Avro cannot resolve into each other (a field that
+    changed type), so the caller converts an older record itself. Raises like decode().
+    """
+    writer = _writer(name, payload)
+    return writer is parsed_schema(name), _read(payload, writer, None)
+
+
+def _writer(name: str, payload: bytes) -> dict:
     header = payload[:HEADER_SIZE]
     writer = parsed_schema(name) if header == _header(name) else older_schemas(name).get(header)
     if writer is None:
         if payload[:2] != MAGIC:
             raise SchemaMismatch("not an Avro single-object message")
         raise SchemaMismatch(f"message was written with another schema than {name}")
+    return writer
+
+
+def _read(payload: bytes, writer: dict, reader: dict | None) -> dict[str, Any]:
     stream = io.BytesIO(payload)
     stream.seek(HEADER_SIZE)
-    reader = None if writer is parsed_schema(name) else parsed_schema(name)
     return fastavro.schemaless_reader(stream, writer, reader)
 
 

@@ -7,7 +7,8 @@ pure functions that turn decoded records into each table's columns.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from functools import partial
+from typing import Any, Callable
 
 import schemas
 from bus import metrics
@@ -17,19 +18,23 @@ from warehouse.backend import Warehouse
 
 log = logging.getLogger(__name__)
 
-BuildColumns = Callable[[list[dict]], dict[str, list]]
+BuildColumns = Callable[[list[dict]], dict[str, Any]]  # column name -> list or Arrow array
+Decode = Callable[[bytes], dict]  # one message value -> its record; raises for bytes that do not decode
 
 
 def record_sink(settings: Settings, bootstrap: str, warehouse: Warehouse, *, name: str, topic: str,
-                schema: str, tables: dict[str, BuildColumns]) -> BatchingSink:
+                schema: str, tables: dict[str, BuildColumns], decode: Decode | None = None) -> BatchingSink:
     """A BatchingSink decoding `schema` records from `topic` into each of `tables`.
 
     Its consumer group is `{topic_prefix}{name}`, so each sink keeps its own
     offsets. A message that does not decode is logged and skipped (it would
     fail every retry); the insert raises, and BatchingSink retries it, if the
     warehouse refuses the batch. Each table's insert has its own dedup token,
-    so a retry after a partial failure re-inserts nothing twice.
+    so a retry after a partial failure re-inserts nothing twice. `decode`
+    replaces the plain Avro decoding for a topic whose messages carry more
+    than Avro (the frames' Arrow columns).
     """
+    decode = decode or partial(schemas.decode, schema)
 
     def insert(values: list[bytes], token: str) -> int:
         records = []
@@ -37,8 +42,8 @@ def record_sink(settings: Settings, bootstrap: str, warehouse: Warehouse, *, nam
             if value is None:
                 continue  # a tombstone on a compacted topic: nothing to insert
             try:
-                records.append(schemas.decode(schema, value))
-            except (schemas.SchemaMismatch, ValueError, EOFError) as exc:
+                records.append(decode(value))
+            except (schemas.SchemaMismatch, ValueError, EOFError) as exc:  # pa.ArrowInvalid is a ValueError
                 log.error("%s: skipping a message that does not decode as %s: %s", name, schema, exc)
         counts = {}
         for table, build in tables.items():

@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import schemas
+from schemas import frames
 from config import Settings
 from sinks.batching import BatchingSink
 from sinks.catalog_dims import TABLES as DIMENSION_TABLES
 from sinks.ingest_log import ingest_log_columns
 from sinks.readings import locations_columns, readings_columns
-from sinks.record_sink import BuildColumns, record_sink
+from sinks.record_sink import BuildColumns, Decode, record_sink
 from sinks.records import RECORD_TABLES
 from sinks.rejects import rejects_columns
 from warehouse.backend import Warehouse
@@ -27,12 +28,14 @@ class SinkSpec:
     topic: str  # logical topic name (schemas.topics)
     schema: str  # the Avro record its messages carry
     tables: dict[str, BuildColumns]
+    decode: Decode | None = None  # None: plain Avro of `schema`
 
 
 SINKS = (
-    # One readings row per metric value, one locations row per located frame.
+    # One readings row per metric value, one locations row per located frame; the frames
+    # carry them as Arrow columns (schemas.frames), of either FrameBatch version.
     SinkSpec("sink-readings", schemas.topics.FRAMES, schemas.FRAME_BATCH,
-             {"readings": readings_columns, "locations": locations_columns}),
+             {"readings": readings_columns, "locations": locations_columns}, decode=frames.decode),
     # One row per verdict; a replayed request adds a newer row, which ReplacingMergeTree(processed_at) keeps.
     SinkSpec("sink-ingest-log", schemas.topics.RESULTS, schemas.VERDICT, {"ingest_log": ingest_log_columns}),
     # One row per dead letter.
@@ -47,7 +50,7 @@ SINKS = (
 def build_sink(spec: SinkSpec, settings: Settings, bootstrap: str, warehouse: Warehouse) -> BatchingSink:
     return record_sink(settings, bootstrap, warehouse, name=spec.name,
                        topic=schemas.Topics(settings.topic_prefix).name(spec.topic), schema=spec.schema,
-                       tables=spec.tables)
+                       tables=spec.tables, decode=spec.decode)
 
 
 def warehouse_sinks(settings: Settings, bootstrap: str, warehouse: Warehouse) -> list[BatchingSink]:

@@ -5,7 +5,7 @@ and the errors that name what they refuse."""
 import orjson
 import pytest
 
-import schemas
+from schemas import frames
 from catalog.presets import ISO_15143_3, insight_metric_id, preset_type_id
 from processors.assets import asset_batch, asset_data
 from processors.rulebooks import judge
@@ -66,7 +66,7 @@ def test_the_example_becomes_readings_and_a_location_of_the_asset():
     assert readings["data_type"] == ["Double", "Double", "Boolean", "Double"]
     assert readings["value"] == [1520.5, 64.0, 1.0, 182.4] and readings["value_long"][2] == 1
     assert batch["locations"] == [{"ts": T0, "latitude": 55.6761, "longitude": 12.5683, "accuracy_m": 8.0}]
-    schemas.encode(schemas.FRAME_BATCH, batch)  # what the frames topic carries
+    frames.encode(batch)  # what the frames topic carries
 
 
 def test_the_route_has_its_rulebook():
@@ -162,7 +162,7 @@ def test_a_batch_writes_one_frame_batch_per_asset():
     assert second["readings"]["ts"] == [] and second["locations"][0]["latitude"] == 1.0
     assert second["type_version_id"] == ""
     for batch in outcome.frames:
-        schemas.encode(schemas.FRAME_BATCH, batch)
+        frames.encode(batch)
 
 
 @pytest.mark.parametrize("body,expected", [

@@ -9,7 +9,7 @@ import fastavro
 import pytest
 
 import schemas
-from schemas import codec
+from schemas import codec, frames
 
 VERDICT = {
     "request_id": "req_1", "org_id": "org_a", "thing_id": "thg_1", "route": "thing_data", "status": "ingested",
@@ -64,3 +64,30 @@ def test_an_unknown_version_is_still_refused():
     payload = VERDICT_V1_HEADER[:2] + b"\x00" * 8 + b"\x00"
     with pytest.raises(schemas.SchemaMismatch, match="another schema"):
         schemas.decode(schemas.VERDICT, payload)
+
+
+# A FrameBatch as every processor before the Arrow columns (FrameBatch version 2) wrote it.
+FRAME_BATCH_V1 = {
+    "request_id": "req_1", "org_id": "org_a", "thing_id": "thg_1", "type_version_id": "tdef_1",
+    "version": 1718884800123, "frames": 2,
+    "readings": {"ts": [1718884800000, 1718884801000], "metric_id": ["mdef_1", "mdef_2"],
+                 "data_type": ["Long", "String"], "value": [2.0**60, 0.0], "value_long": [2**60, 0],
+                 "value_string": ["", "ok"]},
+    "locations": [{"ts": 1718884800000, "latitude": 55.6761, "longitude": 12.5683, "accuracy_m": 8.0}],
+}
+FRAME_BATCH_V1_HEADER = bytes.fromhex("c30158d4597a94a2823b")
+
+
+def test_the_frames_history_file_is_the_schema_old_messages_name():
+    assert written_with("frames.v1.avsc", FRAME_BATCH_V1)[:codec.HEADER_SIZE] == FRAME_BATCH_V1_HEADER
+
+
+def test_a_frame_batch_of_version_1_reads_as_the_arrow_columns_version_2_carries():
+    old = written_with("frames.v1.avsc", FRAME_BATCH_V1)
+    new = frames.encode(FRAME_BATCH_V1)
+    assert old[:codec.HEADER_SIZE] != new[:codec.HEADER_SIZE]
+    from_old, from_new = frames.decode(old), frames.decode(new)
+    assert from_old["readings"].equals(from_new["readings"]) and from_old["locations"].equals(from_new["locations"])
+    assert from_old["readings"].num_rows == 2 and from_old["locations"].num_rows == 1
+    assert {k: v for k, v in from_old.items() if k not in ("readings", "locations")} == {
+        k: v for k, v in from_new.items() if k not in ("readings", "locations")}

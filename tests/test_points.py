@@ -4,7 +4,7 @@ cargos resolved through the harbor by derived ids, provisioning, and its errors.
 import orjson
 import pytest
 
-import schemas
+from schemas import frames
 from catalog.harbors import cargo_metric_id, ship_thing_id
 from processors.points import points
 
@@ -38,7 +38,7 @@ def test_a_single_point_becomes_one_reading_of_its_ship():
     assert batch["readings"]["ts"] == [1718884800000]
     assert batch["readings"]["metric_id"] == [cargo_metric_id(ORG, HARBOR, "temperature")]
     assert batch["readings"]["value"] == [21.5] and batch["readings"]["data_type"] == ["Double"]
-    schemas.encode(schemas.FRAME_BATCH, batch)
+    frames.encode(batch)  # what the frames topic carries
 
 
 def test_a_batch_spans_ships_one_frame_batch_each():

@@ -6,12 +6,14 @@ request's verdict, and the message limits fit the edge's largest body."""
 from __future__ import annotations
 
 import orjson
+import pyarrow as pa
 import pytest
 
 import schemas
 from processors.app import request_messages
 from processors.outcome import MAX_FIELD_CHARS, MAX_MESSAGE_CHARS
 from processors.splitting import encode_frame_batch
+from schemas import frames
 from schemas.topics import SPECS, MessageLimits, topic_configs
 from tests.test_normalize import TABLE, THING, envelope, run
 
@@ -57,13 +59,20 @@ def batch_of(readings: int, locations: int = 0, text: str = "") -> dict:
 
 
 def rejoined(messages: list[bytes]) -> dict:
-    parts = [schemas.decode(schemas.FRAME_BATCH, m) for m in messages]
+    """The messages' parts as one batch, shaped as a rulebook builds it (event times in ms)."""
+    parts = [frames.decode(m) for m in messages]
     for part in parts:
         assert {k: v for k, v in part.items() if k not in ("readings", "locations")} == {
             k: v for k, v in parts[0].items() if k not in ("readings", "locations")}
-    return {**parts[0], "readings": {name: [v for p in parts for v in p["readings"][name]]
-                                     for name in parts[0]["readings"]},
-            "locations": [where for p in parts for where in p["locations"]]}
+    readings = pa.Table.from_batches([p["readings"] for p in parts])
+    locations = pa.Table.from_batches([p["locations"] for p in parts])
+    return {**parts[0], "readings": _as_lists(readings),
+            "locations": _as_lists(locations, by_row=True)}
+
+
+def _as_lists(table: pa.Table, by_row: bool = False):
+    table = table.set_column(0, "ts", table.column("ts").cast(pa.int64()))
+    return table.to_pylist() if by_row else table.to_pydict()
 
 
 @pytest.mark.parametrize("readings,locations,text", [
@@ -74,10 +83,10 @@ def rejoined(messages: list[bytes]) -> dict:
 def test_splitter_keeps_every_reading_and_each_part_under_budget(readings, locations, text):
     budget = 256 * KIB
     batch = batch_of(readings, locations, text)
-    assert len(schemas.encode(schemas.FRAME_BATCH, batch)) > 2 * budget
+    assert len(frames.encode(batch)) > 2 * budget
     messages = encode_frame_batch(batch, budget)
     assert len(messages) > 2 and all(len(m) <= budget for m in messages)
-    assert rejoined(messages) == schemas.decode(schemas.FRAME_BATCH, schemas.encode(schemas.FRAME_BATCH, batch))
+    assert rejoined(messages) == batch
 
 
 def test_splitter_sends_a_small_batch_whole_and_an_oversized_reading_alone():

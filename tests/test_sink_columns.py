@@ -87,14 +87,33 @@ def test_no_records_give_empty_columns():
 
 
 def test_readings_columns_repeat_each_batchs_fields_per_value():
-    from sinks.readings import COLUMNS, locations_columns, readings_columns
+    from schemas import frames
+    from sinks.readings import COLUMNS, LOCATION_COLUMNS, locations_columns, readings_columns
 
     batch = {"request_id": "req_1", "org_id": "org_a", "thing_id": "thg_1", "type_version_id": "tdef_1",
              "version": 7, "frames": 2,
              "readings": {"ts": [1, 1, 2], "metric_id": ["m1", "m2", "m1"], "data_type": ["Double"] * 3,
                           "value": [1.0, 2.0, 3.0], "value_long": [0, 0, 0], "value_string": ["", "", ""]},
              "locations": [{"ts": 2, "latitude": 1.0, "longitude": 2.0, "accuracy_m": None}]}
-    columns = readings_columns([batch, {**batch, "thing_id": "thg_2"}])
+    decoded = [frames.decode(frames.encode(batch)), frames.decode(frames.encode({**batch, "thing_id": "thg_2",
+                                                                                 "locations": []}))]
+    columns = readings_columns(decoded)
     assert tuple(columns) == COLUMNS and all(len(v) == 6 for v in columns.values())
-    assert columns["thing_id"] == ["thg_1"] * 3 + ["thg_2"] * 3 and columns["value"] == [1.0, 2.0, 3.0] * 2
-    assert locations_columns([batch])["latitude"] == [1.0]
+    assert columns["thing_id"].to_pylist() == ["thg_1"] * 3 + ["thg_2"] * 3
+    assert columns["value"].to_pylist() == [1.0, 2.0, 3.0] * 2
+    assert columns["version"].to_pylist() == [7] * 6
+    located = locations_columns(decoded)
+    assert tuple(located) == LOCATION_COLUMNS and located["latitude"].to_pylist() == [1.0]
+    assert located["thing_id"].to_pylist() == ["thg_1"] and located["accuracy_m"].to_pylist() == [None]
+
+
+def test_no_frames_and_no_locations_give_no_columns():
+    from schemas import frames
+    from sinks.readings import locations_columns, readings_columns
+
+    assert readings_columns([]) == {} and locations_columns([]) == {}
+    empty = frames.decode(frames.encode({"request_id": "r", "org_id": "o", "thing_id": "t", "type_version_id": "",
+                                         "version": 1, "frames": 0, "readings": {
+                                             "ts": [], "metric_id": [], "data_type": [], "value": [],
+                                             "value_long": [], "value_string": []}, "locations": []}))
+    assert locations_columns([empty]) == {}

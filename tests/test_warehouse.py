@@ -241,3 +241,23 @@ def test_open_warehouse_chooses_backend(wh, state_dir):
         assert embedded.query("SELECT currentDatabase()").rows == [(wh.database,)]
     finally:
         embedded.close()
+
+
+def test_the_frames_arrow_columns_land_as_sent(wh):
+    """What the readings sink inserts: several messages' Arrow columns (dictionary-encoded ids,
+    each message's own fields repeated), one insert."""
+    from schemas import frames
+    from sinks.readings import readings_columns
+
+    org = _org()
+    messages = [frames.decode(frames.encode({
+        "request_id": f"req{i}", "org_id": org, "thing_id": f"thing{i % 2}", "type_version_id": "tv1",
+        "version": 7, "frames": 1,
+        "readings": {"ts": [T0 + i, T0 + i], "metric_id": ["m1", "m2"], "data_type": ["Double", "String"],
+                     "value": [i / 2, 0.0], "value_long": [0, 0], "value_string": ["", f"s{i}"]},
+        "locations": []})) for i in range(3)]
+    wh.insert("readings", readings_columns(messages), dedup_token=f"frames-{org}")
+    rows = wh.query("SELECT thing_id, metric_id, data_type, value, value_string, request_id, version "
+                    "FROM readings WHERE org_id = {org:String} ORDER BY request_id, metric_id", {"org": org}).rows
+    assert rows == [(f"thing{i % 2}", metric, kind, value, text, f"req{i}", 7) for i in range(3)
+                    for metric, kind, value, text in (("m1", "Double", i / 2, ""), ("m2", "String", 0.0, f"s{i}"))]

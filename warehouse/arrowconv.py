@@ -77,6 +77,8 @@ def _array(values: Any, target: pa.DataType | None) -> pa.Array | pa.ChunkedArra
         return pa.array(values, type=target)
     if target is None or values.type == target:
         return values
+    if pa.types.is_dictionary(values.type) and values.type.value_type == target:
+        return values  # ClickHouse reads dictionaries as they are (into LowCardinality without re-hashing)
     if pa.types.is_timestamp(target) and pa.types.is_integer(values.type):
         values = values.cast(pa.int64())  # int -> timestamp casts only from int64
     return values.cast(target)
