@@ -20,10 +20,7 @@ on PATH, and network access to Maven Central the first time.
 from __future__ import annotations
 
 import argparse
-import atexit
 import base64
-import ctypes
-import errno
 import hashlib
 import logging
 import os
@@ -32,14 +29,12 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections import deque
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+
+from sluice.child_jvm import ChildJvm, port_is_free, raise_keyboard_interrupt, size, tail
 
 log = logging.getLogger(__name__)
 
@@ -178,20 +173,6 @@ def _resolve_jars(libs: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """True if nothing is listening on ``host:port`` (non-blocking check)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # Like the JVM, ignore TIME_WAIT leftovers from a broker we just stopped.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return False
-            raise
-    return True
-
-
 def _can_connect(host: str, port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -212,53 +193,12 @@ def _new_cluster_id() -> str:
             return cid
 
 
-def _tail(path: Path, lines: int = 40, start: int = 0) -> str:
-    """Last ``lines`` lines of ``path`` written after byte offset ``start``."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(start)
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return "(no output)\n"
-    return "".join(deque(text.splitlines(keepends=True), maxlen=lines)) or "(no output)\n"
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent_hook() -> Callable[[], None]:
-    """Build a preexec_fn that makes Linux SIGTERM the child when its parent dies.
-
-    prctl is looked up here, in the parent: the forked child should do as
-    little as possible (dlopen there could deadlock on a lock held by one of
-    librdkafka's threads). Note the kernel ties PDEATHSIG to the *thread*
-    that forked, not the whole process.
-    """
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent_pid = os.getpid()
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        # The parent may have died between fork and prctl; then no signal comes.
-        if os.getppid() != parent_pid:
-            os._exit(1)
-
-    return hook
-
-
 # ---------------------------------------------------------------------------
 # The broker
 # ---------------------------------------------------------------------------
 
 
-class LocalKafka:
+class LocalKafka(ChildJvm):
     """A single-node KRaft Kafka broker running as a child JVM.
 
     State lives in ``state_dir/kafka``: ``server.properties``, ``data/``
@@ -267,6 +207,8 @@ class LocalKafka:
 
     ``controller_port`` defaults to ``port + 1``. ``heap`` is the JVM -Xmx.
     """
+
+    label = "Kafka"
 
     def __init__(
         self,
@@ -279,14 +221,11 @@ class LocalKafka:
         self.port = port
         self.controller_port = controller_port if controller_port is not None else port + 1
         self.heap = heap
-        self.home = self.state_dir / "kafka"
+        super().__init__(self.state_dir / "kafka", self.state_dir / "kafka" / "stdout.log")
         self.data_dir = self.home / "data"
         self.logs_dir = self.home / "logs"
         self.config_path = self.home / "server.properties"
-        self.stdout_path = self.home / "stdout.log"
         self.server_log_path = self.logs_dir / "server.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._stdout: IO[bytes] | None = None
         # Log sizes when the JVM was spawned: error tails skip older runs.
         self._log_offsets = (0, 0)
 
@@ -296,23 +235,6 @@ class LocalKafka:
     def bootstrap(self) -> str:
         """The ``bootstrap.servers`` string clients should use."""
         return f"127.0.0.1:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        """True while the broker JVM we started is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def returncode(self) -> int | None:
-        """The JVM's exit code (negative: killed by that signal); None while running or never started.
-
-        Reading it reaps an exited JVM, so a killed broker does not linger as a zombie.
-        """
-        return self._proc.poll() if self._proc is not None else None
 
     def start(self, timeout: float = 90) -> str:
         """Start the broker and return its bootstrap address once it serves requests.
@@ -342,38 +264,6 @@ class LocalKafka:
             self.stop()
             raise
         return self.bootstrap
-
-    def stop(self, timeout: float = 30) -> None:
-        """Stop the broker: SIGTERM, wait up to ``timeout`` s, then SIGKILL.
-
-        Blocks until the JVM has exited (a clean shutdown of this small broker
-        takes well under a second). Safe to call more than once or when never
-        started.
-        """
-        proc = self._proc
-        if proc is not None:
-            if proc.poll() is None:
-                self._signal_group(proc, signal.SIGTERM)
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    log.warning("Kafka pid %s ignored SIGTERM for %ss; killing", proc.pid, timeout)
-                    self._signal_group(proc, signal.SIGKILL)
-                    proc.wait()
-            # Forget the process only once it is gone, so an interrupted stop()
-            # is retried by the atexit hook.
-            self._proc = None
-        atexit.unregister(self.stop)
-        if self._stdout is not None:
-            self._stdout.close()
-            self._stdout = None
-
-    def __enter__(self) -> LocalKafka:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # -- start-up steps -----------------------------------------------------
 
@@ -460,25 +350,8 @@ class LocalKafka:
 
     def _spawn(self, java: str, libs: Path) -> None:
         cmd = self._jvm_args(java, libs) + ["kafka.Kafka", str(self.config_path)]
-        self._log_offsets = (_size(self.stdout_path), _size(self.server_log_path))
-        self._stdout = open(self.stdout_path, "ab")
-        # PDEATHSIG fires when the forking *thread* ends, so only the main
-        # thread may use it; other callers rely on atexit alone.
-        use_pdeathsig = sys.platform == "linux" and threading.current_thread() is threading.main_thread()
-        preexec = _die_with_parent_hook() if use_pdeathsig else None
-        self._proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=self._stdout,
-            stderr=subprocess.STDOUT,
-            cwd=self.home,
-            # Own process group: a Ctrl-C aimed at the parent's terminal does not
-            # hit the broker mid-request; stop() decides how it ends.
-            process_group=0,
-            preexec_fn=preexec,
-        )
-        # Covers a normal interpreter exit that skipped stop().
-        atexit.register(self.stop)
+        self._log_offsets = (size(self.stdout_path), size(self.server_log_path))
+        self._spawn_process(cmd)
         log.info("Kafka pid %s starting on %s", self._proc.pid, self.bootstrap)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -490,7 +363,7 @@ class LocalKafka:
             if remaining <= 0:
                 raise LocalKafkaError(
                     f"Kafka did not become ready on {self.bootstrap} within {timeout}s; "
-                    f"log tail:\n{self._log_tail()}"
+                    f"log tail:\n{self._logtail()}"
                 )
             # A plain TCP probe first keeps librdkafka from logging refused connects.
             if _can_connect("127.0.0.1", self.port) and self._answers_metadata(min(remaining, 5)):
@@ -517,31 +390,19 @@ class LocalKafka:
             code = self._proc.returncode
             self.stop()
             raise LocalKafkaError(
-                f"Kafka exited with code {code} during start-up; log tail:\n{self._log_tail()}"
+                f"Kafka exited with code {code} during start-up; log tail:\n{self._logtail()}"
             )
 
-    def _log_tail(self) -> str:
+    def _logtail(self) -> str:
         out_start, log_start = self._log_offsets
         return (
-            f"--- {self.stdout_path} ---\n{_tail(self.stdout_path, 15, out_start)}"
-            f"--- {self.server_log_path} ---\n{_tail(self.server_log_path, 40, log_start)}"
+            f"--- {self.stdout_path} ---\n{tail(self.stdout_path, 15, out_start)}"
+            f"--- {self.server_log_path} ---\n{tail(self.server_log_path, 40, log_start)}"
         )
-
-    @staticmethod
-    def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass  # already gone
-
 
 # ---------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------
-
-
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -566,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM behaves like Ctrl-C, so both also abort a start() in progress.
     # SIGINT is set explicitly: shells start background jobs with it ignored.
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _raise_keyboard_interrupt)
+        signal.signal(sig, raise_keyboard_interrupt)
     kafka = LocalKafka(args.state_dir, args.port, args.controller_port, args.heap)
     try:
         print(kafka.start(), flush=True)

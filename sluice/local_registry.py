@@ -25,24 +25,20 @@ truncated or tampered download is refused before anything is unpacked.
 from __future__ import annotations
 
 import argparse
-import atexit
 import hashlib
 import logging
-import os
 import shutil
 import signal
-import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import IO
 
 import httpx
 
-from sluice.local_kafka import _die_with_parent_hook, _size, _tail, default_cache_dir, port_is_free
+from sluice.child_jvm import ChildJvm, port_is_free, raise_keyboard_interrupt, size, tail
+from sluice.local_kafka import default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +141,7 @@ def _java() -> str:
 # ---------------------------------------------------------------------------
 
 
-class LocalRegistry:
+class LocalRegistry(ChildJvm):
     """Apicurio Registry as a child JVM on 127.0.0.1, Confluent API at ``url``.
 
     State lives in ``state_dir/registry``: ``data/`` (an H2 database file, so a
@@ -155,35 +151,20 @@ class LocalRegistry:
     (health, metrics) takes a random loopback port, so only ``port`` is fixed.
     """
 
+    label = "registry"
+
     def __init__(self, state_dir: Path, port: int = 8081, heap: str = "256m") -> None:
         self.state_dir = Path(state_dir).expanduser().resolve()
         self.port = port
         self.heap = heap
-        self.home = self.state_dir / "registry"
+        super().__init__(self.state_dir / "registry", self.state_dir / "registry" / "stdout.log")
         self.data_dir = self.home / "data"
-        self.stdout_path = self.home / "stdout.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._stdout: IO[bytes] | None = None
         self._log_offset = 0  # log size when the JVM was spawned: error tails skip older runs
 
     @property
     def url(self) -> str:
         """The Confluent-API base URL clients use (``SLUICE_SCHEMA_REGISTRY_URL``)."""
         return f"http://127.0.0.1:{self.port}{CCOMPAT_PATH}"
-
-    @property
-    def running(self) -> bool:
-        """True while the JVM we started is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def returncode(self) -> int | None:
-        """The JVM's exit code (negative: killed by that signal); None while running or never started."""
-        return self._proc.poll() if self._proc is not None else None
 
     def start(self, timeout: float = 120) -> str:
         """Start the registry and return its Confluent-API URL once it answers.
@@ -211,31 +192,6 @@ class LocalRegistry:
             self.stop()
             raise
         return self.url
-
-    def stop(self, timeout: float = 30) -> None:
-        """SIGTERM, wait up to ``timeout`` s, then SIGKILL; blocks until exited. Idempotent."""
-        proc = self._proc
-        if proc is not None:
-            if proc.poll() is None:
-                _signal_group(proc, signal.SIGTERM)
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    log.warning("registry pid %s ignored SIGTERM for %ss; killing", proc.pid, timeout)
-                    _signal_group(proc, signal.SIGKILL)
-                    proc.wait()
-            self._proc = None
-        atexit.unregister(self.stop)
-        if self._stdout is not None:
-            self._stdout.close()
-            self._stdout = None
-
-    def __enter__(self) -> LocalRegistry:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def system_properties(self) -> dict[str, str]:
         """The Quarkus/Apicurio configuration passed as ``-D`` options."""
@@ -266,13 +222,8 @@ class LocalRegistry:
             *(f"-D{k}={v}" for k, v in self.system_properties().items()),
             "-jar", str(app / "quarkus-run.jar"),
         ]
-        self._log_offset = _size(self.stdout_path)
-        self._stdout = open(self.stdout_path, "ab")
-        use_pdeathsig = sys.platform == "linux" and threading.current_thread() is threading.main_thread()
-        self._proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=self._stdout, stderr=subprocess.STDOUT, cwd=self.home,
-            process_group=0, preexec_fn=_die_with_parent_hook() if use_pdeathsig else None)
-        atexit.register(self.stop)
+        self._log_offset = size(self.stdout_path)
+        self._spawn_process(cmd)
         log.info("registry pid %s starting on %s", self._proc.pid, self.url)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -283,11 +234,11 @@ class LocalRegistry:
                 self.stop()
                 raise LocalRegistryError(
                     f"the registry exited with code {code} during start-up; {self.stdout_path} ends:\n"
-                    f"{_tail(self.stdout_path, 30, self._log_offset)}")
+                    f"{tail(self.stdout_path, 30, self._log_offset)}")
             if time.monotonic() > deadline:
                 raise LocalRegistryError(
                     f"the registry did not answer on {self.url} within {timeout}s; {self.stdout_path} ends:\n"
-                    f"{_tail(self.stdout_path, 30, self._log_offset)}")
+                    f"{tail(self.stdout_path, 30, self._log_offset)}")
             if answers(self.url):
                 return
             time.sleep(0.3)
@@ -301,20 +252,9 @@ def answers(url: str, timeout: float = 2) -> bool:
         return False
 
 
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass  # already gone
-
-
 # ---------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------
-
-
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -329,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per readiness probe
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _raise_keyboard_interrupt)
+        signal.signal(sig, raise_keyboard_interrupt)
     registry = LocalRegistry(args.state_dir, args.port, args.heap)
     try:
         print(registry.start(), flush=True)
