@@ -224,7 +224,7 @@ def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes, bytes]])
     """Produce all messages with one batching producer; blocks until every one is acknowledged."""
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 20,
                          "batch.size": 1_000_000, "message.max.bytes": 16_000_000,
-                         "queue.buffering.max.kbytes": 1_048_576})
+                         "queue.buffering.max.kbytes": 1_048_576, "compression.type": "lz4"})
     failures: list = []
     sent = 0
     for key, value in messages:

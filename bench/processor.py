@@ -106,7 +106,8 @@ def _plain_run(ctx: Context, catalog_prefix: str, messages: list[tuple[bytes, by
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{settings.topic_prefix}plain",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True,
-                         "linger.ms": 5, "message.max.bytes": 16_000_000})
+                         "linger.ms": 5, "message.max.bytes": 16_000_000,
+                         "compression.type": "lz4"})  # as the processor's output producer
     consumer.subscribe([topics.raw])
 
     def thing_lookup(org_id: str, thing_id: str) -> dict | None:

@@ -42,6 +42,9 @@ class OutputProducer:
             # burst and then waits for them all, so a short linger fills large produce requests.
             "linger.ms": 5,
             "batch.size": max(max_message_bytes, 1_000_000),
+            # The frames are most of the bytes the brokers store and replicate (BENCHMARKS.md, "Scale
+            # beyond one machine"); lz4 shrinks them several times for little CPU, as on the raw topic.
+            "compression.type": "lz4",
             # A lone verdict (a sync reply waits for it) must not sit out Nagle's delay as a small write.
             "socket.nagle.disable": True,
             "logger": librdkafka_logger(),
