@@ -104,6 +104,13 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
                 await _catch_up_to_end(view)
                 catalog.fresh = True
                 messages = request_messages(payload, envelope, catalog, seen, limits)
+            if any(logical == CATALOG for logical, _, _ in messages):
+                # Its verdict says the catalog changed: the records must be in the log first, so an
+                # edge that catches up on seeing the verdict reads them (a first sighting: rare).
+                for _, key, value in (m for m in messages if m[0] == CATALOG):
+                    pending.append(await outputs[CATALOG].send(key=key, value=value))
+                await asyncio.gather(*pending)
+                messages = [m for m in messages if m[0] != CATALOG]
             for logical, key, value in messages:
                 pending.append(await outputs[logical].send(key=key, value=value))
         await asyncio.gather(*pending)
@@ -247,7 +254,8 @@ def _messages(outcome: Outcome, first: tuple[str, dict] | None,
     for dead in outcome.dead_letters:
         messages.append((DEADLETTER, request_key, schemas.encode(schemas.DEAD_LETTER, dead)))
     if outcome.verdict is not None:
-        messages.append((RESULTS, request_key, schemas.encode(schemas.VERDICT, outcome.verdict)))
+        verdict = {**outcome.verdict, "catalog_changed": True} if outcome.catalog else outcome.verdict
+        messages.append((RESULTS, request_key, schemas.encode(schemas.VERDICT, verdict)))
     return messages
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import orjson
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 import schemas
 from catalog.errors import SluiceError
@@ -26,6 +27,7 @@ from producers.raw_producer import ProducerUnavailable
 DEFAULT_WAIT_S = 10.0
 _PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 MAX_IDEMPOTENCY_KEY = 255
+CATALOG_CATCH_UP_S = 5.0  # bounds a sync reply's wait for the catalog view after its verdict
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,11 @@ async def submit(request: Request, who: Principal, target: Target, body: bytes,
                                       schemas.encode(schemas.RAW_ENVELOPE, envelope))
         if pending is not None:
             try:
-                return Submitted(request_id, await asyncio.wait_for(pending, wait_s), wait_s)
+                verdict = await asyncio.wait_for(pending, wait_s)
+                if verdict.get("catalog_changed"):
+                    # Read-your-writes: a sync caller lists the ship its push just created.
+                    await run_in_threadpool(state.catalog.view.catch_up_to_end, CATALOG_CATCH_UP_S)
+                return Submitted(request_id, verdict, wait_s)
             except asyncio.TimeoutError:
                 pass  # still processing: answer as an async request would
     except ProducerUnavailable as exc:

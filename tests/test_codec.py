@@ -27,6 +27,7 @@ VERDICT = {
     "metrics": [], "errors": [{"code": "INVALID_PAYLOAD", "message": "m", "field": "[1].region"}],
     "duplicate_of": None, "received_at": 1718884800123, "processed_at": 1718884800200, "request_hash": None,
     "report": None,
+    "catalog_changed": False,
 }
 TEMPLATE_VERDICT = {
     **VERDICT, "thing_id": "thg_1", "route": "thing_template", "stream": None, "status": "ingested",

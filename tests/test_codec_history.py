@@ -38,25 +38,34 @@ def test_a_verdict_written_before_request_hash_reads_as_the_current_version():
     old = written_with("results.v1.avsc", VERDICT)
     assert old[:codec.HEADER_SIZE] != schemas.encode(schemas.VERDICT, VERDICT)[:codec.HEADER_SIZE]
     assert schemas.decode(schemas.VERDICT, old) == {**VERDICT, "request_hash": None, "key_id": None, "stream": None,
-                                                   "report": None}
+                                                   "report": None, "catalog_changed": False}
 
 
 def test_a_verdict_written_before_key_id_reads_as_the_current_version():
     old = written_with("results.v2.avsc", {**VERDICT, "request_hash": "ab" * 32})
     assert schemas.decode(schemas.VERDICT, old) == {**VERDICT, "request_hash": "ab" * 32, "key_id": None,
-                                                   "stream": None, "report": None}
+                                                   "stream": None, "report": None, "catalog_changed": False}
 
 
 def test_a_verdict_written_before_report_reads_as_the_current_version():
     old = written_with("results.v3.avsc", {**VERDICT, "request_hash": None, "key_id": "key_1", "stream": "sales"})
     assert old[:codec.HEADER_SIZE] != schemas.encode(schemas.VERDICT, VERDICT)[:codec.HEADER_SIZE]
     assert schemas.decode(schemas.VERDICT, old) == {**VERDICT, "request_hash": None, "key_id": "key_1",
-                                                   "stream": "sales", "report": None}
+                                                   "stream": "sales", "report": None, "catalog_changed": False}
 
 
-@pytest.mark.parametrize("request_hash,report", [(None, None), ("ab" * 32, '{"recordsParsed":1}')])
-def test_the_current_verdict_round_trips(request_hash, report):
-    record = {**VERDICT, "request_hash": request_hash, "key_id": "key_1", "stream": None, "report": report}
+def test_a_verdict_written_before_catalog_changed_reads_as_the_current_version():
+    old = written_with("results.v4.avsc", {**VERDICT, "request_hash": None, "key_id": "key_1", "stream": None,
+                                           "report": '{"recordsParsed":1}'})
+    assert old[:codec.HEADER_SIZE] != schemas.encode(schemas.VERDICT, VERDICT)[:codec.HEADER_SIZE]
+    assert schemas.decode(schemas.VERDICT, old) == {**VERDICT, "request_hash": None, "key_id": "key_1", "stream": None,
+                                                   "report": '{"recordsParsed":1}', "catalog_changed": False}
+
+
+@pytest.mark.parametrize("request_hash,report,changed", [(None, None, False), ("ab" * 32, '{"recordsParsed":1}', True)])
+def test_the_current_verdict_round_trips(request_hash, report, changed):
+    record = {**VERDICT, "request_hash": request_hash, "key_id": "key_1", "stream": None, "report": report,
+              "catalog_changed": changed}
     assert schemas.decode(schemas.VERDICT, schemas.encode(schemas.VERDICT, record)) == record
 
 

@@ -166,6 +166,15 @@ def test_key_filters_reach_a_harbor_through_its_place_id(api, stack):
         assert refused.status_code == 403 and refused.json()["code"] == "FORBIDDEN"
 
 
+def test_a_sync_push_reads_its_own_new_ships_at_once(api):
+    """Read-your-writes: the 200 comes after the edge's catalog has the ships the push created."""
+    harbor = harbor_of(api, auto=True)
+    for n in range(8):
+        point = {**SEED_POINT, "ship_id": f"Sync{n}"}
+        assert push(api, harbor, point, SYNC).status_code == 200
+        assert f"Sync{n}" in ships(api, harbor)  # no retry: the listing must already hold it
+
+
 # ----- provisioning races: two processors see the same new ship at once
 
 
