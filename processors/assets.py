@@ -26,6 +26,7 @@ import orjson
 from catalog.brief import brief
 from catalog.coercion import CoercionError, coerce
 from catalog.presets import ISO_15143_3, insight_metric_id
+from processors.columns import Readings
 from processors.normalize import MAX_FUTURE_MS, _location
 from processors.outcome import Outcome, Rejection, make_verdict, rejected
 
@@ -65,16 +66,16 @@ def _judge(envelope: dict, lookup: Lookup, batch: bool) -> Outcome:
             if asset is None:
                 raise Rejection(404, "ASSET_NOT_FOUND", f"asset {brief(asset_id)} not found",
                                 field=f"{prefix}assetId")
-            columns = _columns()
-            _insights(item.get("machineInsights") or [], org_id, lookup, columns, names, latest_allowed, prefix)
+            readings = Readings()
+            _insights(item.get("machineInsights") or [], org_id, lookup, readings, names, latest_allowed, prefix)
             _sensors(item.get("advancedSensors") or [], org_id, asset_id, _sensor_table(asset, org_id, lookup),
-                     lookup, columns, names, latest_allowed, prefix)
+                     lookup, readings, names, latest_allowed, prefix)
             locations = _locations(item.get("locations") or [], latest_allowed, prefix)
             batches.append({"request_id": envelope["request_id"], "org_id": org_id, "thing_id": asset_id,
                             "type_version_id": asset.get("thingTypeVersionId") or "",
                             "version": envelope["received_at"],
                             "frames": sum(len(item.get(section) or ()) for section in SECTIONS),
-                            "readings": columns, "locations": locations})
+                            "readings": readings.columns(), "locations": locations})
     except Rejection as rejection:
         return rejected(envelope, rejection, received, now)
     verdict = make_verdict(envelope, "ingested", 200, received, received, list(names), [], now)
@@ -121,10 +122,6 @@ def _asset_id(item: dict, where: str) -> str:
     return asset_id
 
 
-def _columns() -> dict[str, list]:
-    return {"ts": [], "metric_id": [], "data_type": [], "value": [], "value_long": [], "value_string": []}
-
-
 def _entry(raw: object, where: str, latest_allowed: int) -> tuple[dict, int]:
     if not isinstance(raw, dict):
         raise Rejection(400, "INVALID_PAYLOAD", "an entry must be an object", field=where)
@@ -152,23 +149,18 @@ def _time(raw: object, where: str, latest_allowed: int) -> int:
     return ts
 
 
-def _append(columns: dict, ts: int, metric: dict, raw_value: object, where: str) -> None:
+def _append(readings: Readings, ts: int, metric: dict, raw_value: object, where: str) -> None:
     enum = metric.get("enumValues")
     try:
-        number, integer, text = coerce(metric["dataType"], raw_value, frozenset(enum) if enum else None)
+        coerced = coerce(metric["dataType"], raw_value, frozenset(enum) if enum else None)
     except CoercionError as exc:
         raise Rejection(400, "INVALID_VALUE", f"{brief(metric['name'])}: value {brief(raw_value)}: {exc}",
                         f"{where}.value") from None
-    columns["ts"].append(ts)
-    columns["metric_id"].append(metric["id"])
-    columns["data_type"].append(metric["dataType"])
-    columns["value"].append(number)
-    columns["value_long"].append(integer)
-    columns["value_string"].append(text)
+    readings.metric(metric["id"], metric["dataType"]).add(ts, *coerced)
 
 
-def _insights(entries: list, org_id: str, lookup: Lookup, columns: dict, names: dict, latest_allowed: int,
-              prefix: str) -> None:
+def _insights(entries: list, org_id: str, lookup: Lookup, readings: Readings, names: dict,
+              latest_allowed: int, prefix: str) -> None:
     metrics: dict[str, dict] = {}  # canonical name -> metric body, per request
     for index, raw in enumerate(entries):
         where = f"{prefix}machineInsights[{index}]"
@@ -185,7 +177,7 @@ def _insights(entries: list, org_id: str, lookup: Lookup, columns: dict, names: 
                 raise Rejection(424, "PRESET_NOT_INSTALLED", f"machine insight {insight.name!r} is not installed "
                                 f"in this org: install the {ISO_15143_3.name} preset first", f"{where}.name")
             metrics[insight.name] = metric
-        _append(columns, ts, metric, entry.get("value"), where)
+        _append(readings, ts, metric, entry.get("value"), where)
         names[insight.name] = None
 
 
@@ -196,8 +188,8 @@ def _sensor_table(asset: dict, org_id: str, lookup: Lookup) -> frozenset[str]:
     return frozenset(version["metricIds"]) if version else frozenset()
 
 
-def _sensors(entries: list, org_id: str, asset_id: str, sensors: frozenset[str], lookup: Lookup, columns: dict,
-             names: dict, latest_allowed: int, prefix: str) -> None:
+def _sensors(entries: list, org_id: str, asset_id: str, sensors: frozenset[str], lookup: Lookup,
+             readings: Readings, names: dict, latest_allowed: int, prefix: str) -> None:
     found: dict[str, dict] = {}
     for index, raw in enumerate(entries):
         where = f"{prefix}advancedSensors[{index}]"
@@ -211,7 +203,7 @@ def _sensors(entries: list, org_id: str, asset_id: str, sensors: frozenset[str],
                 raise Rejection(400, "UNKNOWN_SENSOR", f"sensor {brief(sensor_id)} does not exist for asset "
                                 f"{brief(asset_id)}", f"{where}.sensorId")
             found[sensor_id] = metric
-        _append(columns, ts, metric, entry.get("value"), where)
+        _append(readings, ts, metric, entry.get("value"), where)
         names[metric["name"]] = None
 
 

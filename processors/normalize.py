@@ -16,6 +16,7 @@ import orjson
 from catalog.brief import brief
 from catalog.coercion import CoercionError, coerce
 from catalog.resolution import ResolutionTable
+from processors.columns import MetricReadings, Readings
 from processors.outcome import Outcome, Rejection, make_verdict, rejected
 
 # Event times outside [epoch, now + this] are rejected as clock errors.
@@ -73,15 +74,10 @@ def _parse(raw: bytes) -> dict:
 
 def _normalize_frames(frames_in: list, table: ResolutionTable, now: int) -> tuple[dict, list[dict], list[str]]:
     """Resolve and coerce every value into readings columns; (readings, locations, names written)."""
-    ts_col: list[int] = []
-    metric_col: list[str] = []
-    type_col: list[str] = []
-    value_col: list[float] = []
-    long_col: list[int] = []
-    string_col: list[str] = []
+    readings = Readings()
     locations: list[dict] = []
     names: dict[str, None] = {}  # insertion-ordered set of canonical names written
-    by_name: dict = {}  # the request's spellings, resolved once: frames repeat the same names
+    by_name: dict[str, MetricReadings] = {}  # the request's spellings, resolved once: frames repeat the same names
     latest_allowed = now + MAX_FUTURE_MS
     for index, frame in enumerate(frames_in):
         where = f"frames[{index}]"
@@ -103,32 +99,25 @@ def _normalize_frames(frames_in: list, table: ResolutionTable, now: int) -> tupl
         if not isinstance(metrics, dict) or not metrics:
             raise Rejection(400, "INVALID_PAYLOAD", "each frame needs at least one metric", f"{where}.metrics")
         for name, raw_value in metrics.items():
-            resolved = by_name.get(name)
-            if resolved is None:
+            metric = by_name.get(name)
+            if metric is None:
                 resolved = table.get(name.lower())
                 if resolved is None:
                     raise Rejection(400, "UNKNOWN_METRIC", f"metric {brief(name)} is not defined on the thing's type",
                                     f"{where}.metrics.{name}")
-                by_name[name] = resolved
+                metric = by_name[name] = readings.metric(resolved.metric_id, resolved.data_type)
                 names[resolved.name] = None
-            if type(raw_value) is float and resolved.data_type == "Double" and raw_value - raw_value == 0.0:
-                number, integer, text = raw_value, 0, ""  # the common case, what coerce() returns for it
-            else:
-                try:
-                    number, integer, text = coerce(resolved.data_type, raw_value, resolved.enum_values)
-                except CoercionError as exc:
-                    raise Rejection(400, "INVALID_VALUE",
-                                    f"metric {brief(name)} in frame {index}: value {brief(raw_value)}: {exc}",
-                                    f"{where}.metrics.{name}") from None
-            ts_col.append(ts)
-            metric_col.append(resolved.metric_id)
-            type_col.append(resolved.data_type)
-            value_col.append(number)
-            long_col.append(integer)
-            string_col.append(text)
-    readings = {"ts": ts_col, "metric_id": metric_col, "data_type": type_col, "value": value_col,
-                "value_long": long_col, "value_string": string_col}
-    return readings, locations, list(names)
+            if type(raw_value) is float and metric.data_type == "Double" and raw_value - raw_value == 0.0:
+                metric.add(ts, raw_value)  # the common case, what coerce() returns for it
+                continue
+            resolved = table[name.lower()]  # found above, when the spelling was first seen
+            try:
+                metric.add(ts, *coerce(resolved.data_type, raw_value, resolved.enum_values))
+            except CoercionError as exc:
+                raise Rejection(400, "INVALID_VALUE",
+                                f"metric {brief(name)} in frame {index}: value {brief(raw_value)}: {exc}",
+                                f"{where}.metrics.{name}") from None
+    return readings.columns(), locations, list(names)
 
 
 def _number(value: object, field: str, low: float, high: float) -> float:

@@ -22,6 +22,7 @@ from catalog.brief import brief
 from catalog.coercion import CoercionError, coerce
 from catalog.harbors import KIND, cargo_metric, cargo_metric_id, ship_thing, ship_thing_id
 from catalog.models import NAME_MAX
+from processors.columns import Readings
 from processors.normalize import MAX_FUTURE_MS
 from processors.outcome import Outcome, Rejection, make_verdict, rejected
 
@@ -67,7 +68,7 @@ def _parse(raw: bytes) -> dict | list:
 def _normalize(items: list, single: bool, org_id: str, harbor_id: str, auto: bool, lookup: Lookup,
                envelope: dict, now: int) -> tuple[dict[str, dict], list, list[str]]:
     """(readings columns by ship thing id, catalog entities to provision, cargo names written)."""
-    columns: dict[str, dict] = {}
+    readings_by_thing: dict[str, Readings] = {}
     things: dict[str, str] = {}  # ship id -> thing id, known or provisioned in this request
     metrics: dict[str, str] = {}  # cargo id -> metric id, likewise
     provisions: list[dict] = []  # catalog entities, as Outcome.catalog holds them
@@ -104,16 +105,11 @@ def _normalize(items: list, single: bool, org_id: str, harbor_id: str, auto: boo
                                     f"{harbor_id}, which does not auto-provision", _field(single, index, "cargo_id"))
                 provisions.append({"kind": "metric", "id": metric_id, "org_id": org_id,
                                    "body": cargo_metric(org_id, harbor_id, cargo, envelope["received_at"])})
-        readings = columns.get(thing_id)
+        readings = readings_by_thing.get(thing_id)
         if readings is None:
-            readings = columns[thing_id] = {"ts": [], "metric_id": [], "data_type": [], "value": [],
-                                            "value_long": [], "value_string": []}
-        readings["ts"].append(ts)
-        readings["metric_id"].append(metric_id)
-        readings["data_type"].append("Double")
-        readings["value"].append(value)
-        readings["value_long"].append(0)
-        readings["value_string"].append("")
+            readings = readings_by_thing[thing_id] = Readings()
+        readings.metric(metric_id, "Double").add(ts, value)
+    columns = {thing_id: readings.columns() for thing_id, readings in readings_by_thing.items()}
     return columns, provisions, list(metrics)
 
 

@@ -24,6 +24,7 @@ from catalog.coercion import CoercionError, coerce
 from catalog.datasources import timestamp_ms
 from catalog.resolution import ResolutionTable
 from catalog.templates import REVISION_KIND, CompiledTemplate, TemplateCompileError, compiled
+from processors.columns import Readings
 from processors.normalize import MAX_FUTURE_MS
 from processors.outcome import Outcome, Rejection, make_verdict, rejected
 
@@ -123,12 +124,7 @@ def map_records(records: list, template: CompiledTemplate, table: ResolutionTabl
 
     A record is written whole or skipped whole: every value is checked before any is kept.
     """
-    ts_col: list[int] = []
-    metric_col: list[str] = []
-    type_col: list[str] = []
-    value_col: list[float] = []
-    long_col: list[int] = []
-    string_col: list[str] = []
+    readings = Readings()
     names: dict[str, None] = {}
     skipped: list[Skipped] = []
     written = 0
@@ -165,17 +161,10 @@ def map_records(records: list, template: CompiledTemplate, table: ResolutionTabl
             skipped.append((index, "expression_failed", None, clip(f"{type(exc).__name__}: {exc}", 512)))
             continue
         written += 1
-        for resolved, (number, integer, text) in row:
-            ts_col.append(ts)
-            metric_col.append(resolved.metric_id)
-            type_col.append(resolved.data_type)
-            value_col.append(number)
-            long_col.append(integer)
-            string_col.append(text)
+        for resolved, coerced in row:
+            readings.metric(resolved.metric_id, resolved.data_type).add(ts, *coerced)
             names[resolved.name] = None
-    readings = {"ts": ts_col, "metric_id": metric_col, "data_type": type_col, "value": value_col,
-                "value_long": long_col, "value_string": string_col}
-    return readings, written, skipped, list(names)
+    return readings.columns(), written, skipped, list(names)
 
 
 class _Skip(Exception):

@@ -9,6 +9,7 @@ import jmespath
 import orjson
 import pytest
 
+from schemas import frames
 from catalog import templates as catalog_templates
 from catalog.resolution import build_table
 from processors.templates import MAX_RECORDS, map_template
@@ -39,6 +40,10 @@ def judge(body: object, rev: dict | None = None, preview: bool = False, raw: byt
                         lambda version: TABLE if version == "tdef_1" else None, preview=preview)
 
 
+def rows(readings: dict[str, list]) -> list[tuple]:
+    return list(zip(*(readings[name] for name in frames.READINGS.names)))
+
+
 def report(outcome) -> dict:
     return orjson.loads(outcome.verdict["report"])
 
@@ -64,9 +69,11 @@ def test_good_records_are_written_and_bad_ones_skipped_with_their_reason():
             {"index": 3, "reason": "missing_timestamp", "value": None},
             {"index": 5, "reason": "no_metric_values", "value": None}]}
     [batch] = outcome.frames
-    assert batch["readings"]["ts"] == [1718884800000, 1718884800000, 1718884802000]
-    assert batch["readings"]["metric_id"] == ["mdef_soc", "mdef_status", "mdef_soc"]
-    assert batch["readings"]["value"] == [87.4, 1.0, 86.5] and batch["readings"]["value_long"][1] == 1
+    # Every column of every row (ts, metric_id, data_type, value, value_long, value_string), metric by metric.
+    assert rows(batch["readings"]) == [
+        (1718884800000, "mdef_soc", "Double", 87.4, 0, ""),
+        (1718884802000, "mdef_soc", "Double", 86.5, 0, ""),
+        (1718884800000, "mdef_status", "Long", 1.0, 1, "")]
     assert outcome.verdict["http_status"] == 200 and outcome.verdict["metrics"] == ["moduleSoC", "status"]
     # One dead letter for the skipped records, with the whole body, so a replay maps it afresh.
     [dead] = outcome.dead_letters

@@ -1,0 +1,85 @@
+"""The readings columns of one frame batch (schemas.frames.READINGS), gathered metric by metric.
+
+Every rulebook adds its coerced values here and hands `columns()` to the batch.
+Values are kept per metric: a metric's id and data type are stored once, not once
+a value, and a Double metric keeps only times and numbers, because by the frames
+contract its `value_long` is 0 and its `value_string` empty (schemas/README.md).
+A Double reading, the common case, is two appends.
+
+Rows come out metric by metric (in order of each metric's first value), each
+metric's values in the order they were added, so of two values of one metric
+at one time the later is still the later one.
+"""
+
+from __future__ import annotations
+
+
+class MetricReadings:
+    """One metric's readings in a frame batch."""
+
+    __slots__ = ("metric_id", "data_type", "ts", "value", "value_long", "value_string")
+
+    def __init__(self, metric_id: str, data_type: str):
+        self.metric_id, self.data_type = metric_id, data_type
+        self.ts: list[int] = []
+        self.value: list[float] = []
+        self.value_long: list[int] = []
+        self.value_string: list[str] = []
+
+    def add(self, ts: int, value: float, value_long: int = 0, value_string: str = "") -> None:
+        """One coerced value (catalog.coercion's triple) at event time `ts`."""
+        self.ts.append(ts)
+        self.value.append(value)
+        self.value_long.append(value_long)
+        self.value_string.append(value_string)
+
+
+class _DoubleReadings(MetricReadings):
+    """A Double metric's readings: coercion gives it no long or string part."""
+
+    __slots__ = ()
+
+    def add(self, ts: int, value: float, value_long: int = 0, value_string: str = "") -> None:
+        self.ts.append(ts)
+        self.value.append(value)
+
+
+class Readings:
+    """A frame batch's readings columns, built one metric value at a time."""
+
+    __slots__ = ("_metrics",)
+
+    def __init__(self) -> None:
+        self._metrics: dict[str, MetricReadings] = {}
+
+    def metric(self, metric_id: str, data_type: str) -> MetricReadings:
+        """The metric's readings, made on first use. Keep it for the request: callers
+        that look it up once per metric name save a dict lookup per value."""
+        found = self._metrics.get(metric_id)
+        if found is None:
+            kind = _DoubleReadings if data_type == "Double" else MetricReadings
+            found = self._metrics[metric_id] = kind(metric_id, data_type)
+        return found
+
+    def columns(self) -> dict[str, list]:
+        """The six columns by name, as schemas.frames.readings_batch takes them."""
+        ts: list[int] = []
+        metric_id: list[str] = []
+        data_type: list[str] = []
+        value: list[float] = []
+        value_long: list[int] = []
+        value_string: list[str] = []
+        for metric in self._metrics.values():
+            count = len(metric.ts)
+            ts += metric.ts
+            metric_id += [metric.metric_id] * count
+            data_type += [metric.data_type] * count
+            value += metric.value
+            if type(metric) is _DoubleReadings:
+                value_long += [0] * count
+                value_string += [""] * count
+            else:
+                value_long += metric.value_long
+                value_string += metric.value_string
+        return {"ts": ts, "metric_id": metric_id, "data_type": data_type, "value": value,
+                "value_long": value_long, "value_string": value_string}
