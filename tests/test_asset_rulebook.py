@@ -69,6 +69,29 @@ def test_the_example_becomes_readings_and_a_location_of_the_asset():
     frames.encode(batch)  # what the frames topic carries
 
 
+
+def test_every_column_of_every_reading():
+    outcome = run({**EXAMPLE, "machineInsights": EXAMPLE["machineInsights"] + [
+        {"time": T0 + 1000, "name": "CumulativeOperatingHours", "value": "1521"},
+        {"time": T0, "name": "CumulativeLoadCount", "value": 12},
+        {"time": T0, "name": "FaultCode", "value": "SPN 100 FMI 1"}],
+        "advancedSensors": EXAMPLE["advancedSensors"] + [{"time": T0 + 1000, "sensorId": SENSOR, "value": 183}]})
+    [batch] = outcome.frames
+    insight = {n: insight_metric_id(ORG, "iso15143-3", n) for n in
+               ("CumulativeOperatingHours", "FuelRemaining", "EngineRunning", "CumulativeLoadCount", "FaultCode")}
+    # (ts, metric_id, data_type, value, value_long, value_string), metric by metric in order of first value.
+    assert list(zip(*(batch["readings"][name] for name in frames.READINGS.names))) == [
+        (T0, insight["CumulativeOperatingHours"], "Double", 1520.5, 0, ""),
+        (T0 + 1000, insight["CumulativeOperatingHours"], "Double", 1521.0, 0, ""),
+        (T0, insight["FuelRemaining"], "Double", 64.0, 0, ""),
+        (T0, insight["EngineRunning"], "Boolean", 1.0, 1, ""),
+        (T0, insight["CumulativeLoadCount"], "Long", 12.0, 12, ""),
+        (T0, insight["FaultCode"], "String", 0.0, 0, "SPN 100 FMI 1"),
+        (T0, SENSOR, "Double", 182.4, 0, ""),
+        (T0 + 1000, SENSOR, "Double", 183.0, 0, "")]
+    assert batch["frames"] == 9 and batch["locations"][0]["ts"] == T0  # eight readings and a location
+
+
 def test_the_route_has_its_rulebook():
     entities = catalog()
     outcome = judge(envelope(EXAMPLE), type("View", (), {

@@ -3,6 +3,7 @@
 import orjson
 import pytest
 
+from schemas import frames
 from catalog.coercion import CoercionError, coerce
 from catalog.resolution import build_table
 from processors.normalize import normalize
@@ -25,6 +26,36 @@ def envelope(body: dict | bytes) -> dict:
 
 def run(body, thing=THING):
     return normalize(envelope(body), lambda org, tid: thing, lambda v: TABLE if v == "tdef_1" else None)
+
+
+
+def rows(readings: dict[str, list]) -> list[tuple]:
+    return list(zip(*(readings[name] for name in frames.READINGS.names)))
+
+
+def test_every_column_of_every_reading():
+    # Each data type, a Double given as an integer and as a string, two spellings of one metric.
+    outcome = run({"frames": [
+        {"timestamp": 1000, "metrics": {"moduleSoC": 87.4, "status": "12", "enabled": True, "mode": "idle"}},
+        {"timestamp": 2000, "metrics": {"MODULESOC": 88, "status": 13.0, "enabled": "off"}},
+        {"timestamp": 3000, "location": {"latitude": 1.5, "longitude": 2}},
+        {"timestamp": 4000, "metrics": {"modulesoc": "86.5", "mode": "charging"}}]})
+    [batch] = outcome.frames
+    # (ts, metric_id, data_type, value, value_long, value_string), metric by metric in order of first value.
+    assert rows(batch["readings"]) == [
+        (1000, "mdef_soc", "Double", 87.4, 0, ""),
+        (2000, "mdef_soc", "Double", 88.0, 0, ""),
+        (4000, "mdef_soc", "Double", 86.5, 0, ""),
+        (1000, "mdef_status", "Long", 12.0, 12, ""),
+        (2000, "mdef_status", "Long", 13.0, 13, ""),
+        (1000, "mdef_on", "Boolean", 1.0, 1, ""),
+        (2000, "mdef_on", "Boolean", 0.0, 0, ""),
+        (1000, "mdef_mode", "String", 0.0, 0, "idle"),
+        (4000, "mdef_mode", "String", 0.0, 0, "charging")]
+    assert [type(v) for v in batch["readings"]["value"]] == [float] * 9
+    assert batch["locations"] == [{"latitude": 1.5, "longitude": 2.0, "accuracy_m": None, "ts": 3000}]
+    assert outcome.verdict["metrics"] == ["moduleSoC", "status", "enabled", "mode"] and batch["frames"] == 4
+    frames.encode(batch)  # what the frames topic carries
 
 
 def test_names_resolve_case_insensitively_to_ids():

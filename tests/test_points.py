@@ -52,6 +52,24 @@ def test_a_batch_spans_ships_one_frame_batch_each():
     assert by_thing[ship_thing_id(ORG, HARBOR, "Truck2")]["value"] == [3.0]
 
 
+
+def test_every_column_of_every_reading():
+    body = [SEED_POINT, {**SEED_POINT, "cargo_id": "speed", "value": "7.25"},
+            {**SEED_POINT, "ship_id": "Truck2", "value": 3},
+            {**SEED_POINT, "time": "2024-06-20T12:00:01Z", "value": -1.5}]
+    outcome = run(body, catalog(False, ["Truck1", "Truck2"], ["temperature", "speed"]))
+    temperature, speed = cargo_metric_id(ORG, HARBOR, "temperature"), cargo_metric_id(ORG, HARBOR, "speed")
+    by_thing = {b["thing_id"]: list(zip(*(b["readings"][name] for name in frames.READINGS.names)))
+                for b in outcome.frames}
+    # (ts, metric_id, data_type, value, value_long, value_string), cargo by cargo in order of first value.
+    assert by_thing == {
+        ship_thing_id(ORG, HARBOR, "Truck1"): [(1718884800000, temperature, "Double", 21.5, 0, ""),
+                                               (1718884801000, temperature, "Double", -1.5, 0, ""),
+                                               (1718884800000, speed, "Double", 7.25, 0, "")],
+        ship_thing_id(ORG, HARBOR, "Truck2"): [(1718884800000, temperature, "Double", 3.0, 0, "")]}
+    assert [b["frames"] for b in outcome.frames] == [3, 1]
+
+
 def test_auto_provisioning_lists_each_new_ship_and_cargo_once():
     body = [SEED_POINT, {**SEED_POINT, "time": "2024-06-20T12:01:00Z"}, {**SEED_POINT, "cargo_id": "speed"}]
     outcome = run(body, catalog(True, [], ["temperature"]))
