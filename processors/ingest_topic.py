@@ -6,7 +6,8 @@ template payload (JSON, with `sluice-template`), headers naming the API key and
 optionally the thing, the idempotency key and the content type. This module is
 the only difference from an HTTP request: it does what the edge does before
 `submit` (the key, its scope and reach over the thing) and builds the same envelope,
-so the same rulebooks, idempotency, verdicts and dead letters follow.
+so the same rulebooks, idempotency, verdicts and dead letters follow. (A JSON value
+is parsed here to check it; the envelope keeps the document, processors.json_body.)
 
 Pure: the catalog, key check and writer schemas come in as arguments (the
 processor looks schemas up in the registry first, since that is I/O that may wait).
@@ -28,6 +29,7 @@ import orjson
 
 from catalog import keys
 from catalog.brief import brief
+from processors import json_body
 from processors.outcome import NOT_A_REQUEST, Outcome, Rejection, rejected
 from schemas.public import FRAMES_CONTENT_TYPE, frames_body, wire_schema_id
 
@@ -134,7 +136,7 @@ def _translate(message: IngestMessage, envelope: dict, authenticate: Authenticat
         if not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
             raise Rejection(400, "INVALID_PAYLOAD", f"{IDEMPOTENCY_KEY} must be 1–{MAX_IDEMPOTENCY_KEY} characters",
                             field=IDEMPOTENCY_KEY)
-    body = _body(message, writer_schemas)
+    body, parsed = _body(message, writer_schemas)
     if len(body) > max_body_bytes:  # an Avro value grows as JSON; the edge's limit holds for both
         raise Rejection(413, "TOO_LARGE", f"the frames body is {len(body)} bytes as JSON, over the "
                         f"{max_body_bytes}-byte limit", field="value")
@@ -143,7 +145,7 @@ def _translate(message: IngestMessage, envelope: dict, authenticate: Authenticat
     if template is not None:
         route = "thing_template"
         envelope["template_id"] = _text(template, TEMPLATE)  # tmpl_…, or tmpl_…@revision
-    envelope.update(route=route, idempotency_key=idempotency_key, body=body)
+    envelope.update(route=route, idempotency_key=idempotency_key, body=body, **parsed)
     return envelope
 
 
@@ -162,9 +164,10 @@ def _content_type(message: IngestMessage) -> str | None:
     return named.decode("latin-1").split(";")[0].strip().lower() if named else None
 
 
-def _body(message: IngestMessage, writer_schemas: WriterSchemas) -> bytes:
-    """The request body in the rulebook's JSON shape: a JSON value as it is (its syntax
-    checked), a wire-format Avro value decoded and written as the frames JSON body."""
+def _body(message: IngestMessage, writer_schemas: WriterSchemas) -> tuple[bytes, dict]:
+    """The request body in the rulebook's JSON shape, and envelope fields to add: a JSON
+    value as it is, with the document parsed to check it (json_body.PARSED); a wire-format
+    Avro value decoded and written as the frames JSON body, which the rulebook parses."""
     value = message.value or b""
     content_type = _content_type(message)
     if content_type not in (None, JSON_CONTENT_TYPE, FRAMES_CONTENT_TYPE):
@@ -176,17 +179,16 @@ def _body(message: IngestMessage, writer_schemas: WriterSchemas) -> bytes:
             raise Rejection(400, "UNDECODABLE", "the value is not in the schema registry's wire format "
                             "(magic byte 0, 4-byte schema id, Avro binary)", field="value")
         try:
-            orjson.loads(value)
+            return value, {json_body.PARSED: orjson.loads(value)}
         except orjson.JSONDecodeError as exc:
             raise Rejection(400, "UNDECODABLE", f"the value is neither JSON nor wire-format Avro ({exc})",
                             field="value") from None
-        return value
     writer = writer_schemas.get(schema_of)
     if writer is None or isinstance(writer, UnknownSchemaId):
         reason = writer.reason if writer is not None else f"schema id {schema_of} was not looked up"
         raise Rejection(400, "UNKNOWN_SCHEMA", reason, field="value")
-    try:
-        return orjson.dumps(frames_body(value, writer))
+    try:  # the rulebook parses this JSON rather than take the record: it judges what JSON carries (NaN as null)
+        return orjson.dumps(frames_body(value, writer)), {}
     except Exception as exc:  # fastavro raises many kinds for bytes that do not fit their schema
         raise Rejection(400, "UNDECODABLE", f"the Avro value (schema id {schema_of}) does not decode as "
                         f"sluice.public.Frames: {type(exc).__name__}: {exc}", field="value") from None

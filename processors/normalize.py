@@ -16,6 +16,7 @@ import orjson
 from catalog.brief import brief
 from catalog.coercion import CoercionError, coerce
 from catalog.resolution import ResolutionTable
+from processors import json_body
 from processors.columns import MetricReadings, Readings
 from processors.outcome import Outcome, Rejection, make_verdict, rejected
 
@@ -31,7 +32,7 @@ def normalize(envelope: dict, thing_lookup: ThingLookup, table_lookup: TableLook
     now = int(time.time() * 1000)
     frames_received = 0
     try:
-        body = _parse(envelope["body"])
+        body = _parse(envelope)
         frames_in = body["frames"]
         frames_received = len(frames_in)
         thing = thing_lookup(envelope["org_id"], envelope["thing_id"] or "")
@@ -60,9 +61,9 @@ def normalize(envelope: dict, thing_lookup: ThingLookup, table_lookup: TableLook
     return Outcome([batch], verdict)
 
 
-def _parse(raw: bytes) -> dict:
+def _parse(envelope: dict) -> dict:
     try:
-        body = orjson.loads(raw)
+        body = json_body.document(envelope)
     except orjson.JSONDecodeError as exc:
         raise Rejection(400, "INVALID_PAYLOAD", f"body is not valid JSON: {exc}") from None
     if not isinstance(body, dict) or "frames" not in body:

@@ -24,6 +24,7 @@ from catalog.coercion import CoercionError, coerce
 from catalog.datasources import timestamp_ms
 from catalog.resolution import ResolutionTable
 from catalog.templates import REVISION_KIND, CompiledTemplate, TemplateCompileError, compiled
+from processors import json_body
 from processors.columns import Readings
 from processors.normalize import MAX_FUTURE_MS
 from processors.outcome import Outcome, Rejection, make_verdict, rejected
@@ -54,7 +55,7 @@ def map_template(envelope: dict, get: Lookup, table_lookup: TableLookup, preview
         if table is None:
             raise Rejection(424, "TYPE_NOT_INITIALIZED", "the thing has no initialized thing type",
                             field="thingTypeId")
-        records = _records(envelope["body"], template)
+        records = _records(envelope, template)
     except Rejection as rejection:
         outcome = rejected(envelope, rejection, 0, now)
         return Outcome([], outcome.verdict) if preview else outcome
@@ -93,9 +94,9 @@ def _template(envelope: dict, get: Lookup) -> CompiledTemplate:
         raise Rejection(400, "INVALID_TEMPLATE", str(exc), field=exc.field) from None
 
 
-def _records(raw: bytes, template: CompiledTemplate) -> list:
+def _records(envelope: dict, template: CompiledTemplate) -> list:
     try:
-        payload = orjson.loads(raw)
+        payload = json_body.document(envelope)
     except orjson.JSONDecodeError as exc:
         raise Rejection(400, "INVALID_PAYLOAD", f"body is not valid JSON: {exc}", field="body") from None
     try:

@@ -10,7 +10,10 @@ import fastavro
 import orjson
 import pytest
 
+from catalog.resolution import build_table
+from processors import json_body
 from processors.ingest_topic import IngestMessage, UnknownSchemaId, request_id, schema_id, translate
+from processors.normalize import normalize
 from processors.outcome import Outcome
 from schemas.public import frames_schema_text
 
@@ -19,6 +22,8 @@ KEY = {"id": "key_1", "scopes": ["write"], "filters": {}}
 THING = {"id": "thg_1", "placeId": "site_1", "thingTypeVersionId": "tdef_1"}
 FRAMES = {"frames": [{"timestamp": 1718884800000, "metrics": {"status": 1, "moduleSoC": 87.4}}]}
 MAX_BODY = 1_048_576
+METRICS = {"mdef_status": {"name": "status", "dataType": "Long"},
+           "mdef_soc": {"name": "moduleSoC", "dataType": "Double"}}
 
 
 def authenticate(secret: str, key: dict = KEY):
@@ -58,6 +63,18 @@ def test_a_json_message_becomes_the_envelope_an_http_request_would_have():
     assert envelope["received_at"] == 1718884801234 and envelope["idempotency_key"] == "k1"
     assert orjson.loads(envelope["body"]) == FRAMES
     assert SECRET.encode() not in orjson.dumps({k: v for k, v in envelope.items() if k != "body"})
+
+
+def test_a_json_value_is_parsed_once_and_its_rulebook_judges_that_document():
+    envelope = run(message())
+    assert envelope[json_body.PARSED] == FRAMES
+    # The rulebook takes the document, not the bytes: bytes that no longer parse change nothing.
+    outcome = normalize({**envelope, "body": b"{"}, lambda org, thing_id: THING,
+                        lambda version: build_table(["mdef_status", "mdef_soc"], METRICS))
+    assert outcome.verdict["http_status"] == 200 and outcome.frames[0]["readings"]["metric_id"] == [
+        "mdef_status", "mdef_soc"]
+    avro = run(message(wire(FRAMES)), {7: frames_schema_text()})
+    assert json_body.PARSED not in avro  # written out as JSON, parsed by the rulebook like any body
 
 
 def test_an_avro_message_is_read_against_the_public_schema_as_the_frames_body():
