@@ -39,6 +39,7 @@ from bench.common import Context, Row, Stat
 from bench.loadgen import collect, drive, launch, percentile
 from bench.sink import _measure as measure_sink_child, sink_requests
 from bench.stack_setup import BenchStack, Fleet, memory
+from bench.stage_monitor import StageMonitor
 from config import Settings
 
 FRAMES, METRICS = 100, 10
@@ -100,11 +101,19 @@ def run(ctx: Context) -> list[Row]:
         one = _capacity(bench, fleet, slots, plan, ctx.runs)
         rows += one.rows("", "1 processor", None, direct)
         peaks.mark("the 1-processor runs")
-        rows += _freshness_and_memory(bench, fleet, slots, plan, one.sustained.median / 2, Path(ctx.scratch))
-        peaks.mark("the half-load run")
-        rows += _sync(bench, fleet, slots, plan)
-        peaks.mark("the sync run")
-        bench.add("processor")
+        monitor = StageMonitor(bench, bench.pids())
+        try:
+            soak_rate = ctx.soak_rate or one.sustained.median / 2
+            rows += _freshness_and_memory(bench, fleet, slots, plan, soak_rate, Path(ctx.scratch), monitor)
+            peaks.mark("the half-load run")
+            # What the soak left behind would be measured as the next rows' throughput: drain it first.
+            rows += _drained(monitor, plan, "end_to_end.soak_backlog_drain_s", "the half-load run")
+            rows += _sync(bench, fleet, slots, plan)
+            peaks.mark("the sync run")
+            bench.add("processor")
+            _drained(monitor, plan, "", "the sync run")
+        finally:
+            monitor.close()
         rows += _capacity(bench, fleet, slots, plan, ctx.runs).rows(".2proc", "2 processors", one, direct)
         peaks.mark("the 2-processor runs")
         if not bench.embedded:
@@ -262,7 +271,7 @@ def _drain(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan) -> float:
 
 
 def _freshness_and_memory(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan, values_per_s: float,
-                          scratch: Path) -> list[Row]:
+                          scratch: Path, monitor: StageMonitor) -> list[Row]:
     base = slots.take()
     probes = fleet.thing_ids[:PROBES]
     samples_path = scratch / f"fresh-{base}.csv"
@@ -271,6 +280,7 @@ def _freshness_and_memory(bench: BenchStack, fleet: Fleet, slots: Slots, plan: P
                      concurrency=CONCURRENCY, duration=plan.fresh_warmup + plan.soak,
                      rate=round(max(1.0, values_per_s / VALUES), 2),
                      ts_base=base, samples=samples_path)
+    monitor.start(loadgen=process.pid)
     probe = _Probe(bench, fleet.metric_ids[0], probes, base)
     rss: dict[str, list[float]] = {name: [] for name in pids}
     rss_at: list[float] = []
@@ -289,6 +299,7 @@ def _freshness_and_memory(bench: BenchStack, fleet: Fleet, slots: Slots, plan: P
         if result is not None and (all((t, ts) in probe.seen for t, ts, _ in expected) or time.time() > deadline):
             break
         time.sleep(FRESH_POLL_S)
+    monitor.stop()
     bench.check_alive()
     now = time.time()
     ages = [probe.seen.get((thing, ts), now) - accepted for thing, ts, accepted in expected]
@@ -303,7 +314,50 @@ def _freshness_and_memory(bench: BenchStack, fleet: Fleet, slots: Slots, plan: P
             Stat.of([percentile(ages, 99) * 1000]), target=TARGET_FRESHNESS_P99_MS, lower_is_better=True,
             note=rate_note),
     ]
-    return rows + _growth(rss, rss_at, plan)
+    return rows + _growth(rss, rss_at, plan) + _backlog(monitor, probe, result, warm_from)
+
+
+def _backlog(monitor: StageMonitor, probe: "_Probe", result: dict, since: float) -> list[Row]:
+    """What fell behind during the measured soak: each stage's lag, the sink's insert duty cycle, the CPU."""
+    until = result["ended_at"]
+    for line in monitor.summary(since, until):
+        fx.log(f"soak: {line}")
+    kept = [s for s in monitor.samples if since <= s["t"] <= until]
+    if len(kept) < 2:
+        return []
+    span = kept[-1]["t"] - kept[0]["t"]
+    note = f"at {result['values_per_s']:,.0f} values/s; sampled every {monitor.every:.0f} s over {span:.0f} s"
+    rows = [Row(f"end_to_end.soak_lag.{stage}", f"soak lag at the load's end, {stage} topic", "messages",
+                Stat.of([kept[-1][f"{stage}_lag"]]), lower_is_better=True,
+                series=tuple(float(s[f"{stage}_lag"]) for s in kept),
+                note=f"{note}; {group}: end offsets − committed; first {kept[0][f'{stage}_lag']:,}, "
+                     f"max {max(s[f'{stage}_lag'] for s in kept):,}")
+            for stage, group in (("raw", "the processors' group"), ("frames", "the readings sink's group"))]
+    rows.append(Row("end_to_end.soak_sink_insert_share", "soak: readings sink's time spent inserting", "×",
+                    Stat.of([(kept[-1]["insert_s"] - kept[0]["insert_s"]) / span]), lower_is_better=True,
+                    note=f"{note}; {kept[-1]['inserts'] - kept[0]['inserts']} inserts of "
+                         f"{kept[-1]['rows_inserted'] - kept[0]['rows_inserted']:,} rows"))
+    if probe.query_s:
+        rows.append(Row("end_to_end.soak_poll_ms", "soak: freshness poll query time", "ms",
+                        Stat.of([q * 1000 for q in probe.query_s]), lower_is_better=True,
+                        note=f"{len(probe.query_s)} polls through the edge's admin SQL; each holds chDB's lock"))
+    for name in kept[-1]["cpu_s"]:
+        used = (max(s["cpu_s"].get(name, 0.0) for s in kept) - kept[0]["cpu_s"].get(name, 0.0)) / span
+        rows.append(Row(f"end_to_end.soak_cpu_cores.{name}", f"soak: CPU of {name}", "cores", Stat.of([used]),
+                        lower_is_better=True, note=f"{note}; utime + stime of its process tree"))
+    return rows
+
+
+def _drained(monitor: StageMonitor, plan: Plan, key: str, after: str) -> list[Row]:
+    """Block until the raw and frames topics are consumed (bounded); a row under `key` if given."""
+    bound = max(plan.drain_cap, 300.0)
+    done, waited = monitor.wait_drained(bound)
+    fx.log(f"backlog after {after}: " + (f"drained in {waited:.1f} s" if done else f"NOT drained in {bound:.0f} s"))
+    if not key:
+        return []
+    return [Row(key, f"backlog drained after {after}", "s", Stat.of([waited]), lower_is_better=True,
+                note=("raw and frames lag zero" if done else f"NOT drained: gave up after {bound:.0f} s")
+                + "; waited before the next rows so they do not measure it")]
 
 
 class _Probe:
@@ -312,6 +366,7 @@ class _Probe:
     def __init__(self, bench: BenchStack, metric_id: str, things: list[str], base: int) -> None:
         self.bench, self.metric_id, self.things, self.base = bench, metric_id, things, base
         self.seen: dict[tuple[str, int], float] = {}
+        self.query_s: list[float] = []  # each poll's round trip
         self._newest = {thing: base for thing in things}
         # One thing's requests reach its partition in about the order they were sent; a request sent
         # while CONCURRENCY others were in flight can land after them, hence the look-back.
@@ -325,7 +380,8 @@ class _Probe:
             f"SELECT thing_id, toUnixTimestamp64Milli(ts) FROM {self.bench.settings.database}.readings "
             f"WHERE metric_id = '{self.metric_id}' AND ts < {_ts(self.base + SLOT_MS)} AND ({where}) "
             f"AND (toUnixTimestamp64Milli(ts) - {self.base}) % {FRAMES} = 0")
-        at = (sent + time.time()) / 2
+        self.query_s.append(time.time() - sent)
+        at = sent + self.query_s[-1] / 2
         for thing, ts in rows:
             self.seen.setdefault((thing, int(ts)), at)
             self._newest[thing] = max(self._newest[thing], int(ts))
