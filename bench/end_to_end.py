@@ -44,7 +44,7 @@ from config import Settings
 
 FRAMES, METRICS = 100, 10
 VALUES = FRAMES * METRICS  # per request
-SLOT_MS = 2 * 3_600_000  # event time per load: 72,000 requests of 100 frames
+SLOT_MS = 2 * 3_600_000  # event time per load, at least: 72,000 requests of 100 frames
 CONCURRENCY = 64
 HEADROOM = 1.25  # sustained load offered above the drain rate, so the pipeline, not the client, is the limit
 RSS_EVERY_S = 5.0
@@ -81,14 +81,26 @@ class Plan:
 
 
 class Slots:
-    """Disjoint event-time ranges, one per load, inside the accepted window (past, not > 1 day ahead)."""
+    """Disjoint event-time ranges, one per load, inside the accepted window (past, not > 1 day ahead).
+
+    A load must stay inside its range: rows past its end are counted in the next load's
+    range, and a probe looking for them in this one never finds them.
+    """
 
     def __init__(self) -> None:
         self._next = int(time.time() * 1000) - 2 * 86_400_000
 
-    def take(self) -> int:
-        base, self._next = self._next, self._next + SLOT_MS
-        return base
+    def take(self, requests: int = 0) -> tuple[int, int]:
+        """(base, end) of a range for at least `requests` requests of FRAMES frames."""
+        base = self._next
+        self._next += max(SLOT_MS, requests * FRAMES)
+        return base, self._next
+
+
+def _within(result: dict, end: int) -> None:
+    """Raise if the load client's timestamps ran past its range's end (the figures would be wrong)."""
+    if result["ts_end"] > end:
+        raise RuntimeError(f"the load ran {result['ts_end'] - end:,} ms of event time past its range")
 
 
 def run(ctx: Context) -> list[Row]:
@@ -158,6 +170,7 @@ def _ts(ms: int) -> str:
 
 
 def _visible(bench: BenchStack, base: int) -> tuple[float, int]:
+    # Capacity loads take the default range: SLOT_MS.
     """(wall time, readings rows in the load's event-time slot); the time is the query's midpoint."""
     sent = time.time()
     rows = bench.sql(f"SELECT count() FROM {bench.settings.database}.readings "
@@ -172,6 +185,7 @@ def _watch(bench: BenchStack, base: int, process, plan: Plan, every: float = 1.0
         samples.append(_visible(bench, base))
         time.sleep(every)
     result = collect(process, timeout=30)
+    _within(result, base + SLOT_MS)
     deadline = time.time() + plan.drain_cap
     while not samples or samples[-1][1] < result["values"]:
         if time.time() > deadline:
@@ -237,7 +251,7 @@ def _plural(n: int, word: str) -> str:
 
 def _capacity(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan, windows: int) -> Capacity:
     drain = _drain(bench, fleet, slots, plan)
-    base = slots.take()
+    base, _ = slots.take()
     rate = max(1.0, HEADROOM * drain / VALUES)
     process = launch(bench.url, bench.key, fleet.thing_ids, frames=FRAMES, metrics=METRICS,
                      concurrency=CONCURRENCY, duration=plan.sustain, rate=round(rate, 2), ts_base=base)
@@ -257,7 +271,7 @@ def _capacity(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan, windows
 
 def _drain(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan) -> float:
     """Values/s made visible while working off a burst accepted as fast as the edge takes it."""
-    base = slots.take()
+    base, _ = slots.take()
     process = launch(bench.url, bench.key, fleet.thing_ids, frames=FRAMES, metrics=METRICS,
                      concurrency=CONCURRENCY, duration=plan.drain_cap, requests=plan.burst, ts_base=base)
     result, samples = _watch(bench, base, process, plan, every=0.5)
@@ -272,16 +286,17 @@ def _drain(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan) -> float:
 
 def _freshness_and_memory(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan, values_per_s: float,
                           scratch: Path, monitor: StageMonitor) -> list[Row]:
-    base = slots.take()
+    rate = round(max(1.0, values_per_s / VALUES), 2)  # requests/s
+    duration = plan.fresh_warmup + plan.soak
+    # A 10-minute soak needs about twice SLOT_MS of event time: its own range, sized for it.
+    base, end = slots.take(requests=int(rate * duration) + 2 * CONCURRENCY)
     probes = fleet.thing_ids[:PROBES]
     samples_path = scratch / f"fresh-{base}.csv"
     pids = bench.pids()
     process = launch(bench.url, bench.key, fleet.thing_ids, frames=FRAMES, metrics=METRICS,
-                     concurrency=CONCURRENCY, duration=plan.fresh_warmup + plan.soak,
-                     rate=round(max(1.0, values_per_s / VALUES), 2),
-                     ts_base=base, samples=samples_path)
+                     concurrency=CONCURRENCY, duration=duration, rate=rate, ts_base=base, samples=samples_path)
     monitor.start(loadgen=process.pid)
-    probe = _Probe(bench, fleet.metric_ids[0], probes, base)
+    probe = _Probe(bench, fleet.metric_ids[0], probes, base, end)
     rss: dict[str, list[float]] = {name: [] for name in pids}
     rss_at: list[float] = []
     next_rss, result, deadline, expected = time.time(), None, 0.0, []
@@ -293,6 +308,7 @@ def _freshness_and_memory(bench: BenchStack, fleet: Fleet, slots: Slots, plan: P
         if result is None and process.poll() is not None:
             _sample_rss(pids, rss, rss_at)  # the load's end closes the series
             result = collect(process, timeout=30)
+            _within(result, end)
             warm_from = result["started_at"] + plan.fresh_warmup
             expected = [s for s in _read_samples(samples_path) if s[0] in probe.things and s[2] >= warm_from]
             deadline = time.time() + plan.drain_cap
@@ -337,6 +353,11 @@ def _backlog(monitor: StageMonitor, probe: "_Probe", result: dict, since: float)
                     Stat.of([(kept[-1]["insert_s"] - kept[0]["insert_s"]) / span]), lower_is_better=True,
                     note=f"{note}; {kept[-1]['inserts'] - kept[0]['inserts']} inserts of "
                          f"{kept[-1]['rows_inserted'] - kept[0]['rows_inserted']:,} rows"))
+    for start in range(int(since), int(until), 60):  # does the poll get slower as the table grows?
+        minute = [q for q, t in zip(probe.query_s, probe.query_at) if start <= t < start + 60]
+        if minute:
+            fx.log(f"soak: +{start - since:4.0f} s: {len(minute)} freshness polls, p50 "
+                   f"{percentile(minute, 50) * 1000:.0f} ms, max {max(minute) * 1000:.0f} ms")
     if probe.query_s:
         rows.append(Row("end_to_end.soak_poll_ms", "soak: freshness poll query time", "ms",
                         Stat.of([q * 1000 for q in probe.query_s]), lower_is_better=True,
@@ -363,10 +384,11 @@ def _drained(monitor: StageMonitor, plan: Plan, key: str, after: str) -> list[Ro
 class _Probe:
     """Finds the first row of each probe request as it becomes visible; `seen` maps (thing, ts) → wall time."""
 
-    def __init__(self, bench: BenchStack, metric_id: str, things: list[str], base: int) -> None:
-        self.bench, self.metric_id, self.things, self.base = bench, metric_id, things, base
+    def __init__(self, bench: BenchStack, metric_id: str, things: list[str], base: int, end: int) -> None:
+        self.bench, self.metric_id, self.things, self.base, self.end = bench, metric_id, things, base, end
         self.seen: dict[tuple[str, int], float] = {}
         self.query_s: list[float] = []  # each poll's round trip
+        self.query_at: list[float] = []  # when each was sent
         self._newest = {thing: base for thing in things}
         # One thing's requests reach its partition in about the order they were sent; a request sent
         # while CONCURRENCY others were in flight can land after them, hence the look-back.
@@ -378,9 +400,10 @@ class _Probe:
         sent = time.time()
         rows = self.bench.sql(
             f"SELECT thing_id, toUnixTimestamp64Milli(ts) FROM {self.bench.settings.database}.readings "
-            f"WHERE metric_id = '{self.metric_id}' AND ts < {_ts(self.base + SLOT_MS)} AND ({where}) "
+            f"WHERE metric_id = '{self.metric_id}' AND ts < {_ts(self.end)} AND ({where}) "
             f"AND (toUnixTimestamp64Milli(ts) - {self.base}) % {FRAMES} = 0")
         self.query_s.append(time.time() - sent)
+        self.query_at.append(sent)
         at = sent + self.query_s[-1] / 2
         for thing, ts in rows:
             self.seen.setdefault((thing, int(ts)), at)
@@ -427,7 +450,7 @@ def _growth(rss: dict[str, list[float]], at: list[float], plan: Plan) -> list[Ro
 
 def _sync(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan) -> list[Row]:
     result = drive(bench.url, bench.key, fleet.thing_ids, frames=1, metrics=METRICS, concurrency=8,
-                   duration=plan.sync, rate=20, sync=True, ts_base=slots.take())
+                   duration=plan.sync, rate=20, sync=True, ts_base=slots.take()[0])
     note = f"20 requests/s of 1×10, Prefer: wait=5; {result['ok']} of {result['requests']} answered 200" + (
         f", others {result['errors']}" if result["errors"] else "")
     return [
