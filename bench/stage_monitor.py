@@ -117,7 +117,10 @@ class StageMonitor:
         return out
 
     def _sink(self) -> dict:
-        text = self._http.get("/metrics").text
+        try:
+            text = self._http.get("/metrics").text
+        except httpx.TransportError:  # a kept-alive connection the edge closed meanwhile: once more
+            text = self._http.get("/metrics").text
         values = {name: float(value) for name, value in _METRIC.findall(text)}
         return {"insert_s": values.get("sluice_sink_insert_duration_seconds_sum", 0.0),
                 "inserts": int(values.get("sluice_sink_insert_duration_seconds_count", 0)),
