@@ -14,7 +14,9 @@ One stack on the run's broker (edge with the embedded chDB sink, processor), loa
   `soak` seconds (10 minutes at full scale, `--soak-seconds`); for requests to a few probe
   things, the client's wall clock when the 202 arrived → the first poll (every 50 ms) that
   finds the request's first row; every service's RSS sampled every 5 s meanwhile, the series
-  kept in results.json and its growth (last/first after the warm-up) reported.
+  kept in results.json and its growth (last/first after the warm-up) reported. Meanwhile
+  `bench.stage_monitor` samples each stage's lag, the sink's insert time and the CPU, so a
+  stage that falls behind is named; afterwards the bench waits for the backlog to drain.
 - sync: 20 requests/s of 1 × 10 with `Prefer: wait=5`, latency of the 200s.
 - scaling: drain and sustained again with a second processor (and a second sink only with
   CLICKHOUSE_URL: embedded chDB belongs to the edge process, so there is one sink).
