@@ -118,7 +118,8 @@ def run(ctx: Context) -> list[Row]:
         monitor = StageMonitor(bench, bench.pids())
         try:
             soak_rate = ctx.soak_rate or one.sustained.median / 2
-            rows += _freshness_and_memory(bench, fleet, slots, plan, soak_rate, Path(ctx.scratch), monitor)
+            rows += _freshness_and_memory(bench, fleet, slots, plan, soak_rate, Path(ctx.scratch), monitor,
+                                          "as --soak-rate" if ctx.soak_rate else "half of sustained")
             peaks.mark("the half-load run")
             # What the soak left behind would be measured as the next rows' throughput: drain it first.
             rows += _drained(monitor, plan, "end_to_end.soak_backlog_drain_s", "the half-load run")
@@ -287,7 +288,7 @@ def _drain(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan) -> float:
 
 
 def _freshness_and_memory(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan, values_per_s: float,
-                          scratch: Path, monitor: StageMonitor) -> list[Row]:
+                          scratch: Path, monitor: StageMonitor, rate_is: str = "half of sustained") -> list[Row]:
     rate = round(max(1.0, values_per_s / VALUES), 2)  # requests/s
     duration = plan.fresh_warmup + plan.soak
     # A 10-minute soak needs about twice SLOT_MS of event time: its own range, sized for it.
@@ -322,7 +323,7 @@ def _freshness_and_memory(bench: BenchStack, fleet: Fleet, slots: Slots, plan: P
     now = time.time()
     ages = [probe.seen.get((thing, ts), now) - accepted for thing, ts, accepted in expected]
     missing = sum(1 for thing, ts, _ in expected if (thing, ts) not in probe.seen)
-    rate_note = (f"at {result['values_per_s']:,.0f} values/s (half of sustained); {len(ages)} probe requests; "
+    rate_note = (f"at {result['values_per_s']:,.0f} values/s ({rate_is}); {len(ages)} probe requests; "
                  f"poll every {FRESH_POLL_S * 1000:.0f} ms; client's 202 → first poll seeing the row"
                  + (f"; {missing} never seen (counted as waited so far)" if missing else ""))
     rows = [
