@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median/min/max)")
     parser.add_argument("--soak-seconds", type=float, default=None,
                         help="end_to_end's half-load run (RSS growth, freshness): 600 by default, 6 with --quick")
+    parser.add_argument("--soak-rate", type=float, default=None,
+                        help="end_to_end's half-load run offers this many values/s instead of half the sustained "
+                             "figure (to find the rate that holds)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results.json"))
     args = parser.parse_args(argv)
     stages = [s for s in args.only.split(",") if s]
@@ -43,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             # `earlier` is the same list as `rows`: a stage can reuse a baseline an earlier stage measured.
             context = Context(bootstrap=bootstrap, scratch=Path(scratch), quick=args.quick, runs=args.runs,
-                              soak_seconds=args.soak_seconds, earlier=rows)
+                              soak_seconds=args.soak_seconds, soak_rate=args.soak_rate,
+                              earlier=rows)
             for stage in stages:
                 print(f"bench: {stage} …", file=sys.stderr, flush=True)
                 stage_started = time.monotonic()
@@ -57,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     total = time.monotonic() - started
     print(table(rows))
     write_json(rows, Path(args.out), {"quick": args.quick, "runs": args.runs, "stages": stages,
-                                      "soak_seconds": args.soak_seconds, "seconds": round(total),
+                                      "soak_seconds": args.soak_seconds,
+                                      "soak_rate": args.soak_rate, "seconds": round(total),
                                       "stage_seconds": stage_seconds})
     # The rest of the total is the broker's start and stop.
     print(f"\nbench: wall time {_duration(total)} (" + ", ".join(f"{stage} {_duration(seconds)}"

@@ -58,6 +58,7 @@ class Context:
     quick: bool  # smaller runs, for a smoke test of the harness
     runs: int = 3
     soak_seconds: float | None = None  # end_to_end's half-load run; None: the stage's default
+    soak_rate: float | None = None  # values/s of that run; None: half the sustained figure
     earlier: list = dataclasses.field(default_factory=list)  # rows of the stages that already ran
 
     def scale(self, full: int, quick: int) -> int:

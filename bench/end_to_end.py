@@ -14,7 +14,9 @@ One stack on the run's broker (edge with the embedded chDB sink, processor), loa
   `soak` seconds (10 minutes at full scale, `--soak-seconds`); for requests to a few probe
   things, the client's wall clock when the 202 arrived → the first poll (every 50 ms) that
   finds the request's first row; every service's RSS sampled every 5 s meanwhile, the series
-  kept in results.json and its growth (last/first after the warm-up) reported.
+  kept in results.json and its growth (last/first after the warm-up) reported. Meanwhile
+  `bench.stage_monitor` samples each stage's lag, the sink's insert time and the CPU, so a
+  stage that falls behind is named; afterwards the bench waits for the backlog to drain.
 - sync: 20 requests/s of 1 × 10 with `Prefer: wait=5`, latency of the 200s.
 - scaling: drain and sustained again with a second processor (and a second sink only with
   CLICKHOUSE_URL: embedded chDB belongs to the edge process, so there is one sink).
@@ -39,11 +41,12 @@ from bench.common import Context, Row, Stat
 from bench.loadgen import collect, drive, launch, percentile
 from bench.sink import _measure as measure_sink_child, sink_requests
 from bench.stack_setup import BenchStack, Fleet, memory
+from bench.stage_monitor import StageMonitor
 from config import Settings
 
 FRAMES, METRICS = 100, 10
 VALUES = FRAMES * METRICS  # per request
-SLOT_MS = 2 * 3_600_000  # event time per load: 72,000 requests of 100 frames
+SLOT_MS = 2 * 3_600_000  # event time per load, at least: 72,000 requests of 100 frames
 CONCURRENCY = 64
 HEADROOM = 1.25  # sustained load offered above the drain rate, so the pipeline, not the client, is the limit
 RSS_EVERY_S = 5.0
@@ -80,14 +83,26 @@ class Plan:
 
 
 class Slots:
-    """Disjoint event-time ranges, one per load, inside the accepted window (past, not > 1 day ahead)."""
+    """Disjoint event-time ranges, one per load, inside the accepted window (past, not > 1 day ahead).
+
+    A load must stay inside its range: rows past its end are counted in the next load's
+    range, and a probe looking for them in this one never finds them.
+    """
 
     def __init__(self) -> None:
         self._next = int(time.time() * 1000) - 2 * 86_400_000
 
-    def take(self) -> int:
-        base, self._next = self._next, self._next + SLOT_MS
-        return base
+    def take(self, requests: int = 0) -> tuple[int, int]:
+        """(base, end) of a range for at least `requests` requests of FRAMES frames."""
+        base = self._next
+        self._next += max(SLOT_MS, requests * FRAMES)
+        return base, self._next
+
+
+def _within(result: dict, end: int) -> None:
+    """Raise if the load client's timestamps ran past its range's end (the figures would be wrong)."""
+    if result["ts_end"] > end:
+        raise RuntimeError(f"the load ran {result['ts_end'] - end:,} ms of event time past its range")
 
 
 def run(ctx: Context) -> list[Row]:
@@ -100,11 +115,20 @@ def run(ctx: Context) -> list[Row]:
         one = _capacity(bench, fleet, slots, plan, ctx.runs)
         rows += one.rows("", "1 processor", None, direct)
         peaks.mark("the 1-processor runs")
-        rows += _freshness_and_memory(bench, fleet, slots, plan, one.sustained.median / 2, Path(ctx.scratch))
-        peaks.mark("the half-load run")
-        rows += _sync(bench, fleet, slots, plan)
-        peaks.mark("the sync run")
-        bench.add("processor")
+        monitor = StageMonitor(bench, bench.pids())
+        try:
+            soak_rate = ctx.soak_rate or one.sustained.median / 2
+            rows += _freshness_and_memory(bench, fleet, slots, plan, soak_rate, Path(ctx.scratch), monitor,
+                                          "as --soak-rate" if ctx.soak_rate else "half of sustained")
+            peaks.mark("the half-load run")
+            # What the soak left behind would be measured as the next rows' throughput: drain it first.
+            rows += _drained(monitor, plan, "end_to_end.soak_backlog_drain_s", "the half-load run")
+            rows += _sync(bench, fleet, slots, plan)
+            peaks.mark("the sync run")
+            bench.add("processor")
+            _drained(monitor, plan, "", "the sync run")
+        finally:
+            monitor.close()
         rows += _capacity(bench, fleet, slots, plan, ctx.runs).rows(".2proc", "2 processors", one, direct)
         peaks.mark("the 2-processor runs")
         if not bench.embedded:
@@ -149,6 +173,7 @@ def _ts(ms: int) -> str:
 
 
 def _visible(bench: BenchStack, base: int) -> tuple[float, int]:
+    # Capacity loads take the default range: SLOT_MS.
     """(wall time, readings rows in the load's event-time slot); the time is the query's midpoint."""
     sent = time.time()
     rows = bench.sql(f"SELECT count() FROM {bench.settings.database}.readings "
@@ -163,6 +188,7 @@ def _watch(bench: BenchStack, base: int, process, plan: Plan, every: float = 1.0
         samples.append(_visible(bench, base))
         time.sleep(every)
     result = collect(process, timeout=30)
+    _within(result, base + SLOT_MS)
     deadline = time.time() + plan.drain_cap
     while not samples or samples[-1][1] < result["values"]:
         if time.time() > deadline:
@@ -228,7 +254,7 @@ def _plural(n: int, word: str) -> str:
 
 def _capacity(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan, windows: int) -> Capacity:
     drain = _drain(bench, fleet, slots, plan)
-    base = slots.take()
+    base, _ = slots.take()
     rate = max(1.0, HEADROOM * drain / VALUES)
     process = launch(bench.url, bench.key, fleet.thing_ids, frames=FRAMES, metrics=METRICS,
                      concurrency=CONCURRENCY, duration=plan.sustain, rate=round(rate, 2), ts_base=base)
@@ -248,7 +274,7 @@ def _capacity(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan, windows
 
 def _drain(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan) -> float:
     """Values/s made visible while working off a burst accepted as fast as the edge takes it."""
-    base = slots.take()
+    base, _ = slots.take()
     process = launch(bench.url, bench.key, fleet.thing_ids, frames=FRAMES, metrics=METRICS,
                      concurrency=CONCURRENCY, duration=plan.drain_cap, requests=plan.burst, ts_base=base)
     result, samples = _watch(bench, base, process, plan, every=0.5)
@@ -262,16 +288,18 @@ def _drain(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan) -> float:
 
 
 def _freshness_and_memory(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan, values_per_s: float,
-                          scratch: Path) -> list[Row]:
-    base = slots.take()
+                          scratch: Path, monitor: StageMonitor, rate_is: str = "half of sustained") -> list[Row]:
+    rate = round(max(1.0, values_per_s / VALUES), 2)  # requests/s
+    duration = plan.fresh_warmup + plan.soak
+    # A 10-minute soak needs about twice SLOT_MS of event time: its own range, sized for it.
+    base, end = slots.take(requests=int(rate * duration) + 2 * CONCURRENCY)
     probes = fleet.thing_ids[:PROBES]
     samples_path = scratch / f"fresh-{base}.csv"
     pids = bench.pids()
     process = launch(bench.url, bench.key, fleet.thing_ids, frames=FRAMES, metrics=METRICS,
-                     concurrency=CONCURRENCY, duration=plan.fresh_warmup + plan.soak,
-                     rate=round(max(1.0, values_per_s / VALUES), 2),
-                     ts_base=base, samples=samples_path)
-    probe = _Probe(bench, fleet.metric_ids[0], probes, base)
+                     concurrency=CONCURRENCY, duration=duration, rate=rate, ts_base=base, samples=samples_path)
+    monitor.start(loadgen=process.pid)
+    probe = _Probe(bench, fleet.metric_ids[0], probes, base, end)
     rss: dict[str, list[float]] = {name: [] for name in pids}
     rss_at: list[float] = []
     next_rss, result, deadline, expected = time.time(), None, 0.0, []
@@ -283,17 +311,19 @@ def _freshness_and_memory(bench: BenchStack, fleet: Fleet, slots: Slots, plan: P
         if result is None and process.poll() is not None:
             _sample_rss(pids, rss, rss_at)  # the load's end closes the series
             result = collect(process, timeout=30)
+            _within(result, end)
             warm_from = result["started_at"] + plan.fresh_warmup
             expected = [s for s in _read_samples(samples_path) if s[0] in probe.things and s[2] >= warm_from]
             deadline = time.time() + plan.drain_cap
         if result is not None and (all((t, ts) in probe.seen for t, ts, _ in expected) or time.time() > deadline):
             break
         time.sleep(FRESH_POLL_S)
+    monitor.stop()
     bench.check_alive()
     now = time.time()
     ages = [probe.seen.get((thing, ts), now) - accepted for thing, ts, accepted in expected]
     missing = sum(1 for thing, ts, _ in expected if (thing, ts) not in probe.seen)
-    rate_note = (f"at {result['values_per_s']:,.0f} values/s (half of sustained); {len(ages)} probe requests; "
+    rate_note = (f"at {result['values_per_s']:,.0f} values/s ({rate_is}); {len(ages)} probe requests; "
                  f"poll every {FRESH_POLL_S * 1000:.0f} ms; client's 202 → first poll seeing the row"
                  + (f"; {missing} never seen (counted as waited so far)" if missing else ""))
     rows = [
@@ -303,15 +333,65 @@ def _freshness_and_memory(bench: BenchStack, fleet: Fleet, slots: Slots, plan: P
             Stat.of([percentile(ages, 99) * 1000]), target=TARGET_FRESHNESS_P99_MS, lower_is_better=True,
             note=rate_note),
     ]
-    return rows + _growth(rss, rss_at, plan)
+    return rows + _growth(rss, rss_at, plan) + _backlog(monitor, probe, result, warm_from)
+
+
+def _backlog(monitor: StageMonitor, probe: "_Probe", result: dict, since: float) -> list[Row]:
+    """What fell behind during the measured soak: each stage's lag, the sink's insert duty cycle, the CPU."""
+    until = result["ended_at"]
+    for line in monitor.summary(since, until):
+        fx.log(f"soak: {line}")
+    kept = [s for s in monitor.samples if since <= s["t"] <= until]
+    if len(kept) < 2:
+        return []
+    span = kept[-1]["t"] - kept[0]["t"]
+    note = f"at {result['values_per_s']:,.0f} values/s; sampled every {monitor.every:.0f} s over {span:.0f} s"
+    rows = [Row(f"end_to_end.soak_lag.{stage}", f"soak lag at the load's end, {stage} topic", "messages",
+                Stat.of([kept[-1][f"{stage}_lag"]]), lower_is_better=True,
+                series=tuple(float(s[f"{stage}_lag"]) for s in kept),
+                note=f"{note}; {group}: end offsets − committed; first {kept[0][f'{stage}_lag']:,}, "
+                     f"max {max(s[f'{stage}_lag'] for s in kept):,}")
+            for stage, group in (("raw", "the processors' group"), ("frames", "the readings sink's group"))]
+    rows.append(Row("end_to_end.soak_sink_insert_share", "soak: readings sink's time spent inserting", "×",
+                    Stat.of([(kept[-1]["insert_s"] - kept[0]["insert_s"]) / span]), lower_is_better=True,
+                    note=f"{note}; {kept[-1]['inserts'] - kept[0]['inserts']} inserts of "
+                         f"{kept[-1]['rows_inserted'] - kept[0]['rows_inserted']:,} rows"))
+    for start in range(int(since), int(until), 60):  # does the poll get slower as the table grows?
+        minute = [q for q, t in zip(probe.query_s, probe.query_at) if start <= t < start + 60]
+        if minute:
+            fx.log(f"soak: +{start - since:4.0f} s: {len(minute)} freshness polls, p50 "
+                   f"{percentile(minute, 50) * 1000:.0f} ms, max {max(minute) * 1000:.0f} ms")
+    if probe.query_s:
+        rows.append(Row("end_to_end.soak_poll_ms", "soak: freshness poll query time", "ms",
+                        Stat.of([q * 1000 for q in probe.query_s]), lower_is_better=True,
+                        note=f"{len(probe.query_s)} polls through the edge's admin SQL; each holds chDB's lock"))
+    for name in kept[-1]["cpu_s"]:
+        used = (max(s["cpu_s"].get(name, 0.0) for s in kept) - kept[0]["cpu_s"].get(name, 0.0)) / span
+        rows.append(Row(f"end_to_end.soak_cpu_cores.{name}", f"soak: CPU of {name}", "cores", Stat.of([used]),
+                        lower_is_better=True, note=f"{note}; utime + stime of its process tree"))
+    return rows
+
+
+def _drained(monitor: StageMonitor, plan: Plan, key: str, after: str) -> list[Row]:
+    """Block until the raw and frames topics are consumed (bounded); a row under `key` if given."""
+    bound = max(plan.drain_cap, 300.0)
+    done, waited = monitor.wait_drained(bound)
+    fx.log(f"backlog after {after}: " + (f"drained in {waited:.1f} s" if done else f"NOT drained in {bound:.0f} s"))
+    if not key:
+        return []
+    return [Row(key, f"backlog drained after {after}", "s", Stat.of([waited]), lower_is_better=True,
+                note=("raw and frames lag zero" if done else f"NOT drained: gave up after {bound:.0f} s")
+                + "; waited before the next rows so they do not measure it")]
 
 
 class _Probe:
     """Finds the first row of each probe request as it becomes visible; `seen` maps (thing, ts) → wall time."""
 
-    def __init__(self, bench: BenchStack, metric_id: str, things: list[str], base: int) -> None:
-        self.bench, self.metric_id, self.things, self.base = bench, metric_id, things, base
+    def __init__(self, bench: BenchStack, metric_id: str, things: list[str], base: int, end: int) -> None:
+        self.bench, self.metric_id, self.things, self.base, self.end = bench, metric_id, things, base, end
         self.seen: dict[tuple[str, int], float] = {}
+        self.query_s: list[float] = []  # each poll's round trip
+        self.query_at: list[float] = []  # when each was sent
         self._newest = {thing: base for thing in things}
         # One thing's requests reach its partition in about the order they were sent; a request sent
         # while CONCURRENCY others were in flight can land after them, hence the look-back.
@@ -323,9 +403,11 @@ class _Probe:
         sent = time.time()
         rows = self.bench.sql(
             f"SELECT thing_id, toUnixTimestamp64Milli(ts) FROM {self.bench.settings.database}.readings "
-            f"WHERE metric_id = '{self.metric_id}' AND ts < {_ts(self.base + SLOT_MS)} AND ({where}) "
+            f"WHERE metric_id = '{self.metric_id}' AND ts < {_ts(self.end)} AND ({where}) "
             f"AND (toUnixTimestamp64Milli(ts) - {self.base}) % {FRAMES} = 0")
-        at = (sent + time.time()) / 2
+        self.query_s.append(time.time() - sent)
+        self.query_at.append(sent)
+        at = sent + self.query_s[-1] / 2
         for thing, ts in rows:
             self.seen.setdefault((thing, int(ts)), at)
             self._newest[thing] = max(self._newest[thing], int(ts))
@@ -371,7 +453,7 @@ def _growth(rss: dict[str, list[float]], at: list[float], plan: Plan) -> list[Ro
 
 def _sync(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan) -> list[Row]:
     result = drive(bench.url, bench.key, fleet.thing_ids, frames=1, metrics=METRICS, concurrency=8,
-                   duration=plan.sync, rate=20, sync=True, ts_base=slots.take())
+                   duration=plan.sync, rate=20, sync=True, ts_base=slots.take()[0])
     note = f"20 requests/s of 1×10, Prefer: wait=5; {result['ok']} of {result['requests']} answered 200" + (
         f", others {result['errors']}" if result["errors"] else "")
     return [

@@ -176,7 +176,8 @@ def broker_pid(ctx: Context) -> int | None:
     return None
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process below it."""
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -195,7 +196,7 @@ def _descendants(pid: int) -> list[int]:
 def memory(pid: int) -> tuple[float, float]:
     """(current RSS, peak RSS) in MiB of `pid` and its descendants (VmRSS, VmHWM); (0, 0) if gone."""
     rss = peak = 0
-    for member in _descendants(pid):
+    for member in descendants(pid):
         try:
             status = Path(f"/proc/{member}/status").read_text()
         except OSError:
