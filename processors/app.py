@@ -44,7 +44,7 @@ from catalog import access
 from catalog.view import CatalogView
 from config import Settings
 from processors.deciding_catalog import DecidingCatalog, StaleCatalog
-from processors import ingest_topic
+from processors import fetching, ingest_topic
 from processors.idempotency import IdempotencyStore, first_verdict, idempotency_id, repeat_verdict
 from processors.ingest_topic import IngestMessage
 from processors.outcome import Outcome, failed, undecodable
@@ -78,6 +78,8 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
     )
+    # Before the first topic: the app's consumer comes from its transport (processors.fetching).
+    app.transport = fetching.Transport(app.conf.broker_consumer, app)
     # Message sizes follow the edge's body limit (schemas.topics.MessageLimits).
     limits = MessageLimits.for_body(settings.max_body_bytes)
     app.conf.producer_max_request_size = limits.output
