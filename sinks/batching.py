@@ -275,8 +275,7 @@ class BatchingSink:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            for message in self._consumer.consume(min(10_000, self._max_messages - len(batch)),
-                                                   timeout=min(remaining, 0.2)):
+            for message in self._consumer.consume(self._chunk(len(batch), size), timeout=min(remaining, 0.2)):
                 error = message.error()
                 if error is None:
                     batch.append(message)
@@ -289,6 +288,18 @@ class BatchingSink:
                     break
                 deadline = time.monotonic() + self._max_seconds  # idle: start the clock at the first message
         return batch
+
+    def _chunk(self, count: int, size: int, first: int = 100) -> int:
+        """How many messages to ask consume() for: about as many as still fit the byte limit,
+        guessed from the batch's mean message so far. consume() returns as soon as it has that
+        many, so a backlog fills a batch up to its limit (not several times past it) without
+        waiting out the poll timeout."""
+        wanted = min(10_000, self._max_messages - count)
+        if not count:
+            return min(wanted, first)
+        if not size:
+            return wanted
+        return max(1, min(wanted, (self._max_bytes - size) * count // size))
 
     def _commit(self, offsets: list[TopicPartition], retry: bool = True) -> None:
         """Commit after the insert: only the partitions still ours (a revoked one's new owner
