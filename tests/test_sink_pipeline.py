@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import schemas
@@ -97,11 +97,19 @@ def start_sink(settings, warehouse):
 
 def committed(settings) -> dict[int, int]:
     """The sink group's committed offset per partition (0: none yet)."""
-    probe = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{settings.topic_prefix}sink-readings"})
+    group = f"{settings.topic_prefix}sink-readings"
+    probe = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
+    topic = schemas.Topics(settings.topic_prefix).frames
     try:
-        topic = schemas.Topics(settings.topic_prefix).frames
-        return {tp.partition: max(tp.offset, 0)
-                for tp in probe.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)}
+        for attempt in range(50):
+            try:
+                return {tp.partition: max(tp.offset, 0)
+                        for tp in probe.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)}
+            except KafkaException as exc:  # a fresh group's coordinator moves or loads at first
+                if exc.args[0].code() not in (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS):
+                    raise
+                time.sleep(0.1)
+        raise AssertionError("the group's coordinator never answered")
     finally:
         probe.close()
 
@@ -164,3 +172,62 @@ def test_stop_lets_the_insert_in_flight_finish_and_commits_it(pipeline):
     covered = {request for request, (partition, offset) in placed.items() if offset < offsets[partition]}
     assert covered and set(rows) == covered  # both inserted batches committed, the one read ahead not inserted
     assert all(count == VALUES for count in rows.values())
+
+
+class RefusingUntilOpen:
+    """The real warehouse, refusing every readings insert after the first until `open` is set."""
+
+    def __init__(self, warehouse) -> None:
+        self._warehouse = warehouse
+        self.open, self.refusing = threading.Event(), threading.Event()
+        self.attempts = 0
+
+    def insert(self, table, columns, dedup_token=None) -> None:
+        if table == "readings":
+            self.attempts += 1
+            if self.attempts > 1 and not self.open.is_set():
+                self.refusing.set()
+                raise WarehouseUnavailable("refused (test)")
+        self._warehouse.insert(table, columns, dedup_token)
+
+    def __getattr__(self, name):
+        return getattr(self._warehouse, name)
+
+
+def test_partitions_handed_back_while_the_sink_waits_out_a_failure_lose_nothing(pipeline):
+    """A second member takes partitions and leaves while the first retries a refused insert;
+    the partitions come back to the first in the middle of its wait, with new messages in them."""
+    settings, real, placed = pipeline
+    warehouse = RefusingUntilOpen(real)
+    first, first_thread = start_sink(settings, warehouse)
+    second = second_thread = None
+    try:
+        assert warehouse.refusing.wait(30)
+        second, second_thread = start_sink(settings, real)
+        assert second.ready.wait(30), "the second member got no partitions"
+        eventually(lambda: second.rows_inserted > 0, timeout=30)
+        second.stop()
+        second_thread.join(30)
+        topic = schemas.Topics(settings.topic_prefix).frames
+        producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+        for i in range(MESSAGES, MESSAGES + 30):
+            request = f"req_{i:04d}"
+            producer.produce(topic, key=f"thg_{i % 7}".encode(), value=frames.encode(frame_batch(i, request)),
+                             on_delivery=lambda err, m, r=request: placed.__setitem__(r, (m.partition(), m.offset())))
+            time.sleep(0.05)  # spread over the first member's wait
+        assert producer.flush(30) == 0
+        time.sleep(3)
+        warehouse.open.set()
+        deadline = time.monotonic() + 60
+        while len(stored(real)) < len(placed) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        missing = sorted(set(placed) - set(stored(real)))
+        assert not missing, f"{len(missing)} messages never inserted: {missing}"
+        eventually(lambda: sum(committed(settings).values()) == len(placed), timeout=30, interval=0.2)
+    finally:
+        warehouse.open.set()
+        for sink, thread in ((first, first_thread), (second, second_thread)):
+            if sink is not None:
+                sink.stop()
+                thread.join(30)
+    assert stored(real) == {request: VALUES for request in placed}
