@@ -27,18 +27,16 @@ def record_sink(settings: Settings, bootstrap: str, warehouse: Warehouse, *, nam
     """A BatchingSink decoding `schema` records from `topic` into each of `tables`.
 
     Its consumer group is `{topic_prefix}{name}`, so each sink keeps its own
-    offsets. Decoding and building the columns is the sink's `prepare` step (it
-    overlaps the previous batch's insert). A message that does not decode is
-    logged and skipped (it would fail every retry); the insert raises, and
-    BatchingSink retries it, if the warehouse refuses the batch. Each table's insert has its own dedup token,
+    offsets. A message that does not decode is logged and skipped (it would
+    fail every retry); the insert raises, and BatchingSink retries it, if the
+    warehouse refuses the batch. Each table's insert has its own dedup token,
     so a retry after a partial failure re-inserts nothing twice. `decode`
     replaces the plain Avro decoding for a topic whose messages carry more
     than Avro (the frames' Arrow columns).
     """
     decode = decode or partial(schemas.decode, schema)
 
-    def prepare(values: list[bytes]) -> dict[str, dict[str, Any]]:
-        """Each table's columns for one batch (pure CPU: runs while the previous batch is inserted)."""
+    def insert(values: list[bytes], token: str) -> int:
         records = []
         for value in values:
             if value is None:
@@ -47,11 +45,9 @@ def record_sink(settings: Settings, bootstrap: str, warehouse: Warehouse, *, nam
                 records.append(decode(value))
             except (schemas.SchemaMismatch, ValueError, EOFError) as exc:  # pa.ArrowInvalid is a ValueError
                 log.error("%s: skipping a message that does not decode as %s: %s", name, schema, exc)
-        return {table: build(records) for table, build in tables.items()}
-
-    def insert(columns_by_table: dict[str, dict[str, Any]], token: str) -> int:
         counts = {}
-        for table, columns in columns_by_table.items():
+        for table, build in tables.items():
+            columns = build(records)
             counts[table] = len(next(iter(columns.values()), ()))
             if counts[table]:
                 warehouse.insert(table, columns, dedup_token=f"{token}:{table}")
@@ -62,4 +58,4 @@ def record_sink(settings: Settings, bootstrap: str, warehouse: Warehouse, *, nam
 
     return BatchingSink(bootstrap, f"{settings.topic_prefix}{name}", topic, insert,
                         max_messages=settings.sink_batch_messages, max_bytes=settings.sink_batch_bytes,
-                        max_ms=settings.sink_batch_ms, name=name, instance_id=settings.instance_id, prepare=prepare)
+                        max_ms=settings.sink_batch_ms, name=name, instance_id=settings.instance_id)

@@ -1,7 +1,7 @@
-"""The readings sink reads the next batch while the previous one is inserted: on a real
-broker and chDB, the order still holds. Every reading lands exactly once although the
-warehouse refuses an insert mid-stream, the group's committed offsets never cover a row
-the table does not hold yet, and stop() lets the insert in flight finish and commits it."""
+"""The readings sink's order on a real broker and chDB: every reading lands exactly once
+although the warehouse refuses an insert mid-stream, the group's committed offsets never
+cover a row the table does not hold yet, stop() lets the insert under way finish, and
+partitions handed back while the sink waits out a failure lose nothing."""
 
 from __future__ import annotations
 
@@ -152,7 +152,7 @@ def test_a_refused_insert_mid_stream_loses_duplicates_and_reorders_nothing(pipel
         MESSAGES * VALUES, MESSAGES * VALUES)
 
 
-def test_stop_lets_the_insert_in_flight_finish_and_commits_it(pipeline):
+def test_stop_during_an_insert_ends_the_loop_after_it_and_commits_nothing_ahead(pipeline):
     settings, real, placed = pipeline
     warehouse = SlowAndRefusing(real, gate_at=2)
     sink, thread = start_sink(settings, warehouse)
@@ -170,7 +170,7 @@ def test_stop_lets_the_insert_in_flight_finish_and_commits_it(pipeline):
         thread.join(30)
     offsets, rows = committed(settings), stored(real)
     covered = {request for request, (partition, offset) in placed.items() if offset < offsets[partition]}
-    assert covered and set(rows) == covered  # both inserted batches committed, the one read ahead not inserted
+    assert covered and covered <= set(rows)  # the first batch committed; nothing committed that is not stored
     assert all(count == VALUES for count in rows.values())
 
 
