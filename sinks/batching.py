@@ -59,6 +59,7 @@ class BatchingSink:
         self._max_seconds = max_ms / 1000
         self.name = name
         self._stop = threading.Event()
+        self._holding = False  # partitions held paused while the loop waits out a failure
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap,
             "group.id": group,
@@ -127,9 +128,14 @@ class BatchingSink:
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("%s: assigned %s", self.name, _names(partitions))
         consumer.incremental_assign(partitions)
-        # librdkafka keeps a partition's pause across losing and regaining it: a partition
-        # paused during an outage would come back silent.
-        consumer.resume(partitions)
+        if self._holding:
+            # Assigned while the loop waits out a failure: paused like the rest, or the wait's
+            # poll would return (and lose) their messages. The wait resumes them with the rest.
+            consumer.pause(partitions)
+        else:
+            # librdkafka keeps a partition's pause across losing and regaining it: a partition
+            # paused during an outage would come back silent.
+            consumer.resume(partitions)
         self._progress_at = time.monotonic()
         self.ready.set()
 
@@ -264,9 +270,17 @@ class BatchingSink:
         except KafkaException as exc:
             log.warning("%s: pause failed: %s", self.name, exc)
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not self._stop.is_set():
-            self._consumer.poll(0.1)
-            self.health.beat()
+        self._holding = True
+        try:
+            while time.monotonic() < deadline and not self._stop.is_set():
+                message = self._consumer.poll(0.1)
+                if message is not None and message.error() is None:
+                    # Not ours to drop: the next commit past it would skip it. Read it again later.
+                    log.warning("%s: a message arrived while paused; seeking back to it", self.name)
+                    self._consumer.seek(TopicPartition(message.topic(), message.partition(), message.offset()))
+                self.health.beat()
+        finally:
+            self._holding = False
         try:
             # A rebalance meanwhile may have taken some of them; those come back unpaused anyway.
             self._consumer.resume(self._consumer.assignment())

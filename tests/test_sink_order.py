@@ -1,0 +1,233 @@
+"""The readings sink's order on a real broker and chDB: every reading lands exactly once
+although the warehouse refuses an insert mid-stream, the group's committed offsets never
+cover a row the table does not hold yet, stop() lets the insert under way finish, and
+partitions handed back while the sink waits out a failure lose nothing."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+import schemas
+from schemas import frames
+from tests.conftest import eventually, session_settings
+from warehouse.backend import WarehouseUnavailable
+
+MESSAGES = 60
+VALUES = 4  # readings per message
+PARTITIONS = 3
+
+
+class SlowAndRefusing:
+    """The real warehouse behind a readings insert that takes a while (so the sink reads ahead
+    meanwhile) and calls `check` first, refuses the `refuse_at`-th one, and waits at `gate_at`
+    until `gate` opens."""
+
+    def __init__(self, warehouse, refuse_at: int = 0, gate_at: int = 0, check=lambda: None) -> None:
+        self._warehouse = warehouse
+        self._refuse_at, self._gate_at, self._check = refuse_at, gate_at, check
+        self.attempts = 0
+        self.gate, self.at_gate, self.past_gate = threading.Event(), threading.Event(), threading.Event()
+
+    def insert(self, table, columns, dedup_token=None) -> None:
+        if table == "readings":
+            self.attempts += 1
+            time.sleep(0.05)
+            self._check()
+            if self.attempts == self._refuse_at:
+                raise WarehouseUnavailable("refused for a moment (test)")
+            if self.attempts == self._gate_at:
+                self.at_gate.set()
+                self.gate.wait(30)
+        self._warehouse.insert(table, columns, dedup_token)
+        if table == "readings" and self.attempts == self._gate_at:
+            self.past_gate.set()
+
+    def __getattr__(self, name):
+        return getattr(self._warehouse, name)
+
+
+@pytest.fixture()
+def pipeline(kafka_bootstrap, tmp_path):
+    """Settings with small batches, a warehouse, and a frames topic pre-filled with MESSAGES
+    FrameBatch messages; yields them with {request id: (partition, offset)}."""
+    from warehouse import open_warehouse
+
+    settings = session_settings(kafka_bootstrap, tmp_path, sink_batch_messages=5, sink_batch_ms=100)
+    topic = schemas.Topics(settings.topic_prefix).frames
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
+    placed: dict[str, tuple[int, int]] = {}
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for i in range(MESSAGES):
+        request = f"req_{i:04d}"
+        producer.produce(topic, key=f"thg_{i % 7}".encode(), value=frames.encode(frame_batch(i, request)),
+                         on_delivery=lambda err, m, r=request: placed.__setitem__(r, (m.partition(), m.offset())))
+    assert producer.flush(30) == 0 and len(placed) == MESSAGES
+    warehouse = open_warehouse(settings)
+    warehouse.migrate()
+    try:
+        yield settings, warehouse, placed
+    finally:
+        warehouse.close()
+
+
+def frame_batch(i: int, request: str) -> dict:
+    return {"request_id": request, "org_id": "org_a", "thing_id": f"thg_{i % 7}", "type_version_id": "tdef_1",
+            "version": 1718884800123, "frames": 1,
+            "readings": {"ts": [1718884800000 + i] * VALUES, "metric_id": [f"mdef_{m}" for m in range(VALUES)],
+                         "data_type": ["Double"] * VALUES, "value": [float(i)] * VALUES, "value_long": [0] * VALUES,
+                         "value_string": [""] * VALUES},
+            "locations": []}
+
+
+def start_sink(settings, warehouse):
+    from sinks.registry import SINKS, build_sink
+
+    spec = next(spec for spec in SINKS if spec.name == "sink-readings")
+    sink = build_sink(spec, settings, settings.kafka_bootstrap, warehouse)
+    thread = threading.Thread(target=sink.run, daemon=True)
+    thread.start()
+    return sink, thread
+
+
+def committed(settings) -> dict[int, int]:
+    """The sink group's committed offset per partition (0: none yet)."""
+    group = f"{settings.topic_prefix}sink-readings"
+    probe = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
+    topic = schemas.Topics(settings.topic_prefix).frames
+    try:
+        for attempt in range(50):
+            try:
+                return {tp.partition: max(tp.offset, 0)
+                        for tp in probe.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)}
+            except KafkaException as exc:  # a fresh group's coordinator moves or loads at first
+                if exc.args[0].code() not in (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS):
+                    raise
+                time.sleep(0.1)
+        raise AssertionError("the group's coordinator never answered")
+    finally:
+        probe.close()
+
+
+def stored(warehouse) -> dict[str, int]:
+    """Readings rows in the table, per request id."""
+    return dict(warehouse.query("SELECT request_id, count() FROM readings GROUP BY request_id").rows)
+
+
+def uncovered(settings, warehouse, placed) -> list[str]:
+    """Requests the committed offsets cover whose rows are not (all) in the table.
+
+    The offsets are read first: rows only ever arrive, so any such request was committed before its insert."""
+    offsets = committed(settings)
+    rows = stored(warehouse)
+    return [request for request, (partition, offset) in placed.items()
+            if offset < offsets[partition] and rows.get(request, 0) < VALUES]
+
+
+def test_a_refused_insert_mid_stream_loses_duplicates_and_reorders_nothing(pipeline):
+    settings, real, placed = pipeline
+    ahead: list[str] = []
+    # Checked before every insert (a batch committed ahead of its insert, or out of turn, shows
+    # there) and between them.
+    warehouse = SlowAndRefusing(real, refuse_at=3, check=lambda: ahead.extend(uncovered(settings, real, placed)))
+    sink, thread = start_sink(settings, warehouse)
+    try:
+        def caught_up() -> bool:
+            ahead.extend(uncovered(settings, real, placed))
+            return sum(committed(settings).values()) == MESSAGES and len(stored(real)) == MESSAGES
+        eventually(caught_up, timeout=60, interval=0.02)
+    finally:
+        sink.stop()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert warehouse.attempts >= MESSAGES // 5 + 1, "the batches were not small, or the refused one was not retried"
+    assert ahead == [], f"offsets committed before their rows were in the table: {sorted(set(ahead))}"
+    assert stored(real) == {request: VALUES for request in placed}  # every row, and once (the retry deduplicated)
+    assert real.query("SELECT count(), uniqExact(request_id, metric_id) FROM readings").rows[0] == (
+        MESSAGES * VALUES, MESSAGES * VALUES)
+
+
+def test_stop_during_an_insert_ends_the_loop_after_it_and_commits_nothing_ahead(pipeline):
+    settings, real, placed = pipeline
+    warehouse = SlowAndRefusing(real, gate_at=2)
+    sink, thread = start_sink(settings, warehouse)
+    try:
+        assert warehouse.at_gate.wait(30), "the second insert never started"
+        sink.stop()
+        time.sleep(0.5)
+        assert thread.is_alive(), "the loop ended with an insert in flight"
+        warehouse.gate.set()
+        thread.join(30)
+        assert not thread.is_alive() and warehouse.past_gate.is_set()
+    finally:
+        warehouse.gate.set()
+        sink.stop()
+        thread.join(30)
+    offsets, rows = committed(settings), stored(real)
+    covered = {request for request, (partition, offset) in placed.items() if offset < offsets[partition]}
+    assert covered and covered <= set(rows)  # the first batch committed; nothing committed that is not stored
+    assert all(count == VALUES for count in rows.values())
+
+
+class RefusingUntilOpen:
+    """The real warehouse, refusing every readings insert after the first until `open` is set."""
+
+    def __init__(self, warehouse) -> None:
+        self._warehouse = warehouse
+        self.open, self.refusing = threading.Event(), threading.Event()
+        self.attempts = 0
+
+    def insert(self, table, columns, dedup_token=None) -> None:
+        if table == "readings":
+            self.attempts += 1
+            if self.attempts > 1 and not self.open.is_set():
+                self.refusing.set()
+                raise WarehouseUnavailable("refused (test)")
+        self._warehouse.insert(table, columns, dedup_token)
+
+    def __getattr__(self, name):
+        return getattr(self._warehouse, name)
+
+
+def test_partitions_handed_back_while_the_sink_waits_out_a_failure_lose_nothing(pipeline):
+    """A second member takes partitions and leaves while the first retries a refused insert;
+    the partitions come back to the first in the middle of its wait, with new messages in them."""
+    settings, real, placed = pipeline
+    warehouse = RefusingUntilOpen(real)
+    first, first_thread = start_sink(settings, warehouse)
+    second = second_thread = None
+    try:
+        assert warehouse.refusing.wait(30)
+        second, second_thread = start_sink(settings, real)
+        assert second.ready.wait(30), "the second member got no partitions"
+        eventually(lambda: second.rows_inserted > 0, timeout=30)
+        second.stop()
+        second_thread.join(30)
+        topic = schemas.Topics(settings.topic_prefix).frames
+        producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+        for i in range(MESSAGES, MESSAGES + 30):
+            request = f"req_{i:04d}"
+            producer.produce(topic, key=f"thg_{i % 7}".encode(), value=frames.encode(frame_batch(i, request)),
+                             on_delivery=lambda err, m, r=request: placed.__setitem__(r, (m.partition(), m.offset())))
+            time.sleep(0.05)  # spread over the first member's wait
+        assert producer.flush(30) == 0
+        time.sleep(3)
+        warehouse.open.set()
+        deadline = time.monotonic() + 60
+        while len(stored(real)) < len(placed) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        missing = sorted(set(placed) - set(stored(real)))
+        assert not missing, f"{len(missing)} messages never inserted: {missing}"
+        eventually(lambda: sum(committed(settings).values()) == len(placed), timeout=30, interval=0.2)
+    finally:
+        warehouse.open.set()
+        for sink, thread in ((first, first_thread), (second, second_thread)):
+            if sink is not None:
+                sink.stop()
+                thread.join(30)
+    assert stored(real) == {request: VALUES for request in placed}
