@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import threading
 import time
 from typing import Callable
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from bus import metrics
 from bus.health import health
@@ -152,15 +153,20 @@ class BatchingSink:
         size = 0
         idle_until = time.monotonic() + idle_turn
         deadline = time.monotonic() + self._max_seconds
+        took = True
         while len(batch) < self._max_messages and size < self._max_bytes and not self._stop.is_set():
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+            if remaining <= 0 and not took:
+                break  # past the window, and nothing more was already fetched
+            took = False
             for message in self._consumer.consume(min(10_000, self._max_messages - len(batch)),
-                                                   timeout=min(remaining, 0.2)):
+                                                   timeout=min(max(remaining, 0.0), 0.2)):
                 error = message.error()
                 if error is None:
+                    if not batch:
+                        deadline = min(deadline, _window_end(message, self._max_seconds))
                     batch.append(message)
+                    took = True
                     size += len(message.value() or b"")
                 elif error.code() != KafkaError._PARTITION_EOF:
                     log.warning("%s: consume error (the client retries): %s", self.name, error)
@@ -297,6 +303,19 @@ def _next_offsets(batch: list[Message]) -> list[TopicPartition]:
     for m in batch:
         last[(m.topic(), m.partition())] = m.offset()
     return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+
+
+def _window_end(message: Message, seconds: float) -> float:
+    """When a batch that starts with `message` closes, on the monotonic clock: `seconds`
+    after the message was written, not after this loop first saw it. A message that waited
+    out the previous insert is not made to wait a whole window more (freshness p99, BENCHMARKS.md);
+    a backlog's batches close once what is already fetched is in. A writer's clock behind ours
+    can only close batches early; one ahead of it gets the whole window, as before."""
+    kind, written_ms = message.timestamp()
+    if kind == TIMESTAMP_NOT_AVAILABLE:
+        return math.inf
+    age = max(0.0, time.time() - written_ms / 1000)
+    return time.monotonic() + seconds - age
 
 
 def _dedup_token(batch: list[Message]) -> str:

@@ -231,3 +231,54 @@ def test_partitions_handed_back_while_the_sink_waits_out_a_failure_lose_nothing(
                 sink.stop()
                 thread.join(30)
     assert stored(real) == {request: VALUES for request in placed}
+
+
+class Timed:
+    """The real warehouse, noting when each readings insert came."""
+
+    def __init__(self, warehouse) -> None:
+        self._warehouse = warehouse
+        self.at: list[float] = []
+
+    def insert(self, table, columns, dedup_token=None) -> None:
+        if table == "readings":
+            self.at.append(time.monotonic())
+        self._warehouse.insert(table, columns, dedup_token)
+
+    def __getattr__(self, name):
+        return getattr(self._warehouse, name)
+
+
+def test_a_batch_window_counts_from_when_its_first_message_was_written(kafka_bootstrap, tmp_path):
+    """Messages written long ago (they waited out an insert, or a restart) are inserted at once,
+    not a whole window after the sink first saw them; a message written now still gets its window."""
+    from warehouse import open_warehouse
+
+    window_s = 8.0
+    settings = session_settings(kafka_bootstrap, tmp_path, sink_batch_messages=1000, sink_batch_ms=int(window_s * 1000))
+    topic = schemas.Topics(settings.topic_prefix).frames
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    written = int(time.time() * 1000) - 30_000
+    for i in range(10):
+        producer.produce(topic, key=b"thg_0", value=frames.encode(frame_batch(i, f"old_{i}")), timestamp=written)
+    assert producer.flush(30) == 0
+    real = open_warehouse(settings)
+    real.migrate()
+    warehouse = Timed(real)
+    sink, thread = start_sink(settings, warehouse)
+    try:
+        assert sink.ready.wait(30)
+        assigned = time.monotonic()
+        eventually(lambda: len(stored(real)) == 10, timeout=window_s / 2, interval=0.05)
+        assert warehouse.at[0] - assigned < window_s / 2
+        producer.produce(topic, key=b"thg_0", value=frames.encode(frame_batch(10, "new_10")))
+        assert producer.flush(30) == 0
+        produced = time.monotonic()
+        eventually(lambda: "new_10" in stored(real), timeout=window_s * 3, interval=0.05)
+        assert warehouse.at[-1] - produced > window_s * 0.75  # a fresh message's batch still waits its window
+    finally:
+        sink.stop()
+        thread.join(30)
+        real.close()
