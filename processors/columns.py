@@ -13,6 +13,14 @@ at one time the later is still the later one.
 
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.frames import READINGS
+
+_TS = READINGS.field("ts").type
 
 class MetricReadings:
     """One metric's readings in a frame batch."""
@@ -61,8 +69,9 @@ class Readings:
             found = self._metrics[metric_id] = kind(metric_id, data_type)
         return found
 
-    def columns(self) -> dict[str, list]:
-        """The six columns by name, as schemas.frames.readings_batch takes them."""
+    def columns(self) -> Columns:
+        """The six columns by name, as schemas.frames.readings_batch takes them
+        (which then builds the Arrow batch from the metrics, see `batch`)."""
         ts: list[int] = []
         metric_id: list[str] = []
         data_type: list[str] = []
@@ -81,5 +90,52 @@ class Readings:
             else:
                 value_long += metric.value_long
                 value_string += metric.value_string
-        return {"ts": ts, "metric_id": metric_id, "data_type": data_type, "value": value,
-                "value_long": value_long, "value_string": value_string}
+        columns = Columns(ts=ts, metric_id=metric_id, data_type=data_type, value=value,
+                          value_long=value_long, value_string=value_string)
+        columns.readings = self
+        return columns
+
+    def batch(self) -> pa.RecordBatch:
+        """The readings as an Arrow record batch (schemas.frames.READINGS), built from the
+        metrics without a Python value per row for the repeated columns: metric_id and
+        data_type are dictionary indices (one dictionary entry per metric id, one per data
+        type: ClickHouse refuses duplicates in a LowCardinality dictionary), and a batch
+        of Double metrics only gets zero longs and empty strings from buffers.
+
+        Raises pyarrow's errors (TypeError, ArrowInvalid) for values of the wrong type.
+        """
+        metrics = list(self._metrics.values())
+        counts = np.fromiter((len(m.ts) for m in metrics), dtype=np.int64, count=len(metrics))
+        rows = int(counts.sum())
+        types: dict[str, int] = {}
+        type_of = [types.setdefault(m.data_type, len(types)) for m in metrics]
+        metric_codes = np.repeat(np.arange(len(metrics), dtype=np.int32), counts)
+        type_codes = np.repeat(np.array(type_of, dtype=np.int32), counts)
+        ts = pa.array(np.fromiter(itertools.chain.from_iterable(m.ts for m in metrics), dtype=np.int64, count=rows))
+        value = pa.array(list(itertools.chain.from_iterable(m.value for m in metrics)), pa.float64())
+        if all(type(m) is _DoubleReadings for m in metrics):
+            value_long = pa.array(np.zeros(rows, dtype=np.int64))
+            value_string = pa.StringArray.from_buffers(rows, pa.py_buffer(np.zeros(rows + 1, dtype=np.int32)),
+                                                       pa.py_buffer(b""))
+        else:
+            value_long = pa.array(list(itertools.chain.from_iterable(
+                itertools.repeat(0, len(m.ts)) if type(m) is _DoubleReadings else m.value_long for m in metrics)),
+                pa.int64())
+            value_string = pa.array(list(itertools.chain.from_iterable(
+                itertools.repeat("", len(m.ts)) if type(m) is _DoubleReadings else m.value_string for m in metrics)),
+                pa.string())
+        return pa.RecordBatch.from_arrays([
+            ts.view(_TS),
+            pa.DictionaryArray.from_arrays(pa.array(metric_codes), pa.array([m.metric_id for m in metrics], pa.string())),
+            pa.DictionaryArray.from_arrays(pa.array(type_codes), pa.array(list(types), pa.string())),
+            value, value_long, value_string,
+        ], schema=READINGS)
+
+
+class Columns(dict):
+    """`Readings.columns()`: the columns as lists by name, remembering the readings they
+    came from so that schemas.frames.readings_batch builds the Arrow batch from those
+    (`Readings.batch`) rather than from the lists. A copy is a plain dict; do not
+    change the lists in place."""
+
+    readings: Readings | None = None
