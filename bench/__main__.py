@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 from bench.common import Context, free_port
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = [s for s in args.only.split(",") if s]
     rows = []
     stage_seconds: dict[str, float] = {}
+    failed: list[str] = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as scratch:
         broker = None
@@ -52,9 +54,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"bench: {stage} …", file=sys.stderr, flush=True)
                 stage_started = time.monotonic()
                 module = importlib.import_module(f"bench.{stage}")
-                rows.extend(module.run(context))
+                try:
+                    rows.extend(module.run(context))
+                except Exception:
+                    # One broken stage must not cost the figures of the others (a full run is 20 minutes).
+                    traceback.print_exc()
+                    failed.append(stage)
                 stage_seconds[stage] = round(time.monotonic() - stage_started, 1)
-                print(f"bench: {stage} took {_duration(stage_seconds[stage])}", file=sys.stderr, flush=True)
+                print(f"bench: {stage} {'FAILED after' if stage in failed else 'took'} "
+                      f"{_duration(stage_seconds[stage])}", file=sys.stderr, flush=True)
         finally:
             if broker is not None:
                 broker.stop()
@@ -63,12 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     write_json(rows, Path(args.out), {"quick": args.quick, "runs": args.runs, "stages": stages,
                                       "soak_seconds": args.soak_seconds,
                                       "soak_rate": args.soak_rate, "seconds": round(total),
-                                      "stage_seconds": stage_seconds})
+                                      "stage_seconds": stage_seconds, "failed_stages": failed})
     # The rest of the total is the broker's start and stop.
     print(f"\nbench: wall time {_duration(total)} (" + ", ".join(f"{stage} {_duration(seconds)}"
                                                            for stage, seconds in stage_seconds.items()) + ")")
     print(f"bench: {len(rows)} figures → {args.out}")
-    return 0
+    if failed:
+        print(f"bench: FAILED stages: {', '.join(failed)} (their tracebacks are above)")
+    return 1 if failed else 0
 
 
 def _duration(seconds: float) -> str:

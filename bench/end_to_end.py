@@ -173,8 +173,8 @@ def _ts(ms: int) -> str:
 
 
 def _visible(bench: BenchStack, base: int) -> tuple[float, int]:
-    # Capacity loads take the default range: SLOT_MS.
     """(wall time, readings rows in the load's event-time slot); the time is the query's midpoint."""
+    # Capacity loads take the default range: SLOT_MS.
     sent = time.time()
     rows = bench.sql(f"SELECT count() FROM {bench.settings.database}.readings "
                      f"WHERE ts >= {_ts(base)} AND ts < {_ts(base + SLOT_MS)}")

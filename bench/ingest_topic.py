@@ -105,7 +105,7 @@ def _drain_ingest_topic(bench: BenchStack, fleet: Fleet, key: str, slots: Slots,
     """Values/s made visible while working off a burst produced to the ingest topic at full speed."""
     from confluent_kafka import Producer
 
-    base = slots.take()
+    base, _ = slots.take(requests=plan.burst)
     messages = _messages(bench, fleet, base, plan.burst, registry_url)
     total = len(messages) * VALUES
     topic = f"{bench.settings.topic_prefix}ingest"
