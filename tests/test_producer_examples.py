@@ -55,8 +55,11 @@ def test_an_example_producer_lands_its_frames_as_readings(example, registry_stac
             "--thing", thing, "--frames", "10"]
     if example == "produce_avro.py":
         args += ["--registry", settings.schema_registry_url]
-    run = subprocess.run([sys.executable, str(EXAMPLES / example), *args], env={**os.environ, "SLUICE_API_KEY": key},
-                         capture_output=True, text=True, timeout=120)
+    try:
+        run = subprocess.run([sys.executable, str(EXAMPLES / example), *args],
+                             env={**os.environ, "SLUICE_API_KEY": key}, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired as exc:  # say where it hung: the registry, the broker, or the flush
+        pytest.fail(f"{example} did not finish in 120 s; it printed:\n{exc.stdout or ''}{exc.stderr or ''}")
     assert run.returncode == 0, run.stdout + run.stderr
     request_id = re.search(r"requestId (kafka-\d+-\d+)", run.stdout).group(1)
 
