@@ -11,7 +11,7 @@ import threading
 from typing import Iterator
 
 import orjson
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 import schemas
 from catalog.resolution import ResolutionTable, build_table
@@ -67,12 +67,18 @@ class CatalogView:
     def catch_up_to_end(self, timeout: float = 30.0) -> bool:
         """Block until the view has applied every record the catalog held when called (its
         end, asked of the broker); False on timeout. For a decision another service may
-        have taken already, such as a processor inferring a data source's schema."""
+        have taken already, such as a processor inferring a data source's schema. Also False
+        when the broker cannot say where the catalog ends: callers wait for the view, they do
+        not fail for it."""
         with self._end_lock:
             if self._end_reader is None:
                 self._end_reader = Consumer({"bootstrap.servers": self._bootstrap, "group.id": "sluice-catalog-end",
                                              "enable.auto.commit": False})
-            _, high = self._end_reader.get_watermark_offsets(TopicPartition(self._topic, 0), timeout=timeout)
+            try:
+                _, high = self._end_reader.get_watermark_offsets(TopicPartition(self._topic, 0), timeout=timeout)
+            except KafkaException as exc:
+                log.warning("catalog view: could not ask where the catalog ends: %s", exc)
+                return False
         return self.wait_applied(high - 1, timeout)
 
     def stop(self) -> None:

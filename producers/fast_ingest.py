@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi.routing import APIRoute
-from confluent_kafka import KafkaException
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
@@ -193,16 +192,8 @@ class FastIngest:
             if job is not None and not job[1].done():
                 await asyncio.shield(job[1])  # an older one: let it finish, then start a fresh one
                 continue
-            future = asyncio.ensure_future(run_in_threadpool(_catch_up, app.state.catalog.view))
+            future = asyncio.ensure_future(run_in_threadpool(app.state.catalog.view.catch_up_to_end, CATCH_UP_S))
             self._catching_up = (time.monotonic(), future)
-
-
-def _catch_up(view: Any) -> bool:
-    try:
-        return view.catch_up_to_end(CATCH_UP_S)
-    except KafkaException as exc:
-        log.warning("could not catch the catalog view up after a miss: %s", exc)
-        return False
 
 
 def _handler_for(handlers: dict, exc: Exception) -> Callable | None:

@@ -4,6 +4,7 @@ versions, constraints, bulk registration, orgs, keys, scopes and filters."""
 from __future__ import annotations
 
 import secrets
+import socket
 
 import httpx
 import pytest
@@ -258,3 +259,16 @@ def test_resource_filters_limit_a_key_to_its_places_and_things(org, stack, capac
     assert error(org.post("/v2/api-keys", json={"name": "bad", "scopes": ["read"],
                                                 "filters": {"placeIds": ["site_nope"]}}), 400)["details"][
         "field"] == "filters.placeIds"
+
+
+def test_catching_up_with_no_broker_answers_false_rather_than_raising():
+    """A sync reply that asks the view to catch up (or a 401/404 miss) must not fail for it:
+    with no broker to say where the catalog ends, the view says it did not catch up."""
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    view = CatalogView(f"127.0.0.1:{port}", "nowhere.catalog")
+    try:
+        assert view.catch_up_to_end(timeout=1.0) is False
+    finally:
+        view.stop()
