@@ -15,7 +15,7 @@ import orjson
 
 from catalog.brief import brief
 from catalog.coercion import CoercionError, coerce
-from catalog.resolution import ResolutionTable
+from catalog.resolution import ResolutionTable, ResolvedMetric
 from processors import json_body
 from processors.columns import MetricReadings, Readings
 from processors.outcome import Outcome, Rejection, make_verdict, rejected
@@ -73,12 +73,13 @@ def _parse(envelope: dict) -> dict:
     return body
 
 
-def _normalize_frames(frames_in: list, table: ResolutionTable, now: int) -> tuple[dict, list[dict], list[str]]:
+def _normalize_frames(frames_in: list, table: ResolutionTable, now: int) -> tuple[Readings, list[dict], list[str]]:
     """Resolve and coerce every value into readings columns; (readings, locations, names written)."""
     readings = Readings()
     locations: list[dict] = []
     names: dict[str, None] = {}  # insertion-ordered set of canonical names written
-    by_name: dict[str, MetricReadings] = {}  # the request's spellings, resolved once: frames repeat the same names
+    # The request's spellings, resolved once (frames repeat the same names): (readings, resolution).
+    by_name: dict[str, tuple[MetricReadings, ResolvedMetric]] = {}
     latest_allowed = now + MAX_FUTURE_MS
     for index, frame in enumerate(frames_in):
         where = f"frames[{index}]"
@@ -100,25 +101,25 @@ def _normalize_frames(frames_in: list, table: ResolutionTable, now: int) -> tupl
         if not isinstance(metrics, dict) or not metrics:
             raise Rejection(400, "INVALID_PAYLOAD", "each frame needs at least one metric", f"{where}.metrics")
         for name, raw_value in metrics.items():
-            metric = by_name.get(name)
-            if metric is None:
+            known = by_name.get(name)
+            if known is None:
                 resolved = table.get(name.lower())
                 if resolved is None:
                     raise Rejection(400, "UNKNOWN_METRIC", f"metric {brief(name)} is not defined on the thing's type",
                                     f"{where}.metrics.{name}")
-                metric = by_name[name] = readings.metric(resolved.metric_id, resolved.data_type)
+                known = by_name[name] = readings.metric(resolved.metric_id, resolved.data_type), resolved
                 names[resolved.name] = None
+            metric, resolved = known
             if type(raw_value) is float and metric.data_type == "Double" and raw_value - raw_value == 0.0:
                 metric.add(ts, raw_value)  # the common case, what coerce() returns for it
                 continue
-            resolved = table[name.lower()]  # found above, when the spelling was first seen
             try:
                 metric.add(ts, *coerce(resolved.data_type, raw_value, resolved.enum_values))
             except CoercionError as exc:
                 raise Rejection(400, "INVALID_VALUE",
                                 f"metric {brief(name)} in frame {index}: value {brief(raw_value)}: {exc}",
                                 f"{where}.metrics.{name}") from None
-    return readings.columns(), locations, list(names)
+    return readings, locations, list(names)
 
 
 def _number(value: object, field: str, low: float, high: float) -> float:
