@@ -75,7 +75,7 @@ def _judge(envelope: dict, lookup: Lookup, batch: bool) -> Outcome:
                             "type_version_id": asset.get("thingTypeVersionId") or "",
                             "version": envelope["received_at"],
                             "frames": sum(len(item.get(section) or ()) for section in SECTIONS),
-                            "readings": readings.columns(), "locations": locations})
+                            "readings": readings, "locations": locations})
     except Rejection as rejection:
         return rejected(envelope, rejection, received, now)
     verdict = make_verdict(envelope, "ingested", 200, received, received, list(names), [], now)

@@ -1,6 +1,9 @@
 """The readings columns of one frame batch (schemas.frames.READINGS), gathered metric by metric.
 
-Every rulebook adds its coerced values here and hands `columns()` to the batch.
+Every rulebook adds its coerced values here and hands the Readings to the frame batch as
+its `readings`: schemas.frames builds the Arrow batch from it (`batch`), with no per-row
+Python lists. Read as a mapping (`readings["ts"]`, as tests and the list path do), it gives
+the six columns as lists, built on each read.
 Values are kept per metric: a metric's id and data type are stored once, not once
 a value, and a Double metric keeps only times and numbers, because by the frames
 contract its `value_long` is 0 and its `value_string` empty (schemas/README.md).
@@ -14,6 +17,7 @@ at one time the later is still the later one.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +25,7 @@ import pyarrow as pa
 from schemas.frames import READINGS
 
 _TS = READINGS.field("ts").type
+
 
 class MetricReadings:
     """One metric's readings in a frame batch."""
@@ -52,7 +57,7 @@ class _DoubleReadings(MetricReadings):
         self.value.append(value)
 
 
-class Readings:
+class Readings(Mapping):
     """A frame batch's readings columns, built one metric value at a time."""
 
     __slots__ = ("_metrics",)
@@ -69,9 +74,22 @@ class Readings:
             found = self._metrics[metric_id] = kind(metric_id, data_type)
         return found
 
-    def columns(self) -> Columns:
-        """The six columns by name, as schemas.frames.readings_batch takes them
-        (which then builds the Arrow batch from the metrics, see `batch`)."""
+    @property
+    def rows(self) -> int:
+        """How many readings: one row each."""
+        return sum(len(metric.ts) for metric in self._metrics.values())
+
+    def __getitem__(self, name: str) -> list:
+        return self.columns()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(READINGS.names)
+
+    def __len__(self) -> int:
+        return len(READINGS.names)
+
+    def columns(self) -> dict[str, list]:
+        """The six columns by name, as lists (the frames writer uses `batch` instead)."""
         ts: list[int] = []
         metric_id: list[str] = []
         data_type: list[str] = []
@@ -90,10 +108,8 @@ class Readings:
             else:
                 value_long += metric.value_long
                 value_string += metric.value_string
-        columns = Columns(ts=ts, metric_id=metric_id, data_type=data_type, value=value,
-                          value_long=value_long, value_string=value_string)
-        columns.readings = self
-        return columns
+        return {"ts": ts, "metric_id": metric_id, "data_type": data_type, "value": value,
+                "value_long": value_long, "value_string": value_string}
 
     def batch(self) -> pa.RecordBatch:
         """The readings as an Arrow record batch (schemas.frames.READINGS), built from the
@@ -130,12 +146,3 @@ class Readings:
             pa.DictionaryArray.from_arrays(pa.array(type_codes), pa.array(list(types), pa.string())),
             value, value_long, value_string,
         ], schema=READINGS)
-
-
-class Columns(dict):
-    """`Readings.columns()`: the columns as lists by name, remembering the readings they
-    came from so that schemas.frames.readings_batch builds the Arrow batch from those
-    (`Readings.batch`) rather than from the lists. A copy is a plain dict; do not
-    change the lists in place."""
-
-    readings: Readings | None = None

@@ -66,7 +66,7 @@ def _parse(raw: bytes) -> dict | list:
 
 
 def _normalize(items: list, single: bool, org_id: str, harbor_id: str, auto: bool, lookup: Lookup,
-               envelope: dict, now: int) -> tuple[dict[str, dict], list, list[str]]:
+               envelope: dict, now: int) -> tuple[dict[str, Readings], list, list[str]]:
     """(readings columns by ship thing id, catalog entities to provision, cargo names written)."""
     readings_by_thing: dict[str, Readings] = {}
     things: dict[str, str] = {}  # ship id -> thing id, known or provisioned in this request
@@ -109,8 +109,7 @@ def _normalize(items: list, single: bool, org_id: str, harbor_id: str, auto: boo
         if readings is None:
             readings = readings_by_thing[thing_id] = Readings()
         readings.metric(metric_id, "Double").add(ts, value)
-    columns = {thing_id: readings.columns() for thing_id, readings in readings_by_thing.items()}
-    return columns, provisions, list(metrics)
+    return readings_by_thing, provisions, list(metrics)
 
 
 class _Bad(Exception):

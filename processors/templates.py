@@ -60,7 +60,7 @@ def map_template(envelope: dict, get: Lookup, table_lookup: TableLookup, preview
         outcome = rejected(envelope, rejection, 0, now)
         return Outcome([], outcome.verdict) if preview else outcome
     readings, written, skipped, names = map_records(records, template, table, now)
-    values = len(readings["ts"])
+    values = readings.rows
     report = {"previewOnly": preview, "templateId": template.template_id, "templateRevision": template.revision,
               "recordsParsed": len(records), "readingsWritten": written, "metricValuesWritten": values,
               "recordsSkipped": [{"index": i, "reason": reason, "value": value}
@@ -120,7 +120,7 @@ Skipped = tuple[int, str, object, str]  # (record index, reason, the offending v
 
 
 def map_records(records: list, template: CompiledTemplate, table: ResolutionTable,
-                now: int) -> tuple[dict, int, list[Skipped], list[str]]:
+                now: int) -> tuple[Readings, int, list[Skipped], list[str]]:
     """Map records to readings columns: (readings, records written, skipped, metric names written).
 
     A record is written whole or skipped whole: every value is checked before any is kept.
@@ -165,7 +165,7 @@ def map_records(records: list, template: CompiledTemplate, table: ResolutionTabl
         for resolved, coerced in row:
             readings.metric(resolved.metric_id, resolved.data_type).add(ts, *coerced)
             names[resolved.name] = None
-    return readings.columns(), written, skipped, list(names)
+    return readings, written, skipped, list(names)
 
 
 class _Skip(Exception):

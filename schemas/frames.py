@@ -49,13 +49,13 @@ EMPTY_LOCATIONS = pa.RecordBatch.from_pylist([], LOCATIONS)
 def readings_batch(readings: dict[str, list]) -> pa.RecordBatch:
     """The readings columns a rulebook built (lists by column name) as Arrow.
 
-    Columns from processors.columns.Readings.columns() are built from their metrics
-    directly (no per-row lists); any other dict from its lists.
+    A rulebook's processors.columns.Readings builds its batch itself, from its metrics (no
+    per-row lists); a plain dict is built from its lists.
     Raises pyarrow's errors (TypeError, ArrowInvalid) for values of the wrong type.
     """
-    source = getattr(readings, "readings", None)
-    if source is not None:
-        return source.batch()
+    build = getattr(readings, "batch", None)
+    if build is not None:
+        return build()
     return pa.RecordBatch.from_arrays([_array(readings[f.name], f.type) for f in READINGS], schema=READINGS)
 
 

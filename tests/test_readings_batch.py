@@ -53,6 +53,9 @@ def test_columns_hand_the_batch_their_readings_and_a_plain_dict_still_works():
     columns = readings.columns()
     assert columns == dict(columns) and isinstance(columns, dict)
     assert frames.readings_batch(columns).equals(frames.readings_batch(dict(columns)))
+    assert frames.readings_batch(readings).equals(readings.batch())  # the rulebooks' path: built from the metrics
+    assert dict(readings) == columns  # read as a mapping, the same lists
+    assert readings.rows == len(columns["ts"]) == 11
 
 
 def test_only_double_metrics_get_zero_longs_and_empty_strings():
@@ -76,7 +79,7 @@ def test_no_readings_make_an_empty_batch():
 def test_the_direct_batch_round_trips_through_a_frame_batch():
     readings = mixed()
     batch = {"request_id": "req_1", "org_id": "org_1", "thing_id": "thg_1", "type_version_id": "tver_1",
-             "version": 1, "frames": 9, "readings": readings.columns(), "locations": []}
+             "version": 1, "frames": 9, "readings": readings, "locations": []}
     decoded = frames.decode(frames.encode(batch))
     assert decoded["readings"].equals(frames.readings_batch(dict(readings.columns())))
     assert isinstance(decoded["readings"].column(1), pa.DictionaryArray)
