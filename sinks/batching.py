@@ -283,7 +283,10 @@ class BatchingSink:
                 if message is not None and message.error() is None:
                     # Not ours to drop: the next commit past it would skip it. Read it again later.
                     log.warning("%s: a message arrived while paused; seeking back to it", self.name)
-                    self._consumer.seek(TopicPartition(message.topic(), message.partition(), message.offset()))
+                    try:
+                        self._consumer.seek(TopicPartition(message.topic(), message.partition(), message.offset()))
+                    except KafkaException as exc:  # taken by a rebalance meanwhile: its new owner reads it
+                        log.warning("%s: seek failed: %s", self.name, exc)
                 self.health.beat()
         finally:
             self._holding = False
