@@ -18,16 +18,13 @@ from __future__ import annotations
 import re
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient
-
 import schemas
 from bench import fixtures as fx
 from bench.stack_setup import BenchStack, descendants
+from bus.lag import LagCollector
 
 _TICK = 1 / 100  # /proc's clock ticks per second (USER_HZ), 100 on Linux
 _SINK = "sink-readings"  # the readings sink's consumer-group suffix (sinks/registry.py)
@@ -46,10 +43,7 @@ class StageMonitor:
         self.stages = (("raw", f"{prefix}processors", topics.raw), ("frames", f"{prefix}{_SINK}", topics.frames))
         self.samples: list[dict] = []
         self.base_pids = dict(pids)
-        self._admin = AdminClient({"bootstrap.servers": bench.ctx.bootstrap})
-        # Only for watermarks: never subscribes, never commits.
-        self._offsets = Consumer({"bootstrap.servers": bench.ctx.bootstrap, "group.id": f"bench-lag-{uuid.uuid4()}",
-                                  "enable.auto.commit": False})
+        self._lag = LagCollector(bench.ctx.bootstrap, prefix, timeout=10.0)
         self._http = httpx.Client(base_url=bench.url, headers={"X-Api-Key": bench.key}, timeout=60)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -76,7 +70,6 @@ class StageMonitor:
 
     def close(self) -> None:
         self.stop()
-        self._offsets.close()
         self._http.close()
 
     def _run(self) -> None:
@@ -103,18 +96,11 @@ class StageMonitor:
         return out
 
     def lags(self) -> dict[str, int]:
-        """Stage name → messages in its topic its group has not committed yet."""
-        out = {}
-        for name, group, topic in self.stages:
-            partitions = [TopicPartition(topic, p) for p in range(self.bench.settings.partitions)]
-            request = [ConsumerGroupTopicPartitions(group, partitions)]
-            committed = self._admin.list_consumer_group_offsets(request)[group].result(timeout=10)
-            lag = 0
-            for tp in committed.topic_partitions:
-                low, high = self._offsets.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
-                lag += high - (tp.offset if tp.offset >= 0 else low)
-            out[f"{name}_lag"] = lag
-        return out
+        """Stage name → messages in its topic its group has not committed yet (bus.lag, as the
+        edge's /metrics reports it, summed over partitions)."""
+        lag = self._lag.lag()
+        return {f"{name}_lag": sum(n for (g, t, _), n in lag.items() if (g, t) == (group, topic))
+                for name, group, topic in self.stages}
 
     def _sink(self) -> dict:
         try:
