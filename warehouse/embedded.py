@@ -68,7 +68,7 @@ class ChdbWarehouse(Warehouse):
         super().__init__(database)
         self.path = Path(path)
         self._bound = max(1, sessions)
-        self._pool = threading.Condition()  # guards the four fields below
+        self._pool = threading.Condition()  # guards the three fields below
         self._idle: list[_Session] = []
         self._open = 1  # sessions open: idle, in use, or being opened (the first, below)
         self._closed = False
