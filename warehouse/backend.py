@@ -2,7 +2,7 @@
 
 Also the result type and the errors every backend raises, so callers never see
 chdb or clickhouse_connect exceptions. Every Warehouse method may block (on the
-engine, on the network, or on the embedded engine's lock).
+engine, on the network, or for one of the embedded engine's sessions).
 
 Row values are Python objects converted from ClickHouse's Arrow output, the same
 way on both backends: DateTime64 -> datetime aware in UTC (tzinfo=timezone.utc),
@@ -125,8 +125,8 @@ class Warehouse(abc.ABC):
         The checks run (and raise ReadOnlyError / WarehouseError) before this
         returns; the engine's own refusals and later failures raise WarehouseError
         from next(). Close the iterator to stop
-        early. Embedded chDB holds its lock until the iterator is exhausted or
-        closed, so other statements (the in-process sink's inserts) wait meanwhile.
+        early. Embedded chDB holds one of its few sessions until the iterator is
+        exhausted or closed.
         """
         if fmt not in STREAM_FORMATS.values():
             raise ValueError(f"unknown stream format {fmt!r}")

@@ -1,15 +1,20 @@
 """ChdbWarehouse: the warehouse as embedded ClickHouse (chDB) in this process.
 
-One chDB session owns the data folder; chDB locks it, so a second process (or a
-second ChdbWarehouse on another folder in this process) cannot open it while
-this one is open. Every call holds one threading.Lock: the HTTP edge queries
-while the in-process sink inserts from another thread, and a session also
-carries state (the current database) that must not interleave. So every method
-may block behind another thread's statement, then for the statement itself.
+chDB runs one engine per process over one data folder and locks the folder, so a
+second process (or a second ChdbWarehouse on another folder in this process)
+cannot open it while this one is open. Over that engine, statements run on a
+small pool of chDB sessions, one statement (or one stream, first chunk to last)
+per session at a time: the edge's sinks insert from their own threads while it
+serves queries, and with one session each would wait behind the others. chDB
+runs statements of different sessions concurrently. A session carries state
+(the current database, set by USE), so each call checks out a whole session and
+every session selects the database before its first use. A call blocks only when
+every session is busy, then for the statement itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -29,38 +34,58 @@ from warehouse.backend import (
     normalize_parameters,
 )
 
+#: Sessions open at most at once, so statements running at once. A session costs
+#: next to nothing (about a millisecond to open, no memory to speak of): the
+#: bound is on concurrent statements, whose memory adds up and which share the
+#: same cores (the engine already spreads one statement over them). The edge runs
+#: five sinks, one statement each at a time; six lets all of them insert at once
+#: and still leaves the read side a session, so a query waits behind another
+#: query at worst, never behind inserts alone.
+SESSIONS = 6
+
+_UNKNOWN_DATABASE = 81
+
+
+class _Session:
+    """One pooled chDB session and whether it has selected the warehouse's database."""
+
+    __slots__ = ("chdb", "uses_database")
+
+    def __init__(self, chdb: chdb_session.Session):
+        self.chdb = chdb
+        self.uses_database = False
+
 
 class ChdbWarehouse(Warehouse):
-    """Embedded ClickHouse with its data under `path` (created if missing).
+    """Embedded ClickHouse with its data under `path` (created if missing), run on
+    up to `sessions` concurrent chDB sessions.
 
     Raises WarehouseUnavailable when chDB cannot open the folder (e.g. another
     process holds it).
     """
 
-    def __init__(self, path: Path, database: str):
+    def __init__(self, path: Path, database: str, sessions: int = SESSIONS):
         super().__init__(database)
         self.path = Path(path)
-        self._lock = threading.Lock()
+        self._bound = max(1, sessions)
+        self._pool = threading.Condition()  # guards the three fields below
+        self._idle: list[_Session] = []
+        self._open = 1  # sessions open: idle, in use, or being opened (the first, below)
+        self._closed = False
         self.path.mkdir(parents=True, exist_ok=True)
+        # The first session now, so a folder another process holds fails here.
+        session = self._open_session()
         try:
-            self._session: chdb_session.Session | None = chdb_session.Session(str(self.path))
-        except Exception as exc:  # chDB raises plain RuntimeError-likes here
-            # chDB's own message for a folder locked by another process is just
-            # "Error initializing EmbeddedServer", hence the hint.
-            raise WarehouseUnavailable(
-                f"cannot open chDB at {self.path} (one process at a time; is another Sluice "
-                f"process or a second warehouse folder open?): {exc}", error_code(str(exc))) from exc
-        try:
-            self._run(f"USE {self.database}")
-        except WarehouseError as exc:
-            if exc.code != 81:  # UNKNOWN_DATABASE
-                self.close()
-                raise  # else: fine before the first migrate(), which selects it
+            self._use_database(session)
+        except WarehouseError:
+            self._checkin(session)
+            self.close()
+            raise
+        self._checkin(session)
 
     def migrate(self) -> None:
         migrations.apply(self.database, self._run, self._applied_migrations)
-        self._run(f"USE {self.database}")
-        self._forget_tables()
+        self._forget_tables()  # (sessions opened before the database existed select it at their next use)
 
     def _applied_migrations(self) -> set[int]:
         return {version for (version,) in self.query(migrations.applied_sql(self.database)).rows}
@@ -93,13 +118,11 @@ class ChdbWarehouse(Warehouse):
         self._run(sql)
 
     def _stream(self, sql: str, fmt: str) -> Iterator[bytes]:
-        # Any other statement on the session ends a streaming query, so the lock
-        # is held from the first chunk to the last (or to close()).
-        with self._lock:
-            if self._session is None:
-                raise WarehouseError("the chDB warehouse is closed")
+        # Any other statement on the session ends a streaming query, so the
+        # session stays checked out from the first chunk to the last.
+        with self._session() as session:
             try:
-                stream = self._session.send_query(sql, fmt)
+                stream = session.send_query(sql, fmt)
             except Exception as exc:
                 raise WarehouseError(str(exc).strip(), error_code(str(exc))) from exc
             header = None  # chDB repeats a WithNames format's header in every chunk: keep the first
@@ -124,16 +147,81 @@ class ChdbWarehouse(Warehouse):
                 stream.close()
 
     def close(self) -> None:
-        with self._lock:
-            session, self._session = self._session, None
-            if session is not None:
-                session.close()
+        """Close the idle sessions now and each one in use when its statement or
+        stream ends; chDB releases the engine and the folder with the last one.
+        Later calls raise WarehouseError. Does not wait."""
+        with self._pool:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._open -= len(idle)
+            self._pool.notify_all()  # callers waiting for a session: it is closed
+        for session in idle:
+            session.chdb.close()
 
     def _run(self, sql: str, fmt: str = "CSV", params: dict[str, str] | None = None) -> Any:
-        with self._lock:
-            if self._session is None:
-                raise WarehouseError("the chDB warehouse is closed")
+        with self._session() as session:
             try:
-                return self._session.query(sql, fmt, params=params or None)
+                return session.query(sql, fmt, params=params or None)
             except Exception as exc:  # ChdbError, RuntimeError from the engine
                 raise WarehouseError(str(exc).strip(), error_code(str(exc))) from exc
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[chdb_session.Session]:
+        """A session of this warehouse's own for the duration of the block."""
+        session = self._checkout()
+        try:
+            if not session.uses_database:
+                self._use_database(session)
+            yield session.chdb
+        finally:
+            self._checkin(session)
+
+    def _checkout(self) -> _Session:
+        with self._pool:
+            while True:
+                if self._closed:
+                    raise WarehouseError("the chDB warehouse is closed")
+                if self._idle:
+                    return self._idle.pop()
+                if self._open < self._bound:
+                    self._open += 1  # reserved; opened below, outside the pool's lock
+                    break
+                self._pool.wait()
+        try:
+            return self._open_session()
+        except BaseException:
+            with self._pool:
+                self._open -= 1
+                self._pool.notify()
+            raise
+
+    def _checkin(self, session: _Session) -> None:
+        with self._pool:
+            if not self._closed:
+                self._idle.append(session)
+                self._pool.notify()
+                return
+            self._open -= 1
+        session.chdb.close()
+
+    def _open_session(self) -> _Session:
+        try:
+            return _Session(chdb_session.Session(str(self.path)))
+        except Exception as exc:  # chDB raises plain RuntimeError-likes here
+            # chDB's own message for a folder locked by another process is just
+            # "Error initializing EmbeddedServer", hence the hint.
+            raise WarehouseUnavailable(
+                f"cannot open chDB at {self.path} (one process at a time; is another Sluice "
+                f"process or a second warehouse folder open?): {exc}", error_code(str(exc))) from exc
+
+    def _use_database(self, session: _Session) -> None:
+        """Make the warehouse's database the session's current one, unless it does not
+        exist yet (before the first migrate(): statements name their database then)."""
+        try:
+            session.chdb.query(f"USE {self.database}")
+        except Exception as exc:
+            code = error_code(str(exc))
+            if code == _UNKNOWN_DATABASE:
+                return
+            raise WarehouseError(str(exc).strip(), code) from exc
+        session.uses_database = True
