@@ -367,7 +367,8 @@ def _backlog(monitor: StageMonitor, probe: "_Probe", result: dict, since: float)
     if probe.query_s:
         rows.append(Row("end_to_end.soak_poll_ms", "soak: freshness poll query time", "ms",
                         Stat.of([q * 1000 for q in probe.query_s]), lower_is_better=True,
-                        note=f"{len(probe.query_s)} polls through the edge's admin SQL; each holds chDB's lock"))
+                        note=f"{len(probe.query_s)} polls through the edge's admin SQL, on a chDB session "
+                             f"beside the sinks' inserts"))
     for name in kept[-1]["cpu_s"]:
         used = (max(s["cpu_s"].get(name, 0.0) for s in kept) - kept[0]["cpu_s"].get(name, 0.0)) / span
         rows.append(Row(f"end_to_end.soak_cpu_cores.{name}", f"soak: CPU of {name}", "cores", Stat.of([used]),
