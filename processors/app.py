@@ -115,6 +115,7 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
                 messages = [m for m in messages if m[0] != CATALOG]
             for logical, key, value in messages:
                 pending.append(await outputs[logical].send(key=key, value=value))
+        producer.send_now()  # all queued: lingering would only delay the acks awaited here
         await asyncio.gather(*pending)
 
     async def handle(batch: list[bytes]) -> None:
