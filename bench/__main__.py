@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only edge,processor,...,ingest_topic,...,rollups]`: run the benchmarks on this
+"""`python -m bench [--quick] [--only edge,processor,...,ingest_topic,...,rollups,sync]`: run the benchmarks on this
 machine against the real local broker and warehouse, print the table, write
 bench/results.json."""
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from bench.common import Context, free_port
 from bench.report import table, write_json
 
-STAGES = ("edge", "processor", "sink", "kafka_engine", "end_to_end", "ingest_topic", "backfill", "rollups")
+STAGES = ("edge", "processor", "sink", "kafka_engine", "end_to_end", "ingest_topic", "backfill", "rollups", "sync")
 NO_BROKER = {"rollups"}  # stages that need no Kafka broker
 
 

@@ -421,7 +421,7 @@ def _read_samples(path: Path) -> list[tuple[str, int, float]]:
     """(thing, first ts, accepted at in wall seconds) per accepted request, as the load client wrote them."""
     out = []
     for line in path.read_text().splitlines():
-        thing, ts, accepted_ms = line.split(",")
+        thing, ts, accepted_ms = line.split(",")[:3]
         out.append((thing, int(ts), int(accepted_ms) / 1000))
     return out
 

@@ -9,7 +9,8 @@ plus the time the last replies take.
 Every request carries event timestamps no other request of the run uses
 (`--ts-base` + a global sequence × frames + frame index), so the harness can find a
 request's rows in ClickHouse. With `--samples PATH` each accepted request is written
-there as `thing,first_ts,accepted_at_ms` (the client's wall clock when the reply came).
+there as `thing,first_ts,accepted_at_ms,latency_ms` (the client's wall clock when the reply
+came, and how long the reply took).
 
 The HTTP/1.1 client is a few lines of asyncio on purpose: on a 2-core machine every
 microsecond the client spends is taken from the edge, and a general-purpose client costs
@@ -174,7 +175,8 @@ class Load:
                     self.ok += 1
                     self.latencies.append((done - sent) * 1000)
                     if self.args.samples:
-                        self.samples.append(f"{thing},{first_ts},{int(time.time() * 1000)}")
+                        self.samples.append(f"{thing},{first_ts},{int(time.time() * 1000)},"
+                                            f"{(done - sent) * 1000:.3f}")
                 else:
                     self.statuses[str(status or "connection")] += 1
                     if status is None:
@@ -221,7 +223,8 @@ def summarize(parts: list[dict], values_per_request: int) -> dict:
         "requests": sum(p["requests"] for p in parts), "ok": ok, "errors": dict(errors),
         "values": ok * values_per_request, "elapsed_s": round(elapsed, 3),
         "requests_per_s": ok / elapsed, "values_per_s": ok * values_per_request / elapsed,
-        "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
+        "p50_ms": percentile(latencies, 50), "p90_ms": percentile(latencies, 90),
+        "p99_ms": percentile(latencies, 99), "max_ms": max(latencies, default=0.0),
         "started_at": min(p["started_at"] for p in parts), "ended_at": max(p["ended_at"] for p in parts),
         "ts_end": max(p["ts_end"] for p in parts),
         "client_cpu_cores": round(sum(p["cpu_cores"] for p in parts), 3),
@@ -306,7 +309,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=0, help="requests/s in total; 0: as fast as possible")
     parser.add_argument("--sync", action="store_true", help="Prefer: wait=5 (200 when ingested)")
     parser.add_argument("--ts-base", type=int, default=0, help="first event timestamp (epoch ms)")
-    parser.add_argument("--samples", help="write thing,first_ts,accepted_at_ms per accepted request here")
+    parser.add_argument("--samples", help="write thing,first_ts,accepted_at_ms,latency_ms per accepted request here")
     parser.add_argument("--procs", type=int, default=1, help="client processes")
     parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -9,7 +9,7 @@ Idempotency: see processors.idempotency.
 
 Durability: the agent takes raw messages in batches and awaits the broker's
 acknowledgement of every output before the batch's offsets are acked, so a
-crash replays the batch instead of losing it. `take()` acks a batch whenever
+crash replays the batch instead of losing it. processors.batching acks a batch whenever
 the loop moves on or is left, for whatever reason (its `finally`), so nothing
 may leave the loop mid-batch: if producing fails for good, or anything else
 escapes, the process exits at once, before Faust can commit, and the batch is
@@ -45,6 +45,7 @@ from catalog.view import CatalogView
 from config import Settings
 from processors.deciding_catalog import DecidingCatalog, StaleCatalog
 from processors import fetching, ingest_topic
+from processors.batching import batches
 from processors.idempotency import IdempotencyStore, first_verdict, idempotency_id, repeat_verdict
 from processors.ingest_topic import IngestMessage
 from processors.outcome import Outcome, failed, undecodable
@@ -115,6 +116,7 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
                 messages = [m for m in messages if m[0] != CATALOG]
             for logical, key, value in messages:
                 pending.append(await outputs[logical].send(key=key, value=value))
+        producer.send_now()  # all queued: lingering would only delay the acks awaited here
         await asyncio.gather(*pending)
 
     async def handle(batch: list[bytes]) -> None:
@@ -162,10 +164,14 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
 
     @app.agent(raw, name="normalize")
     async def normalize_agent(stream):
-        await run_batches(stream.take(settings.processor_batch, within=0.01), handle, metrics.RAW_MESSAGES)
+        await run_batches(raw_batches(stream), handle, metrics.RAW_MESSAGES)
+
+    async def raw_batches(stream):
+        async for events in batches(stream, settings.processor_batch, within=0.01):
+            yield [event.value for event in events]
 
     async def ingest_batches(stream):
-        async for events in stream.take_events(settings.processor_batch, within=0.01):
+        async for events in batches(stream, settings.processor_batch, within=0.01):
             yield [_ingest_message(event.message) for event in events]
 
     @app.agent(ingest, name="ingest")

@@ -10,6 +10,11 @@ queues a message and returns an awaitable that completes when every message
 queued so far is acknowledged by the broker (acks=all, idempotent producer), or
 raises if one of them failed for good. The agent awaits them before its batch
 ends, so offsets are committed only after the outputs are durable.
+
+Once a batch's outputs are all queued, waiting out linger.ms only delays the
+acks the agent waits for (a sync reply's verdict among them): `send_now()` has
+a thread flush, and librdkafka sends without lingering while a flush is in
+progress. The batch's messages still go together, as they were queued at once.
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from bus.logs import librdkafka_logger
 
 log = logging.getLogger(__name__)
+
+
+# A flush outlasting this (a broker down) ends; the next send_now() flushes again.
+FLUSH_TIMEOUT_S = 5.0
 
 
 class OutputProducer:
@@ -56,6 +65,9 @@ class OutputProducer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="processor-outputs", daemon=True)
+        self._flush = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_when_asked, name="processor-outputs-flush",
+                                         daemon=True)
 
     def topic(self, name: str) -> "OutputTopic":
         return OutputTopic(self, name)
@@ -67,6 +79,7 @@ class OutputProducer:
         if self._producer is None:
             self._producer = Producer(self._config)
             self._thread.start()
+            self._flusher.start()
         with self._lock:
             if self._acked is None:
                 self._loop = asyncio.get_running_loop()
@@ -82,6 +95,11 @@ class OutputProducer:
             except BaseException:
                 self._delivered(KafkaError(KafkaError._FAIL, "produce refused the message"), None)
                 raise
+
+    def send_now(self) -> None:
+        """Send everything queued without waiting out linger.ms; returns at once."""
+        if self._producer is not None:
+            self._flush.set()
 
     def _delivered(self, error: KafkaError | None, message: Message | None) -> None:
         # Runs on the delivery thread (or in send() when produce itself refused the message).
@@ -111,6 +129,18 @@ class OutputProducer:
             except Exception:
                 log.exception("serving the output producer's delivery reports failed; continuing")
 
+    def _flush_when_asked(self) -> None:
+        # flush() returns once the queue is empty: everything delivered or failed, its reports served.
+        while True:
+            self._flush.wait()
+            if self._stop.is_set():
+                return
+            self._flush.clear()  # before flushing: a request meanwhile flushes again
+            try:
+                self._producer.flush(FLUSH_TIMEOUT_S)
+            except Exception:
+                log.exception("flushing the output producer failed; continuing")
+
     def close(self, timeout: float = 10.0) -> None:
         """Deliver what is queued (blocks up to `timeout` s), then stop the delivery thread."""
         if self._producer is None:
@@ -119,7 +149,9 @@ class OutputProducer:
         if remaining:
             log.warning("%d output messages were not delivered at close", remaining)
         self._stop.set()
+        self._flush.set()
         self._thread.join(timeout)
+        self._flusher.join(timeout)
 
 
 class OutputTopic:

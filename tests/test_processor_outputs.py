@@ -67,3 +67,20 @@ def test_a_message_the_broker_refuses_fails_the_awaitable(kafka_bootstrap, topic
             asyncio.run(send_too_large())
     finally:
         producer.close()
+
+
+def test_send_now_delivers_without_waiting_out_the_linger(kafka_bootstrap, topic):
+    producer = OutputProducer(kafka_bootstrap, 1_000_000)
+    producer._config["linger.ms"] = 60_000  # far beyond the wait below: only send_now can deliver in time
+    out = producer.topic(topic)
+
+    async def send_one() -> None:
+        acked = await out.send(key=b"k", value=b"verdict")
+        producer.send_now()
+        await asyncio.wait_for(acked, 20)
+
+    try:
+        asyncio.run(send_one())
+        assert read_all(kafka_bootstrap, topic, 1) == [b"verdict"]
+    finally:
+        producer.close()
