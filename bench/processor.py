@@ -15,6 +15,12 @@ Start-up is reported on its own (process start → first frames message), and so
 is the longest pause in the output once it has begun: a stall shows there even
 when the rate hides it.
 
+Both sides also report the CPU their main thread (the agent's event loop; the
+plain loop's only Python thread) spent per request over the same clocked span,
+read from /proc (Linux only): on a machine of few cores the rate also depends on
+the other threads and processes, so this says how much of a gap is the main
+thread's own work.
+
 Baseline: the same decode → normalize → encode → produce loop in this process
 without Faust (confluent-kafka consumer and producer, a local CatalogView), also
 producing each verdict to the results topic and waiting for the broker's acks per
@@ -29,6 +35,8 @@ Blocks for the whole measurement (roughly 15-25 s a run at full scale).
 from __future__ import annotations
 
 import dataclasses
+import os
+import threading
 import time
 
 from confluent_kafka import Consumer, Producer
@@ -50,17 +58,27 @@ def run(ctx: Context) -> list[Row]:
     fx.create_topics(base)
     fleet = fx.create_catalog(base)
     messages = fx.raw_messages(fleet, requests)
-    agent, plain, startup, stalls = [], [], [], []
+    agent, plain, startup, stalls, agent_cpu, plain_cpu = [], [], [], [], [], []
     for i in range(ctx.runs):
         run_ = _agent_run(ctx, base.topic_prefix, messages)
         agent.append(run_.values_per_s)
         startup.append(run_.first_output_s)
         stalls.append(run_.longest_pause_s)
+        agent_cpu.append(run_.main_thread_us)
         fx.log(f"processor run {i + 1}: {run_.values_per_s:,.0f} values/s (first output after "
                f"{run_.first_output_s:.2f} s, longest pause {run_.longest_pause_s:.2f} s)")
-        plain.append(_plain_run(ctx, base.topic_prefix, messages))
+        rate, cpu = _plain_run(ctx, base.topic_prefix, messages)
+        plain.append(rate)
+        plain_cpu.append(cpu)
         fx.log(f"plain loop run {i + 1}: {plain[-1]:,.0f} values/s")
     note = f"{requests} requests × {fx.VALUES_PER_MESSAGE} values, 4 partitions, one process"
+    cpu_rows = [] if None in agent_cpu + plain_cpu else [
+        Row("processor.baseline_main_thread_us", "processor baseline: main thread CPU per request", "µs",
+            Stat.of(plain_cpu), lower_is_better=True, note="over the clocked span"),
+        Row("processor.main_thread_us", "processor: the agent's main thread CPU per request", "µs",
+            Stat.of(agent_cpu), baseline="processor.baseline_main_thread_us", lower_is_better=True,
+            note="over the clocked span; the event loop: Faust's consumer, the agent, sends"),
+    ]
     return [
         Row("processor.baseline_values_per_s", "processor baseline: plain decode→normalize→encode loop",
             "values/s", Stat.of(plain), note=note),
@@ -71,6 +89,7 @@ def run(ctx: Context) -> list[Row]:
             Stat.of(startup), lower_is_better=True),
         Row("processor.longest_pause_s", "processor: longest pause in output after the first", "s",
             Stat.of(stalls), lower_is_better=True, note="frames topic polled every 10 ms"),
+        *cpu_rows,
     ]
 
 
@@ -79,6 +98,7 @@ class AgentRun:
     values_per_s: float  # from the first frames message to the last
     first_output_s: float  # process start → first frames message
     longest_pause_s: float  # longest time the frames topic did not grow, after the first message
+    main_thread_us: float | None  # CPU of its main thread per request, over the clocked span
 
 
 def _prepare(ctx: Context, catalog_prefix: str, messages: list[tuple[bytes, bytes]]):
@@ -107,6 +127,7 @@ def _agent_run(ctx: Context, catalog_prefix: str, messages: list[tuple[bytes, by
             now = time.perf_counter()
             if first is None and done:
                 first, start = done, now
+                cpu_start = _thread_cpu_s(process.pid, process.pid)
             if done > last:
                 pause = max(pause, now - grew) if last else 0.0
                 last, grew = done, now
@@ -118,14 +139,16 @@ def _agent_run(ctx: Context, catalog_prefix: str, messages: list[tuple[bytes, by
             time.sleep(0.01)
         if first >= total or now <= start:
             raise RuntimeError("the processor finished before the first poll: raise the request count")
-        return AgentRun((total - first) * fx.VALUES_PER_MESSAGE / (now - start), start - spawned, pause)
+        cpu = _per_request_us(cpu_start, _thread_cpu_s(process.pid, process.pid), total - first)
+        return AgentRun((total - first) * fx.VALUES_PER_MESSAGE / (now - start), start - spawned, pause, cpu)
     finally:
         frames.close()
         terminate(process)
 
 
-def _plain_run(ctx: Context, catalog_prefix: str, messages: list[tuple[bytes, bytes]]) -> float:
-    """Values/s of the loop without Faust, in this process."""
+def _plain_run(ctx: Context, catalog_prefix: str,
+               messages: list[tuple[bytes, bytes]]) -> tuple[float, float | None]:
+    """Values/s of the loop without Faust, in this process, and its thread's CPU µs per request."""
     settings = _prepare(ctx, catalog_prefix, messages)
     topics = schemas.Topics(settings.topic_prefix)
     view = CatalogView(settings.kafka_bootstrap, topics.catalog)
@@ -167,9 +190,11 @@ def _plain_run(ctx: Context, catalog_prefix: str, messages: list[tuple[bytes, by
             done += len(batch)
             if start is None:  # the agent's rule: the clock starts once the first frames are in the topic
                 start, first = time.perf_counter(), done
+                cpu_start = _thread_cpu_s(os.getpid(), threading.get_native_id())
         if first >= total:
             raise RuntimeError("baseline: one batch held every message: raise the request count")
-        return (total - first) * fx.VALUES_PER_MESSAGE / (time.perf_counter() - start)
+        rate = (total - first) * fx.VALUES_PER_MESSAGE / (time.perf_counter() - start)
+        return rate, _per_request_us(cpu_start, _thread_cpu_s(os.getpid(), threading.get_native_id()), total - first)
     finally:
         consumer.close()
         view.stop()
@@ -184,3 +209,17 @@ def _send(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
         except BufferError:
             producer.poll(0.05)
 
+
+
+def _thread_cpu_s(pid: int, tid: int) -> float | None:
+    """CPU seconds (user + system) one thread has used, or None where /proc does not say."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()  # after the name, which may hold spaces
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def _per_request_us(start: float | None, end: float | None, requests: int) -> float | None:
+    return None if start is None or end is None else (end - start) / requests * 1e6
