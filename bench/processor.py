@@ -45,6 +45,7 @@ import schemas
 from sluice.stack import terminate
 from bench import fixtures as fx
 from bench.common import Context, Row, Stat
+from bench.stack_setup import cpu_seconds
 from catalog.view import CatalogView
 from processors.normalize import normalize
 from schemas import frames
@@ -215,10 +216,9 @@ def _thread_cpu_s(pid: int, tid: int) -> float | None:
     """CPU seconds (user + system) one thread has used, or None where /proc does not say."""
     try:
         with open(f"/proc/{pid}/task/{tid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()  # after the name, which may hold spaces
+            return cpu_seconds(stat.read())
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def _per_request_us(start: float | None, end: float | None, requests: int) -> float | None:

@@ -193,6 +193,12 @@ def descendants(pid: int) -> list[int]:
     return tree
 
 
+def cpu_seconds(stat: str) -> float:
+    """User + system CPU seconds in the text of a /proc/<pid>/stat or /proc/<pid>/task/<tid>/stat."""
+    fields = stat.rsplit(")", 1)[1].split()  # after the name, which may hold spaces and parentheses
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def memory(pid: int) -> tuple[float, float]:
     """(current RSS, peak RSS) in MiB of `pid` and its descendants (VmRSS, VmHWM); (0, 0) if gone."""
     rss = peak = 0

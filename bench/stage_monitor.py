@@ -23,10 +23,9 @@ from pathlib import Path
 import httpx
 import schemas
 from bench import fixtures as fx
-from bench.stack_setup import BenchStack, descendants
+from bench.stack_setup import BenchStack, cpu_seconds, descendants
 from bus.lag import LagCollector
 
-_TICK = 1 / 100  # /proc's clock ticks per second (USER_HZ), 100 on Linux
 _SINK = "sink-readings"  # the readings sink's consumer-group suffix (sinks/registry.py)
 _METRIC = re.compile(r'^(sluice_sink_insert_duration_seconds_(?:sum|count)|sluice_sink_rows_inserted_total)'
                      r'\{sink="' + _SINK + r'"\} (\S+)$', re.M)
@@ -163,17 +162,12 @@ def _shares(samples: list[dict], field: str, top: int) -> str:
     return ", ".join(f"{name} {share:.2f}" for name, share in sorted(used.items(), key=lambda i: -i[1])[:top])
 
 
-def _stat_cpu(path: Path) -> float:
-    fields = path.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * _TICK  # utime, stime
-
-
 def _tree_cpu(pid: int) -> float:
     """CPU seconds of `pid` and its children that are still running (a process's own total includes its threads)."""
     total = 0.0
     for member in descendants(pid):
         try:
-            total += _stat_cpu(Path(f"/proc/{member}/stat"))
+            total += cpu_seconds(Path(f"/proc/{member}/stat").read_text())
         except (OSError, IndexError, ValueError):
             continue
     return total
@@ -188,6 +182,5 @@ def _threads_cpu(pid: int) -> dict[str, float]:
         except OSError:
             continue
         name = re.sub(r"\d+$", "", stat[stat.index("(") + 1:stat.rindex(")")]) or "?"
-        fields = stat.rsplit(")", 1)[1].split()
-        out[name] = round(out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) * _TICK, 2)
+        out[name] = round(out.get(name, 0.0) + cpu_seconds(stat), 2)
     return out
