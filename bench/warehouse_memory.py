@@ -34,7 +34,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -150,23 +149,11 @@ def read_round(wh, readings: Readings, inserted: int) -> None:
 
 
 def open_chdb(path: Path, session_params: str):
-    """A ChdbWarehouse on `path`, its chDB session opened with `session_params` (the query
+    """A ChdbWarehouse on `path`, its chDB engine opened with `session_params` (the query
     string of chDB's connection string, e.g. server settings) when given."""
     from warehouse import embedded
 
-    if not session_params:
-        return embedded.ChdbWarehouse(path, "sluice")
-
-    class Session(embedded.chdb_session.Session):
-        def __init__(self, folder: str) -> None:
-            super().__init__(f"{folder}?{session_params}")
-
-    original = embedded.chdb_session
-    embedded.chdb_session = SimpleNamespace(Session=Session)
-    try:
-        return embedded.ChdbWarehouse(path, "sluice")
-    finally:
-        embedded.chdb_session = original
+    return embedded.ChdbWarehouse(path, "sluice", engine_settings=session_params)
 
 
 def run(inserts: int, seconds: float, every: float, session_params: str, scratch: Path) -> dict:

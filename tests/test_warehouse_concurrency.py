@@ -187,3 +187,24 @@ else:
     assert out.returncode == 0, out.stderr
     return out.stdout.strip().splitlines()[-1]
 
+
+
+def test_engine_settings_reach_every_session(tmp_path):
+    # In a process of its own: chDB reads server settings when its engine starts, and this
+    # process's engine may already be running for another test's folder.
+    script = f"""
+from warehouse.embedded import ChdbWarehouse
+w = ChdbWarehouse({str(tmp_path / "chdb")!r}, "sluice", sessions=3,
+                  engine_settings="memory_worker_purge_dirty_pages_threshold_ratio=0.005")
+sql = "SELECT value FROM system.server_settings WHERE name = 'memory_worker_purge_dirty_pages_threshold_ratio'"
+held = [w._stream(sql, "CSV") for _ in range(2)]
+seen = [next(stream).decode().strip() for stream in held]  # each now holds a session open
+seen.append(w.query(sql).rows[0][0])  # so this one runs on a third
+for stream in held:
+    stream.close()
+print(seen)
+w.close()
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "['\"0.005\"', '\"0.005\"', '0.005']"

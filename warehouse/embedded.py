@@ -64,9 +64,12 @@ class ChdbWarehouse(Warehouse):
     process holds it).
     """
 
-    def __init__(self, path: Path, database: str, sessions: int = SESSIONS):
+    def __init__(self, path: Path, database: str, sessions: int = SESSIONS, engine_settings: str = ""):
         super().__init__(database)
         self.path = Path(path)
+        # chDB's connection string takes server settings as a query string (`name=value&...`);
+        # every session gets the same one, though the engine reads it when the first opens.
+        self._target = f"{self.path}?{engine_settings}" if engine_settings else str(self.path)
         self._bound = max(1, sessions)
         self._pool = threading.Condition()  # guards the three fields below
         self._idle: list[_Session] = []
@@ -206,7 +209,7 @@ class ChdbWarehouse(Warehouse):
 
     def _open_session(self) -> _Session:
         try:
-            return _Session(chdb_session.Session(str(self.path)))
+            return _Session(chdb_session.Session(self._target))
         except Exception as exc:  # chDB raises plain RuntimeError-likes here
             # chDB's own message for a folder locked by another process is just
             # "Error initializing EmbeddedServer", hence the hint.
