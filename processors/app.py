@@ -112,12 +112,11 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
                 # edge that catches up on seeing the verdict reads them (a first sighting: rare).
                 for _, key, value in (m for m in messages if m[0] == CATALOG):
                     pending.append(await outputs[CATALOG].send(key=key, value=value))
-                await asyncio.gather(*pending)
+                await producer.acked(pending)
                 messages = [m for m in messages if m[0] != CATALOG]
             for logical, key, value in messages:
                 pending.append(await outputs[logical].send(key=key, value=value))
-        producer.send_now()  # all queued: lingering would only delay the acks awaited here
-        await asyncio.gather(*pending)
+        await producer.acked(pending)
 
     async def handle(batch: list[bytes]) -> None:
         decoded = [_decode(payload) for payload in batch]
@@ -141,7 +140,7 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
             else:
                 requests.append((translated["body"], translated))
         await send_outputs(requests, ingest_catalog)
-        await asyncio.gather(*pending)
+        await producer.acked(pending)
 
     def authenticate(secret: str) -> tuple[str, dict] | None:
         return access.authenticate(view, secret)

@@ -12,9 +12,10 @@ raises if one of them failed for good. The agent awaits them before its batch
 ends, so offsets are committed only after the outputs are durable.
 
 Once a batch's outputs are all queued, waiting out linger.ms only delays the
-acks the agent waits for (a sync reply's verdict among them): `send_now()` has
-a thread flush, and librdkafka sends without lingering while a flush is in
-progress. The batch's messages still go together, as they were queued at once.
+acks the agent waits for (a sync reply's verdict among them): `acked()` has a
+thread flush first (`send_now()`), and librdkafka sends without lingering while
+a flush is in progress. The batch's messages still go together: they were
+queued at once.
 """
 
 from __future__ import annotations
@@ -100,6 +101,12 @@ class OutputProducer:
         """Send everything queued without waiting out linger.ms; returns at once."""
         if self._producer is not None:
             self._flush.set()
+
+    async def acked(self, pending: list) -> None:
+        """Wait for the awaitables `send()` returned, sending what is queued at once: a caller
+        waiting for acks gains nothing from linger.ms."""
+        self.send_now()
+        await asyncio.gather(*pending)
 
     def _delivered(self, error: KafkaError | None, message: Message | None) -> None:
         # Runs on the delivery thread (or in send() when produce itself refused the message).

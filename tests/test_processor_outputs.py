@@ -69,15 +69,14 @@ def test_a_message_the_broker_refuses_fails_the_awaitable(kafka_bootstrap, topic
         producer.close()
 
 
-def test_send_now_delivers_without_waiting_out_the_linger(kafka_bootstrap, topic):
+def test_waiting_for_acks_does_not_wait_out_the_linger(kafka_bootstrap, topic):
     producer = OutputProducer(kafka_bootstrap, 1_000_000)
-    producer._config["linger.ms"] = 60_000  # far beyond the wait below: only send_now can deliver in time
+    producer._config["linger.ms"] = 60_000  # far beyond the wait below: only sending at once delivers in time
     out = producer.topic(topic)
 
     async def send_one() -> None:
         acked = await out.send(key=b"k", value=b"verdict")
-        producer.send_now()
-        await asyncio.wait_for(acked, 20)
+        await asyncio.wait_for(producer.acked([acked]), 20)
 
     try:
         asyncio.run(send_one())
