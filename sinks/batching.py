@@ -84,6 +84,7 @@ class BatchingSink:
         # is a loop that turns without working (it is what a partition left paused looks like).
         self._progress_at = time.monotonic()
         self._lag_check_at = 0.0
+        self._waiting_since: float | None = None  # when a check first found messages waiting
         self._stuck = ""
         # Stalled: no turn of the loop for this long (an insert blocked, a wedged client call).
         self.health = health().component(name, stall_after=120.0)
@@ -225,8 +226,10 @@ class BatchingSink:
     def _check_progress(self, every: float = 10.0) -> None:
         """Every `every` s once idle that long: are messages waiting that we do not consume?
 
-        Fails the component while they are; dead (the service restarts) once that lasts
-        past the stall limit. Asks the broker, so it blocks up to a few seconds.
+        Two checks in a row must find them, with nothing consumed between, so a message that
+        arrives just before a check is not taken for a stuck loop. Fails the component while
+        they are; dead (the service restarts) once that lasts past the stall limit. Asks the
+        broker, so it blocks up to a few seconds.
         """
         now = time.monotonic()
         if now - self._progress_at < every:
@@ -240,7 +243,12 @@ class BatchingSink:
         except KafkaException:
             return  # the broker is away: the broker probe reports that
         if not waiting:
-            self._progress_at, self._stuck = now, ""
+            self._progress_at, self._stuck, self._waiting_since = now, "", None
+            return
+        if self._waiting_since is None or self._waiting_since < self._progress_at:
+            # Seen once: it may have just arrived, a fetch away from being consumed. Only if the
+            # next check still finds messages and nothing consumed since is the loop stuck.
+            self._waiting_since = now
             return
         idle = now - self._progress_at
         self._stuck = f"{waiting} messages waiting, none consumed for {idle:.0f} s"

@@ -283,7 +283,7 @@ def test_a_sink_that_stops_consuming_is_not_ready_then_fatal(kafka_bootstrap):
     inserted: list[bytes] = []
     sink = LeftPaused(kafka_bootstrap, topic, topic, lambda values, token: inserted.extend(values) or len(values),
                       max_messages=10, max_bytes=1 << 20, max_ms=100, name=topic)
-    sink.health.stall_after = 12.0
+    sink.health.stall_after = 25.0  # past the watch's two checks, 10 s apart
     thread = threading.Thread(target=sink.run, daemon=True)
     thread.start()
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
@@ -304,3 +304,32 @@ def test_a_sink_that_stops_consuming_is_not_ready_then_fatal(kafka_bootstrap):
     finally:
         sink.stop()
         thread.join(10)
+
+
+def test_a_message_that_just_arrived_is_not_taken_for_a_stuck_sink(kafka_bootstrap):
+    """The progress watch checks every 10 s once idle: a message written just before a check is
+    waiting then, a fetch away from being consumed. One sighting must not fail readiness; the
+    same messages still waiting at the next check, with nothing consumed between, do."""
+    from confluent_kafka import Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from sinks.batching import BatchingSink
+
+    topic = f"arrived-{os.getpid()}-{time.monotonic_ns()}"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})  # kept: the future needs its client
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(topic, value=b"fresh")
+    producer.flush(10)
+    sink = BatchingSink(kafka_bootstrap, topic, topic, lambda values, token: len(values),
+                        max_messages=10, max_bytes=1 << 20, max_ms=100, name=topic)
+    try:
+        sink._consumer.assign([TopicPartition(topic, 0)])  # owned, nothing consumed yet
+        sink._progress_at = time.monotonic() - 11  # idle past the check's 10 s
+        sink._check_progress()
+        assert sink._stuck == ""  # first sighting: it may just have arrived
+        sink._lag_check_at = 0.0  # the next check, still nothing consumed
+        sink._check_progress()
+        assert sink._stuck.startswith("1 messages waiting, none consumed")
+    finally:
+        sink._consumer.close()
