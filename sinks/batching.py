@@ -77,6 +77,7 @@ class BatchingSink:
             **({"group.instance.id": instance_id} if instance_id else {}),
         })
         self.rows_inserted = 0
+        self._message_bytes = 0.0  # the topic's average message size, from what consume() returned
         for family in (metrics.ROWS_INSERTED, metrics.INSERT_ERRORS):
             family.labels(name)  # exported at 0 from the start, so rates and alerts see it
         self.ready = threading.Event()
@@ -160,23 +161,47 @@ class BatchingSink:
             if remaining <= 0 and not took:
                 break  # past the window, and nothing more was already fetched
             took = False
-            for message in self._consumer.consume(min(10_000, self._max_messages - len(batch)),
-                                                   timeout=min(max(remaining, 0.0), 0.2)):
+            wait = min(max(remaining, 0.0), 0.2)
+            # consume() returns when it has as many as asked for or its timeout is up, so a batch's
+            # first call takes what is already fetched and then waits for one message only: until
+            # that message, the window's end is unknown, and a backlog's window is already over.
+            fetched = self._consumer.consume(self._room(len(batch), size), timeout=0 if not batch else wait)
+            if not fetched and not batch and wait:
+                fetched = self._consumer.consume(1, timeout=wait)
+            fetched_bytes = taken = 0
+            for message in fetched:
                 error = message.error()
                 if error is None:
                     if not batch:
                         deadline = min(deadline, _window_end(message, self._max_seconds))
                     batch.append(message)
                     took = True
-                    size += len(message.value() or b"")
+                    taken += 1
+                    fetched_bytes += len(message.value() or b"")
                 elif error.code() != KafkaError._PARTITION_EOF:
                     log.warning("%s: consume error (the client retries): %s", self.name, error)
+            if fetched_bytes:
+                size += fetched_bytes
+                mean = fetched_bytes / taken
+                self._message_bytes = 0.8 * self._message_bytes + 0.2 * mean if self._message_bytes else mean
             self.health.beat()
             if not batch:
                 if time.monotonic() >= idle_until:
                     break
                 deadline = time.monotonic() + self._max_seconds  # idle: start the clock at the first message
         return batch
+
+    def _room(self, messages: int, size: int) -> int:
+        """How many messages the next consume() may return: what the message limit leaves, and
+        what the byte limit leaves at the topic's average message size. consume() hands over all
+        it returns at once, so asking for 10,000 put a 37 MB batch against a 16 MiB limit
+        whenever the backlog was already fetched (and the batch size swung with timing)."""
+        room = min(10_000, self._max_messages - messages)
+        if self._message_bytes:
+            room = min(room, int((self._max_bytes - size) // self._message_bytes))
+        else:
+            room = 1  # the first message gives the size to go by
+        return max(1, room)
 
     def _deliver(self, batch: list[Message]) -> None:
         token = _dedup_token(batch)

@@ -233,40 +233,51 @@ def test_partitions_handed_back_while_the_sink_waits_out_a_failure_lose_nothing(
     assert stored(real) == {request: VALUES for request in placed}
 
 
-class Timed:
-    """The real warehouse, noting when each readings insert came."""
+class Noting:
+    """The real warehouse, noting when each readings insert came and how many rows it had."""
 
     def __init__(self, warehouse) -> None:
         self._warehouse = warehouse
         self.at: list[float] = []
+        self.rows: list[int] = []
 
     def insert(self, table, columns, dedup_token=None) -> None:
         if table == "readings":
             self.at.append(time.monotonic())
+            self.rows.append(len(next(iter(columns.values()))))
         self._warehouse.insert(table, columns, dedup_token)
 
     def __getattr__(self, name):
         return getattr(self._warehouse, name)
 
 
-def test_a_batch_window_counts_from_when_its_first_message_was_written(kafka_bootstrap, tmp_path):
-    """Messages written long ago (they waited out an insert, or a restart) are inserted at once,
-    not a whole window after the sink first saw them; a message written now still gets its window."""
+def written_long_ago(kafka_bootstrap, tmp_path, requests: list[str], **overrides):
+    """Settings, a producer and a migrated warehouse, with a one-partition frames topic holding
+    one FrameBatch per request, each stamped 30 s ago."""
     from warehouse import open_warehouse
 
-    window_s = 8.0
-    settings = session_settings(kafka_bootstrap, tmp_path, sink_batch_messages=1000, sink_batch_ms=int(window_s * 1000))
+    settings = session_settings(kafka_bootstrap, tmp_path, **overrides)
     topic = schemas.Topics(settings.topic_prefix).frames
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
     written = int(time.time() * 1000) - 30_000
-    for i in range(10):
-        producer.produce(topic, key=b"thg_0", value=frames.encode(frame_batch(i, f"old_{i}")), timestamp=written)
+    for i, request in enumerate(requests):
+        producer.produce(topic, key=b"thg_0", value=frames.encode(frame_batch(i, request)), timestamp=written)
     assert producer.flush(30) == 0
-    real = open_warehouse(settings)
-    real.migrate()
-    warehouse = Timed(real)
+    warehouse = open_warehouse(settings)
+    warehouse.migrate()
+    return settings, producer, warehouse
+
+
+def test_a_batch_window_counts_from_when_its_first_message_was_written(kafka_bootstrap, tmp_path):
+    """Messages written long ago (they waited out an insert, or a restart) are inserted at once,
+    not a whole window after the sink first saw them; a message written now still gets its window."""
+    window_s = 8.0
+    settings, producer, real = written_long_ago(kafka_bootstrap, tmp_path, [f"old_{i}" for i in range(10)],
+                                                sink_batch_messages=1000, sink_batch_ms=int(window_s * 1000))
+    topic = schemas.Topics(settings.topic_prefix).frames
+    warehouse = Noting(real)
     sink, thread = start_sink(settings, warehouse)
     try:
         assert sink.ready.wait(30)
@@ -278,6 +289,29 @@ def test_a_batch_window_counts_from_when_its_first_message_was_written(kafka_boo
         produced = time.monotonic()
         eventually(lambda: "new_10" in stored(real), timeout=window_s * 3, interval=0.05)
         assert warehouse.at[-1] - produced > window_s * 0.75  # a fresh message's batch still waits its window
+    finally:
+        sink.stop()
+        thread.join(30)
+        real.close()
+
+
+def test_a_fetched_backlog_is_cut_into_batches_within_the_byte_limit(kafka_bootstrap, tmp_path):
+    """A backlog librdkafka has already fetched comes out of consume() all at once if asked for:
+    the batch must still stop near its byte limit (memory, and a batch size that does not swing
+    with timing), and every message must land once."""
+    message_bytes = len(frames.encode(frame_batch(0, "req_0000")))
+    per_batch = 10
+    # Written long ago, a backlog: its batches close once what is already fetched is in.
+    settings, _, real = written_long_ago(kafka_bootstrap, tmp_path, [f"req_{i:04d}" for i in range(MESSAGES)],
+                                         sink_batch_messages=1000, sink_batch_bytes=per_batch * message_bytes,
+                                         sink_batch_ms=2000)
+    warehouse = Noting(real)
+    sink, thread = start_sink(settings, warehouse)
+    try:
+        eventually(lambda: sum(stored(real).values()) == MESSAGES * VALUES, timeout=30, interval=0.05)
+        assert set(stored(real).values()) == {VALUES}
+        assert sum(warehouse.rows) == MESSAGES * VALUES
+        assert max(warehouse.rows) <= (per_batch + 1) * VALUES, warehouse.rows
     finally:
         sink.stop()
         thread.join(30)
