@@ -42,7 +42,7 @@ from pathlib import Path
 from bench import fixtures as fx
 from bench.common import Context, Row, Stat
 from bench.loadgen import collect, drive, launch, percentile
-from bench.sink import _measure as measure_sink_child, sink_requests
+from bench.sink import _measure as measure_sink_child
 from bench.stack_setup import BenchStack, Fleet, memory
 from bench.stage_monitor import StageMonitor
 from config import Settings
@@ -162,7 +162,7 @@ def _direct_insert(ctx: Context) -> tuple[list[Row], str]:
     earlier = f"sink.direct_insert_rows_per_s{suffix}"
     if any(row.key == earlier for row in ctx.earlier):
         return [], earlier
-    requests = sink_requests(ctx) // 2
+    requests = ctx.scale(500, 30)
     batch_rows = ctx.scale(DIRECT_ROWS_PER_INSERT, 10_000)
     rates = []
     for i in range(ctx.runs):
