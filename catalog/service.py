@@ -1,5 +1,5 @@
 """The catalog's operations in one object: access (orgs, keys), definitions
-(metrics, thing types, presets), the registry (places, things), streams, harbors and data sources. Each checks against the
+(metrics, thing types, presets), places and their things, streams, harbors and data sources. Each checks against the
 view, then writes through the writer.
 
 Blocking: every write waits for Kafka and the view (see CatalogWriter.put).
@@ -11,11 +11,11 @@ from catalog.access import Access
 from catalog.datasources import DataSources
 from catalog.definitions import Definitions
 from catalog.harbors import Harbors
+from catalog.places import Places
 from catalog.presets import Presets
-from catalog.registry import Registry
 from catalog.streams import Streams
 from catalog.templates import Templates
 
 
-class Catalog(Access, Definitions, Registry, Streams, Harbors, DataSources, Templates, Presets):
+class Catalog(Access, Definitions, Places, Streams, Harbors, DataSources, Templates, Presets):
     pass

@@ -16,7 +16,7 @@ from catalog.properties import check_properties
 from catalog.store import Store, now_ms, ordered
 
 
-class Registry(Store):
+class Places(Store):
     # ----- places
 
     def create_place(self, org_id: str, kind: str, spec: PlaceIn) -> dict:
