@@ -160,7 +160,6 @@ class BatchingSink:
             remaining = deadline - time.monotonic()
             if remaining <= 0 and not took:
                 break  # past the window, and nothing more was already fetched
-            took = False
             wait = min(max(remaining, 0.0), 0.2)
             # consume() returns when it has as many as asked for or its timeout is up, so a batch's
             # first call takes what is already fetched and then waits for one message only: until
@@ -168,21 +167,20 @@ class BatchingSink:
             fetched = self._consumer.consume(self._room(len(batch), size), timeout=0 if not batch else wait)
             if not fetched and not batch and wait:
                 fetched = self._consumer.consume(1, timeout=wait)
-            fetched_bytes = taken = 0
+            before = len(batch)
             for message in fetched:
                 error = message.error()
                 if error is None:
                     if not batch:
                         deadline = min(deadline, _window_end(message, self._max_seconds))
                     batch.append(message)
-                    took = True
-                    taken += 1
-                    fetched_bytes += len(message.value() or b"")
                 elif error.code() != KafkaError._PARTITION_EOF:
                     log.warning("%s: consume error (the client retries): %s", self.name, error)
+            took = len(batch) > before
+            fetched_bytes = sum(len(m.value() or b"") for m in batch[before:])
             if fetched_bytes:
                 size += fetched_bytes
-                mean = fetched_bytes / taken
+                mean = fetched_bytes / (len(batch) - before)
                 self._message_bytes = 0.8 * self._message_bytes + 0.2 * mean if self._message_bytes else mean
             self.health.beat()
             if not batch:
