@@ -125,9 +125,12 @@ def run(ctx: Context) -> list[Row]:
             # Half load is half of issue 14's 500k target, fixed so that runs and versions compare: half
             # of each run's own sustained figure moved with it (170k in one run, 237k in the one before).
             # A --quick stack is too small for it: half of its own sustained figure there.
-            soak_rate, rate_is = ((ctx.soak_rate, "as --soak-rate") if ctx.soak_rate
-                                  else (one.sustained.median / 2, "half of sustained") if ctx.quick
-                                  else (TARGET_VALUES_PER_S / 2, "half of the 500k target"))
+            if ctx.soak_rate:
+                soak_rate, rate_is = ctx.soak_rate, "as --soak-rate"
+            elif ctx.quick:
+                soak_rate, rate_is = one.sustained.median / 2, "half of sustained"
+            else:
+                soak_rate, rate_is = TARGET_VALUES_PER_S / 2, "half of the 500k target"
             rows += _freshness_and_memory(bench, fleet, slots, plan, soak_rate, Path(ctx.scratch), monitor,
                                           rate_is)
             peaks.mark("the half-load run")

@@ -16,9 +16,9 @@ import fastavro
 import httpx
 import pytest
 from confluent_kafka import SerializingProducer
+from confluent_kafka.error import ValueSerializationError
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
-from confluent_kafka.error import ValueSerializationError
 from confluent_kafka.serialization import StringSerializer
 
 from schemas.public import frames_schema_text
