@@ -66,6 +66,11 @@ SINK_BYTES = Counter("sluice_sink_bytes_total", "Bytes of Kafka messages inserte
 COMMIT_DURATION = Histogram("sluice_sink_commit_duration_seconds", "Time to commit a batch's offsets, by sink.",
                             ["sink"], buckets=_LATENCY_BUCKETS)
 
+# Every Kafka client
+CLIENT_REPLACEMENTS = Counter("sluice_kafka_client_replacements_total",
+                              "Kafka clients closed and built anew after a fatal error (a fenced static member), "
+                              "by loop.", ["component"])
+
 _STATES = ("starting", "ok", "failing", "stalled", "dead")
 
 

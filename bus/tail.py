@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from bus.client_errors import FatalClientError, raise_if_fatal, replacing
 from bus.health import health
 from bus.logs import librdkafka_logger
 
@@ -38,7 +39,7 @@ class TopicTail:
         self._on_message = on_message
         self._from_beginning = from_beginning
         self._name = name
-        self._consumer = Consumer({
+        self._config = {
             "bootstrap.servers": bootstrap,
             "group.id": f"sluice-{name}",  # required by the client; never joined, nothing committed
             "client.id": name,  # names the tail in librdkafka's log lines
@@ -46,7 +47,8 @@ class TopicTail:
             "enable.auto.offset.store": False,
             "logger": librdkafka_logger(),
             **(config or {}),
-        })
+        }
+        self._consumer = Consumer(self._config)
         self._health = health().component(name, stall_after=60.0)
         self._remaining: dict[int, int] = {}  # partition -> last offset to read before ready
         self._ready = threading.Event()
@@ -112,6 +114,8 @@ class TopicTail:
                 try:
                     self._turn()
                     delay = 0.2
+                except FatalClientError as exc:
+                    self._replace_consumer(exc)
                 except Exception:  # a tail that ends silently leaves its view stale for good
                     log.exception("%s: unexpected error; retrying in %.1fs", self._name, delay)
                     self._stop.wait(delay)
@@ -124,6 +128,17 @@ class TopicTail:
             if not self._stop.is_set():
                 self._health.dead("the tail's thread ended")
 
+    def _replace_consumer(self, exc: FatalClientError) -> None:
+        """Go on from where the dead consumer was, with a new one (bus.client_errors)."""
+        replacing(self._name, exc.error, log)
+        positions = self._consumer.position(self._consumer.assignment())  # local: no broker asked
+        try:
+            self._consumer.close()
+        except Exception:
+            log.exception("%s: closing the dead consumer failed", self._name)
+        self._consumer = Consumer(self._config)
+        self._consumer.assign(positions)
+
     def _turn(self) -> None:
         # poll() returns at the first message (consume() would wait out its timeout
         # unless a full batch arrives: 200 ms on every sync reply), then drain.
@@ -133,6 +148,7 @@ class TopicTail:
             return
         for message in [first, *self._consumer.consume(1000, timeout=0)]:
             if message.error():
+                raise_if_fatal(message.error())
                 if message.error().code() != KafkaError._PARTITION_EOF:
                     log.warning("%s: %s (the client retries)", self._name, message.error())
                 continue

@@ -13,9 +13,14 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from confluent_kafka import KafkaException, Producer
+import logging
 
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from bus.client_errors import is_fatal, replacing
 from bus.logs import librdkafka_logger
+
+log = logging.getLogger(__name__)
 
 
 class ProducerUnavailable(Exception):
@@ -48,21 +53,39 @@ PRODUCER_CONFIG = {
 
 class RawProducer:
     def __init__(self, bootstrap: str, *, max_message_bytes: int, delivery_timeout_ms: int = 10_000) -> None:
-        self._producer = Producer({
+        self._config = {
             "bootstrap.servers": bootstrap,
             **PRODUCER_CONFIG,
             "message.max.bytes": max_message_bytes,
             # Bounded: a message not delivered in this time fails (503), it never hangs.
             "delivery.timeout.ms": delivery_timeout_ms,
             "logger": librdkafka_logger(),  # through logging, so repeats are collapsed
-        })
+            "error_cb": self._on_error,
+        }
+        self._fatal: KafkaError | None = None
+        self._producer = Producer(self._config)
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="raw-producer-poll", daemon=True)
         self._poller.start()
 
+    def _on_error(self, error: KafkaError) -> None:
+        if is_fatal(error):
+            self._fatal = error  # the poll thread replaces the producer
+
     def _poll(self) -> None:
         while not self._stop.is_set():
             self._producer.poll(0.05)
+            if self._fatal is not None:
+                self._replace()
+
+    def _replace(self) -> None:
+        """An idempotent producer that hit a fatal error fails every message from then on: new
+        sends go to a new producer at once; the old one's messages fail (503, the client resends)."""
+        replacing("raw-producer", self._fatal, log)
+        dead, self._fatal = self._producer, None
+        self._producer = Producer(self._config)
+        dead.purge()  # what it held fails now (503), not at its delivery timeout
+        dead.flush(0)  # serves those deliveries' callbacks
 
     async def send(self, topic: str, key: bytes | None, value: bytes) -> int:
         """Produce and wait for the broker's ack; returns the offset.

@@ -10,6 +10,9 @@ Broker loss is weathered, not fatal: polls and commits are retried with
 backoff while librdkafka reconnects and rejoins the group. A commit refused
 because the partitions were revoked meanwhile is dropped: the new owner
 replays the batch, which the dedup token and the ReplacingMergeTree absorb.
+A consumer that librdkafka declares dead (a static member fenced after a broker
+restart: bus.client_errors) is closed and replaced by a new one with the same
+instance id, which takes the partitions back; the batch in hand is replayed.
 The loop reports to the process's health registry (bus.health): failing while
 it retries or while messages wait that it does not consume, dead if it ends on
 its own or stays silent past its stall limit.
@@ -27,6 +30,7 @@ from typing import Callable
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from bus import metrics
+from bus.client_errors import FatalClientError, raise_if_fatal, replacing
 from bus.health import health
 from bus.logs import librdkafka_logger
 
@@ -61,7 +65,7 @@ class BatchingSink:
         self.name = name
         self._stop = threading.Event()
         self._holding = False  # partitions held paused while the loop waits out a failure
-        self._consumer = Consumer({
+        self._config = {
             "bootstrap.servers": bootstrap,
             "group.id": group,
             "client.id": name,  # names the loop in librdkafka's log lines
@@ -75,7 +79,8 @@ class BatchingSink:
             "logger": librdkafka_logger(),
             # Static membership: a restarted instance takes its partitions back at once.
             **({"group.instance.id": instance_id} if instance_id else {}),
-        })
+        }
+        self._consumer = Consumer(self._config)
         self.rows_inserted = 0
         self._message_bytes = 0.0  # the topic's average message size, from what consume() returned
         for family in (metrics.ROWS_INSERTED, metrics.INSERT_ERRORS):
@@ -95,25 +100,22 @@ class BatchingSink:
 
     def run(self) -> None:
         try:
-            self._consumer.subscribe([self._topic], on_assign=self._assigned, on_revoke=self._revoked,
-                                     on_lost=self._lost)
+            self._subscribe()
             self.health.ok()
             delay = 0.2
             while not self._stop.is_set():
                 try:
-                    batch = self._collect()
-                    if batch:
-                        self._deliver(batch)
-                    self._check_progress()
-                    if self._stuck:
-                        self.health.failing(self._stuck)
-                    else:
-                        self.health.ok()
+                    self._turn()
                     delay = 0.2
+                except FatalClientError as exc:
+                    self._replace_consumer(exc)
                 except Exception as exc:  # whatever it is, a loop that ends silently is worse
                     log.exception("%s: unexpected error; retrying in %.1fs", self.name, delay)
                     self.health.failing(f"unexpected error: {exc}")
-                    self._pause_and_wait(delay)
+                    try:
+                        self._pause_and_wait(delay)
+                    except FatalClientError as fatal:
+                        self._replace_consumer(fatal)
                     delay = min(delay * 2, MAX_BACKOFF_S)
         except BaseException as exc:
             self.health.dead(f"{type(exc).__name__}: {exc}")
@@ -127,6 +129,35 @@ class BatchingSink:
             self.health.stopped()
         else:
             self.health.dead("the loop ended")
+
+    def _turn(self) -> None:
+        batch = self._collect()
+        if batch:
+            self._deliver(batch)
+        self._check_progress()
+        if self._stuck:
+            self.health.failing(self._stuck)
+        else:
+            self.health.ok()
+
+    def _subscribe(self) -> None:
+        self._consumer.subscribe([self._topic], on_assign=self._assigned, on_revoke=self._revoked,
+                                 on_lost=self._lost)
+
+    def _replace_consumer(self, exc: FatalClientError) -> None:
+        """Close a consumer librdkafka gave up on and join the group with a new one. The batch in
+        hand was not committed: it comes again (deduplicated). With static membership the new
+        consumer joins under the same instance id and so takes over the fenced member's place."""
+        replacing(self.name, exc.error, log)
+        self.health.failing(f"consumer replaced after a fatal error: {exc.error.str()}")
+        try:
+            self._consumer.close()
+        except Exception:
+            log.exception("%s: closing the dead consumer failed", self.name)
+        self._consumer = Consumer(self._config)
+        self._subscribe()
+        self._holding = False
+        self._progress_at, self._waiting_since, self._stuck = time.monotonic(), None, ""
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("%s: assigned %s", self.name, _names(partitions))
@@ -175,6 +206,7 @@ class BatchingSink:
                         deadline = min(deadline, _window_end(message, self._max_seconds))
                     batch.append(message)
                 elif error.code() != KafkaError._PARTITION_EOF:
+                    raise_if_fatal(error)  # the batch in hand is dropped: its offsets were not committed
                     log.warning("%s: consume error (the client retries): %s", self.name, error)
             took = len(batch) > before
             fetched_bytes = sum(len(m.value() or b"") for m in batch[before:])
@@ -237,6 +269,7 @@ class BatchingSink:
                 return
             except KafkaException as exc:
                 error = exc.args[0]
+                raise_if_fatal(error)
                 if error.code() in _REVOKED or not self._owns(offsets):
                     log.warning("%s: commit refused (%s): the partitions moved on; their new owner replays "
                                 "the batch (deduplicated)", self.name, error)
@@ -311,6 +344,8 @@ class BatchingSink:
         try:
             while time.monotonic() < deadline and not self._stop.is_set():
                 message = self._consumer.poll(0.1)
+                if message is not None:
+                    raise_if_fatal(message.error())
                 if message is not None and message.error() is None:
                     # Not ours to drop: the next commit past it would skip it. Read it again later.
                     log.warning("%s: a message arrived while paused; seeking back to it", self.name)
