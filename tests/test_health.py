@@ -5,6 +5,8 @@ outage from flooding the logs."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
 
@@ -87,3 +89,30 @@ def test_the_suppressed_count_is_said_even_when_the_errors_stop(caplog):
     finally:
         caplog.handler.filters.clear()
     assert caplog.records[1].getMessage().startswith("... 4 more like this")
+
+
+def test_a_lost_broker_fails_readiness_within_a_second(tmp_path):
+    """Was up to 3 s: the probe learnt it only when its next metadata request timed out."""
+    from bus.broker_probe import BrokerProbe
+    from sluice.local_kafka import LocalKafka
+    from tests.kafka_fixture import free_http_and_kafka_ports
+
+    _, port = free_http_and_kafka_ports()
+    broker = LocalKafka(tmp_path, port=port)
+    registry = Health()
+    probe = BrokerProbe(broker.start(), registry)
+    probe.start()
+    try:
+        eventually(lambda: registry.snapshot()["broker"]["ok"], timeout=20, interval=0.05)
+        time.sleep(1.5)  # a few asks in: the probe's client holds its connections
+        os.kill(broker.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        eventually(lambda: not registry.snapshot()["broker"]["ok"], timeout=10, interval=0.02)
+        noticed = time.monotonic() - killed
+        assert noticed <= 1.0, f"readiness noticed the lost broker after {noticed:.2f} s"
+        broker.stop()
+        broker.start()
+        eventually(lambda: registry.snapshot()["broker"]["ok"], timeout=30, interval=0.1)
+    finally:
+        probe.stop()
+        broker.stop()
