@@ -333,3 +333,48 @@ def test_a_message_that_just_arrived_is_not_taken_for_a_stuck_sink(kafka_bootstr
         assert sink._stuck.startswith("1 messages waiting, none consumed")
     finally:
         sink._consumer.close()
+
+
+def test_after_each_of_five_broker_restarts_a_new_reading_lands_within_30_s(tmp_path):
+    """The stack is left running while its broker is SIGKILLed and restarted by the supervisor, five
+    times; each time one reading is sent until it is accepted, and must be in the warehouse within
+    30 s. (After a broker restart the sinks' static members could be fenced: their consumers went
+    dead while the edge kept answering 202.)"""
+    http_port, kafka_port = free_http_and_kafka_ports()
+    settings = session_settings("", tmp_path, http_port=http_port, local_kafka_port=kafka_port,
+                                rate_limit=0.0, crash_loop_restarts=20)
+    stack, api, thing = start_stack(settings)
+    try:
+        for round_ in range(5):
+            os.kill(stack.broker.pid, signal.SIGKILL)
+            eventually(lambda: status(stack)["broker"]["restarts"] == round_ + 1 and stack.broker.running,
+                       timeout=120, interval=0.2)
+            ts = 1718884800000 + round_ * 1000
+            body = {"frames": [{"timestamp": ts, "metrics": {"moduleSoC": float(round_)}}]}
+
+            def accepted() -> str | None:
+                try:
+                    reply = api.post(f"/v2/thing/{thing}/data", json=body, timeout=15)
+                except httpx.TransportError:
+                    return None
+                return reply.json()["requestId"] if reply.status_code == 202 else None
+
+            request_id = eventually(accepted, timeout=90, interval=0.5)
+            sent = time.monotonic()
+            # Each sink of the edge must be consuming: readings, the ingest log, the catalog's dimensions.
+            new_thing = register_battery(api, *stack.battery_type)
+            db = stack.settings.database
+            checks = {
+                "readings": f"SELECT count() FROM {db}.readings WHERE thing_id = '{thing}' "
+                            f"AND toUnixTimestamp64Milli(ts) = {ts}",
+                "ingest_log": f"SELECT count() FROM {db}.ingest_log FINAL WHERE request_id = '{request_id}'",
+                "things": f"SELECT count() FROM {db}.things FINAL WHERE thing_id = '{new_thing}'",
+            }
+            for name, sql in checks.items():
+                eventually(lambda: api.post("/v2/admin/sql", json={"sql": sql}).json()["rows"] == [[1]],
+                           timeout=max(1.0, 30 - (time.monotonic() - sent)), interval=0.5)
+            print(f"\nrestart {round_ + 1}: reading, verdict and new thing landed {time.monotonic() - sent:.1f} s "
+                  "after the 202")
+    finally:
+        api.close()
+        stack.stop()
