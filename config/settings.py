@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,13 @@ def setting(env: str, default: Any, doc: str, empty_ok: bool = False) -> Any:
     An empty variable means the default, unless `empty_ok` (an empty topic prefix is a real choice).
     """
     return dataclasses.field(default=default, metadata={"env": env, "doc": doc, "empty_ok": empty_ok})
+
+
+def _given(spec: dataclasses.Field, raw: str | None) -> str | None:
+    """A variable's value, stripped; None when it is unset or empty (unless empty is a value)."""
+    if raw is None or not (raw.strip() or spec.metadata["empty_ok"]):
+        return None
+    return raw.strip()
 
 
 def _parse_bool(env: str, raw: str) -> bool:
@@ -111,14 +119,19 @@ class Settings:
         "serves its Prometheus metrics; 0: none. Embedded sinks report through the edge's `/metrics`.")
 
     @classmethod
-    def from_env(cls, **overrides: object) -> "Settings":
-        """Settings from the environment (empty variables mean the default), then `overrides`."""
+    def from_env(cls, fallback: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+        """Settings from the environment (empty variables mean the default), then `overrides`.
+
+        `fallback` holds values by variable name for the variables the environment leaves
+        unset (or empty): what a running stack recorded, beneath what the shell sets.
+        """
         values: dict[str, object] = {}
         for spec in dataclasses.fields(cls):
-            raw = os.environ.get(spec.metadata["env"])
-            if raw is None or not (raw.strip() or spec.metadata["empty_ok"]):
+            raw = _given(spec, os.environ.get(spec.metadata["env"]))
+            if raw is None and fallback:
+                raw = _given(spec, fallback.get(spec.metadata["env"]))
+            if raw is None:
                 continue
-            raw = raw.strip()
             kind = type(spec.default)
             if isinstance(spec.default, Path):
                 values[spec.name] = Path(raw).absolute()

@@ -12,15 +12,22 @@ from config import Settings
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
+    from sluice.endpoints import endpoints_path
     from sluice.local_kafka import LocalKafkaError
     from sluice.local_registry import LocalRegistryError
     from sluice.stack import Stack, StackError
+    from sluice.state_lock import StateLocked
 
     if args.port:
         settings = dataclasses.replace(settings, http_port=args.port)
     if args.with_registry:
         settings = dataclasses.replace(settings, with_registry=True)
     stack = Stack(settings)
+    try:
+        stack.claim_state_dir()
+    except StateLocked as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return 1
     fetches = " and downloads the schema registry" if settings.starts_local_registry else ""
     print(f"sluice: starting the local stack (first start resolves the Kafka jars{fetches}; this can take a minute)")
     # SIGTERM during start-up behaves like Ctrl-C: Stack.start stops what it started.
@@ -48,6 +55,7 @@ sluice is up.
   registry   {registry}
   warehouse  {warehouse}, database {stack.settings.database}
   logs       {stack.settings.state_dir / 'logs'}
+  endpoints  {endpoints_path(stack.settings.state_dir)}   (where the other commands find this stack)
   status     {stack.supervisor.status_path}   (children, restarts; dead children are restarted)
   metrics    {stack.url}/metrics   (edge, embedded sinks, consumer lag, restarts)
              http://{stack.settings.http_host}:{stack.settings.processor_metrics_port}/metrics   (processor)\
@@ -111,6 +119,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
         print(f"sluice replay: --since takes an ISO 8601 time or epoch ms, not {args.since!r}", file=sys.stderr)
         return 2
     bootstrap = default_bootstrap(settings)
+    print(f"sluice replay: Kafka {bootstrap}, topic prefix {settings.topic_prefix!r}", flush=True)
     try:
         matched, replayed = replay_dead_letters(bootstrap, settings, reason=args.reason,
                                                 request_id=args.request_id, since_ms=since_ms,
@@ -193,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     sql.add_argument("query")
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table",
                      help="table (default), csv with a header row, or json: one JSON object per line")
-    sql.set_defaults(run=_sql)
+    sql.set_defaults(run=_sql, finds_stack=True)
     plot = commands.add_parser("plot", help="draw a metric's history as a PNG")
     plot.add_argument("thing", help="thing id (thg_…) or name")
     plot.add_argument("metric", help="metric name or id (mdef_…)")
@@ -201,27 +210,27 @@ def main(argv: list[str] | None = None) -> int:
                       help="start, ISO 8601 (UTC unless it says otherwise) or epoch ms")
     plot.add_argument("--to", dest="until", metavar="TIME", required=True, help="end (exclusive), likewise")
     plot.add_argument("--out", metavar="FILE.png", default=None, help="where to write (default THING-METRIC.png)")
-    plot.set_defaults(run=_plot)
-    commands.add_parser("topics", help="create the pipeline's topics").set_defaults(run=_topics)
+    plot.set_defaults(run=_plot, finds_stack=True)
+    commands.add_parser("topics", help="create the pipeline's topics").set_defaults(run=_topics, finds_stack=True)
     status = commands.add_parser("status", help="each stage at a glance: up/down, rates, lag, rejects, "
                                  "last insert (a live view; --once for one snapshot)")
     status.add_argument("--once", action="store_true", help="print one snapshot and exit (1: the edge is down)")
     status.add_argument("--interval", type=float, default=2.0, help="seconds between scrapes (rates span one)")
     status.add_argument("--url", help="the edge (default http://SLUICE_HTTP_HOST:SLUICE_HTTP_PORT)")
-    status.set_defaults(run=_status)
+    status.set_defaults(run=_status, finds_stack=True)
     replay = commands.add_parser("replay", help="send dead-lettered requests through the pipeline again")
     replay.add_argument("--reason", metavar="CODE", help="only dead letters with this reason (e.g. UNKNOWN_METRIC)")
     replay.add_argument("--request-id", metavar="ID", help="only this request")
     replay.add_argument("--since", metavar="TIME", help="only rejected at or after this ISO 8601 time or epoch ms")
     replay.add_argument("--dry-run", action="store_true", help="count what matches; produce nothing")
-    replay.set_defaults(run=_replay)
+    replay.set_defaults(run=_replay, finds_stack=True)
     catalog = commands.add_parser("catalog", help="catalog helpers").add_subparsers(dest="catalog", required=True)
     preset = catalog.add_parser("preset", help="install a standard metric set in an org (iso15143-3)")
     preset.add_argument("name", help="the preset: iso15143-3 (ISO 15143-3 / AEMP 2.0 machine insights)")
     preset.add_argument("--url", help="the edge (default http://SLUICE_HTTP_HOST:SLUICE_HTTP_PORT)")
     preset.add_argument("--key", help="an API key with the write scope: installs in its org "
                         "(default: the platform-admin key, the default org)")
-    preset.set_defaults(run=_preset)
+    preset.set_defaults(run=_preset, finds_stack=True)
     imports = commands.add_parser("import", help="bulk-import historical readings (NDJSON, CSV, Parquet) "
                                   "through the edge, resumable")
     imports.add_argument("file", help="rows of thing_id, timestamp, metric, value (or one column per metric)")
@@ -240,9 +249,14 @@ def main(argv: list[str] | None = None) -> int:
                          help="largest batch body (default: SLUICE_MAX_BODY_BYTES less 4 KiB)")
     imports.add_argument("--restart", action="store_true", help="ignore the checkpoint; import from the start")
     imports.add_argument("--quiet", action="store_true", help="no progress bar")
-    imports.set_defaults(run=_import)
+    imports.set_defaults(run=_import, finds_stack=True)
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
+    if getattr(args, "finds_stack", False):  # a client of the running stack: its recorded endpoints first
+        from sluice.endpoints import client_settings
+
+        settings = client_settings()
+    else:  # `up` and the services it runs: the environment only
+        settings = Settings.from_env()
     from bus.logs import console_handler
 
     # A no-op when the process has configured logging already (sluice embedded in a program or a test).

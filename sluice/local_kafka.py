@@ -35,6 +35,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from sluice.child_jvm import ChildJvm, port_is_free, raise_keyboard_interrupt, size, tail
+from sluice.state_lock import StateLock, StateLocked
 
 log = logging.getLogger(__name__)
 
@@ -423,6 +424,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heap", default="512m", help="JVM max heap (default: 512m)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # Held (by `owned`) until this process ends: no `sluice up` may start a second broker on these files.
+    try:
+        owned = StateLock(args.state_dir, "python -m sluice.local_kafka").acquire()
+    except StateLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
     # SIGTERM behaves like Ctrl-C, so both also abort a start() in progress.
     # SIGINT is set explicitly: shells start background jobs with it ignored.

@@ -39,6 +39,7 @@ import httpx
 
 from sluice.child_jvm import ChildJvm, port_is_free, raise_keyboard_interrupt, size, tail
 from sluice.local_kafka import default_cache_dir
+from sluice.state_lock import StateLock, StateLocked
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per readiness probe
+    # Held (by `owned`) until this process ends: no `sluice up` may start a second registry on these files.
+    try:
+        owned = StateLock(args.state_dir, "python -m sluice.local_registry").acquire()
+    except StateLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, raise_keyboard_interrupt)
     registry = LocalRegistry(args.state_dir, args.port, args.heap)

@@ -34,11 +34,35 @@ def stream(settings: Settings, query: str, wire: str) -> Iterator[Iterator[bytes
     """The result of a read-only query as chunks of bytes in `wire` format ("csv",
     "json" or "compact"), through the edge in embedded mode while it runs, else
     from the warehouse directly. Raises QueryRefused; blocks on the network/engine."""
-    if settings.embedded_warehouse:
-        with _through_edge(settings, query, wire) as chunks:
-            if chunks is not None:
-                yield chunks
-                return
+    if not settings.embedded_warehouse:
+        with _opened(settings, query, wire) as chunks:
+            yield chunks
+        return
+    with _through_edge(settings, query, wire) as chunks:
+        if chunks is not None:
+            yield chunks
+            return
+    with _embedded_warehouse_folder(settings), _opened(settings, query, wire) as chunks:
+        yield chunks
+
+
+@contextlib.contextmanager
+def _embedded_warehouse_folder(settings: Settings) -> Iterator[None]:
+    """Hold the state folder while chDB is opened in it directly, so no `sluice up` starts
+    meanwhile; refused when a stack owns it (starting: its edge does not answer yet)."""
+    from sluice.state_lock import StateLock, StateLocked
+
+    try:
+        with StateLock(settings.state_dir, "sluice sql"):
+            yield
+    except StateLocked as exc:
+        raise QueryRefused(f"{exc.holder} owns the warehouse in {exc.state_dir}, and its edge at "
+                           f"http://{settings.http_host}:{settings.http_port} does not answer (yet)") from None
+
+
+@contextlib.contextmanager
+def _opened(settings: Settings, query: str, wire: str) -> Iterator[Iterator[bytes]]:
+    """The result from the warehouse itself, opened for this query."""
     from warehouse import WarehouseError, open_warehouse
     from warehouse.backend import STREAM_FORMATS
 

@@ -9,6 +9,10 @@ Once started, the stack supervises every child, the broker included
 (sluice.supervisor): a dead one is restarted with exponential backoff, each
 restart is logged and counted in `run/status.json`, and a crash loop stops the
 stack with a non-zero exit instead of restarting forever.
+
+A stack owns its state folder: it locks it before touching anything in it
+(sluice.state_lock) and, once ready, records where it listens in
+`run/endpoints.json` (sluice.endpoints) for the CLI's other commands.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ import httpx
 
 from catalog import keys
 from config import Settings
+from sluice import endpoints
 from sluice.local_kafka import LocalKafka
 from sluice.local_registry import LocalRegistry
+from sluice.state_lock import StateLock
 from sluice.supervisor import RestartPolicy, Supervisor, Watched
 from sluice.topics_admin import ensure_topics
 
@@ -94,6 +100,7 @@ class Stack:
                           settings.crash_loop_restarts, settings.crash_loop_window_s),
             status_path=settings.state_dir / "run" / "status.json")
         self._lock = threading.RLock()  # one of check, restart, stop at a time
+        self._state_lock = StateLock(settings.state_dir, "sluice up")
         self._stopping = threading.Event()
         self._background: threading.Thread | None = None
 
@@ -101,8 +108,20 @@ class Stack:
     def url(self) -> str:
         return f"http://{self.settings.http_host}:{self.settings.http_port}"
 
+    def claim_state_dir(self) -> None:
+        """Lock the state folder for this stack until stop(), before anything in it is touched;
+        raises StateLocked at once, naming the running owner, if another process holds it. Idempotent.
+
+        Endpoints a stack killed without a clean stop left behind are removed: they were its.
+        """
+        if not self._state_lock.held:
+            self._state_lock.acquire()
+            endpoints.remove(self.settings.state_dir)
+
     def start(self, timeout: float = 180) -> None:
-        """Start every part and wait until each is ready; raises StackError (after stopping what started)."""
+        """Lock the state folder, start every part and wait until each is ready, then record the
+        endpoints; raises StateLocked (touching nothing) or StackError (after stopping what started)."""
+        self.claim_state_dir()
         try:
             self._start(time.monotonic() + timeout)
         except BaseException:
@@ -119,6 +138,7 @@ class Stack:
         if settings.starts_local_registry:
             self.registry = LocalRegistry(settings.state_dir, port=settings.registry_port)
             registry_url = self.registry.start()
+        key_file = None if settings.admin_key else settings.state_dir / "admin-key"
         self.settings = settings = dataclasses.replace(
             settings, kafka_bootstrap=bootstrap, admin_key=admin_key(settings), schema_registry_url=registry_url)
         ensure_topics(bootstrap, settings)
@@ -135,6 +155,7 @@ class Stack:
                     self._spawn("edge-worker", f"edge-{number}")
                     self._watch(f"edge-{number}")
         self._wait_ready(deadline)
+        endpoints.record(settings, key_file)
 
     def _watch(self, service: str) -> None:
         self.supervisor.watch(Watched(
@@ -261,9 +282,12 @@ class Stack:
         return self.supervise(stop)
 
     def stop(self, timeout: float = 20) -> None:
-        """Stop supervising, then children in reverse order, then the registry and the broker; idempotent."""
+        """Stop supervising, then children in reverse order, then the registry and the broker, then give
+        the state folder up; idempotent."""
         self._stopping.set()
         with self._lock:
+            if self._state_lock.held:  # clients stop finding a stack that is going away
+                endpoints.remove(self.settings.state_dir)
             for child in reversed(self.children):
                 terminate(child.process, timeout)
             self.children.clear()
@@ -273,3 +297,4 @@ class Stack:
             if self.broker is not None:
                 self.broker.stop()
                 self.broker = None
+            self._state_lock.release()

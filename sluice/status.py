@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from config import Settings
 
@@ -124,7 +125,12 @@ class Status:
             rejects.add_row("edge", f"HTTP {status}", f"{count:.0f}")
         for reason, count in sorted(by(snap.processor, "sluice_deadletters_total", "reason").items()):
             rejects.add_row("processor", reason, f"{count:.0f}")
-        return Group(stages, rejects)
+        return Group(Text(f"scraping {self._where()}"), stages, rejects)
+
+    def _where(self) -> str:
+        """Which stack this is: every address scraped."""
+        sink = f", sink {self.sink_url}" if self.sink_url else ""
+        return f"edge {self.edge_url}, processor {self.processor_url}{sink}"
 
     def _lag(self, edge: Samples | None) -> dict[str, float]:
         """Lag by consumer group, the topic prefix dropped ("processors", "sink-readings", …)."""

@@ -26,6 +26,17 @@ def test_an_empty_variable_means_the_default_except_where_empty_is_a_choice(monk
     assert settings.partitions == Settings.partitions and settings.topic_prefix == ""
 
 
+def test_a_fallback_stands_beneath_the_environment(monkeypatch):
+    fallback = {"SLUICE_HTTP_PORT": "18080", "SLUICE_PARTITIONS": "9", "SLUICE_TOPIC_PREFIX": "recorded."}
+    monkeypatch.delenv("SLUICE_HTTP_PORT", raising=False)
+    monkeypatch.setenv("SLUICE_PARTITIONS", "")  # empty: unset, so the fallback applies
+    monkeypatch.setenv("SLUICE_TOPIC_PREFIX", "")  # empty is a choice here: it wins
+    settings = Settings.from_env(fallback)
+    assert (settings.http_port, settings.partitions, settings.topic_prefix) == (18080, 9, "")
+    monkeypatch.setenv("SLUICE_HTTP_PORT", "28080")
+    assert Settings.from_env(fallback).http_port == 28080
+
+
 def test_the_readme_documents_every_setting():
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     missing = [env for env, _, _ in Settings.describe() if f"`{env}`" not in readme]

@@ -33,12 +33,17 @@ def processes_of(state_dir: Path) -> list[int]:
 
 
 class Up:
-    def __init__(self, state_dir: Path, http_port: int, kafka_port: int) -> None:
+    """`sluice up` on `state_dir` and the ports; `env`: more variables for it; its output goes
+    to `<state_dir's parent>/<label>-up.log` (label: the state folder's name unless given)."""
+
+    def __init__(self, state_dir: Path, http_port: int, kafka_port: int, label: str | None = None,
+                 **env: str) -> None:
         self.state_dir, self.url = state_dir, f"http://127.0.0.1:{http_port}"
-        env = {**os.environ, "SLUICE_STATE_DIR": str(state_dir), "SLUICE_KAFKA_PORT": str(kafka_port)}
+        env = {**os.environ, "SLUICE_STATE_DIR": str(state_dir), "SLUICE_KAFKA_PORT": str(kafka_port), **env}
         for name in ("KAFKA_BOOTSTRAP_SERVERS", "CLICKHOUSE_URL", "SLUICE_ADMIN_KEY", "SLUICE_TOPIC_PREFIX"):
             env.pop(name, None)
-        self.log = open(state_dir.parent / f"{state_dir.name}-up.log", "ab")
+        self.log_path = state_dir.parent / f"{label or state_dir.name}-up.log"
+        self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen([sys.executable, "-m", "sluice.cli", "up", "--port", str(http_port)],
                                         env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
@@ -52,6 +57,9 @@ class Up:
     def stop(self, sig: int) -> int:
         self.process.send_signal(sig)
         return self.process.wait(60)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
 
 @pytest.fixture()
