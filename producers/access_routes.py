@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from catalog.access import public_key
 from catalog.models import ApiKeyIn, OrgIn
 from catalog.service import Catalog
-from producers.auth import Principal, principal
+from producers.auth import Principal, key_admin, platform_admin, principal
 from producers.openapi import errors
 
 router = APIRouter(prefix="/v2", tags=["access"])
@@ -18,9 +18,8 @@ def _catalog(request: Request) -> Catalog:
 
 
 @router.post("/orgs", status_code=201, responses=errors(400))
-def create_org(spec: OrgIn, request: Request, who: Principal = Depends(principal)) -> dict:
+def create_org(spec: OrgIn, request: Request, who: Principal = Depends(platform_admin())) -> dict:
     """A new tenant and its first admin key; the secret (`key`) is shown only here."""
-    who.require_platform_admin()
     org, key, secret = _catalog(request).create_org(spec)
     return {**org, "adminKey": {**public_key(key), "key": secret}}
 
@@ -32,10 +31,9 @@ def current_org(request: Request, who: Principal = Depends(principal)) -> dict:
 
 
 @router.post("/api-keys", status_code=201, responses=errors(400))
-def create_api_key(spec: ApiKeyIn, request: Request, who: Principal = Depends(principal)) -> dict:
+def create_api_key(spec: ApiKeyIn, request: Request, who: Principal = Depends(key_admin())) -> dict:
     """A key of the caller's org, no broader than the caller's (scopes and filters: 403
     otherwise); the secret (`key`) is shown only in this reply."""
-    who.require("admin")
     body, secret = _catalog(request).create_api_key(who.org_id, spec, holder=who.key)
     return {**public_key(body), "key": secret}
 
@@ -48,9 +46,8 @@ def list_api_keys(request: Request, who: Principal = Depends(principal)) -> dict
 
 
 @router.delete("/api-keys/{key_id}", status_code=204, responses=errors(404))
-def revoke_api_key(key_id: str, request: Request, who: Principal = Depends(principal)) -> Response:
+def revoke_api_key(key_id: str, request: Request, who: Principal = Depends(key_admin())) -> Response:
     """Revoke a key no broader than the caller's (403 otherwise) at once in this edge; every
     other service within its view's lag (seconds). The platform-admin key is no org key: 404."""
-    who.require("admin")
     _catalog(request).revoke_api_key(who.org_id, key_id, holder=who.key)
     return Response(status_code=204)

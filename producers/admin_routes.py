@@ -15,9 +15,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from catalog import keys
 from catalog.errors import SluiceError
-from producers.auth import Principal, principal
+from producers.auth import Principal, platform_admin
 from producers.openapi import errors
 from warehouse.backend import STREAM_FORMATS
 
@@ -37,10 +36,8 @@ _STREAMED = {"content": {"text/csv": {"schema": {"type": "string"}},
 
 
 @router.post("/sql", responses={200: _STREAMED, **errors(400)})
-async def readonly_sql(spec: SqlIn, request: Request, who: Principal = Depends(principal)) -> dict:
+async def readonly_sql(spec: SqlIn, request: Request, who: Principal = Depends(platform_admin())) -> dict:
     """Run one read-only query (readonly=1) across all orgs; platform-admin keys only."""
-    if keys.PLATFORM_ADMIN not in who.key.get("scopes", ()):
-        raise SluiceError(403, "FORBIDDEN", "read-only SQL needs a platform-admin key")
     if spec.format != "rows":
         return await _streamed(request.app.state.warehouse, spec)
     try:

@@ -25,6 +25,7 @@ from config import Settings
 from producers import (access_routes, admin_routes, datasource_routes, definitions_routes, dialects,
                        harbor_routes, ingest_log_routes, read_routes, registry_routes, series_routes,
                        streams_routes, templates_routes)
+from producers.auth import undeclared_writes
 from producers.fast_ingest import FastIngest, fast_routes
 from producers.limits import BodyLimit
 from producers.metrics import RequestMetrics, metrics_endpoint
@@ -93,19 +94,20 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
     app.add_middleware(BodyLimit, ingest_limit=settings.max_body_bytes, other_limit=settings.max_api_body_bytes)
     app.add_middleware(RequestMetrics)  # added last: outside every other, so it sees their answers too
     app.openapi = lambda: document(app)  # type: ignore[method-assign]
-    app.include_router(definitions_routes.router)
-    app.include_router(registry_routes.router)
-    app.include_router(harbor_routes.router)
-    app.include_router(access_routes.router)
-    app.include_router(datasource_routes.router)
-    app.include_router(templates_routes.router)  # seed 001: templates and their revisions
-    for dialect in dialects.registered():
-        app.include_router(dialect.router)
-    app.include_router(read_routes.router)
-    app.include_router(series_routes.router)  # history, aggregates, a place's latest
-    app.include_router(ingest_log_routes.router)
-    app.include_router(admin_routes.router)
-    app.include_router(streams_routes.router)  # seed 002: streams, the per-key log
+    ingest = [dialect.router for dialect in dialects.registered()]
+    routers = [definitions_routes.router, registry_routes.router, harbor_routes.router, access_routes.router,
+               datasource_routes.router,
+               templates_routes.router,  # seed 001: templates and their revisions
+               *ingest,
+               read_routes.router,
+               series_routes.router,  # history, aggregates, a place's latest
+               ingest_log_routes.router, admin_routes.router,
+               streams_routes.router]  # seed 002: streams, the per-key log
+    for router in routers:
+        app.include_router(router)
+    # Every control-plane write route declares what it writes; the dialects write data, checked by their targets.
+    if missing := undeclared_writes(route for router in routers if router not in ingest for route in router.routes):
+        raise RuntimeError(f"write routes that declare nothing they write (producers.auth's guards): {missing}")
 
     @app.exception_handler(SluiceError)
     async def sluice_error(request: Request, exc: SluiceError) -> JSONResponse:

@@ -3,23 +3,33 @@
 The key comes as `X-Api-Key` or `Authorization: Bearer`; the org is derived
 from it, never from the body. Scopes: read (GETs), write (ingest and catalog
 changes; implies read), admin (keys; implies write). Resource filters limit a
-key to some places and things: outside them is 403, another org's object 404.
+key to some places, things and streams: outside them is 403, another org's object 404.
 
 The platform-admin key is not an org key: it is the one secret whose SHA-256
 matches the edge's settings (SLUICE_ADMIN_KEY, or SLUICE_ADMIN_KEY_SHA256 alone),
 and it acts in the default org. Only the operator's configuration grants it.
+
+Every control-plane write route declares what it writes by taking its caller from
+one of the write guards below (`org_wide`, `in_place`, `on_thing`, `key_admin`,
+`platform_admin`) instead of `principal`; the app refuses to start with a write
+route that declares nothing (`undeclared_writes`), so a new route cannot forget it.
+Org-wide catalog objects are written only by keys without filters; a filtered key
+writes only inside what its filters name. Ingest routes (the dialects) write data,
+not catalog objects, and check the key's filters against their target themselves.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from fastapi import Request
+from fastapi import Depends, Request
+from fastapi.routing import APIRoute
 
 from catalog import keys
 from catalog.access import DEFAULT_ORG
-from catalog.errors import SluiceError
+from catalog.errors import SluiceError, not_found
 
 # What the platform-admin key is as a caller; its id names it in envelopes and rate limits.
 PLATFORM_KEY = {"id": "key_platform", "name": "platform admin", "scopes": ["admin", keys.PLATFORM_ADMIN],
@@ -64,6 +74,13 @@ class Principal:
         if not self.may_use_thing(thing):
             raise SluiceError(403, "FORBIDDEN", f"this key's filters do not cover thing {thing['id']!r}")
 
+    def require_unfiltered(self, what: str) -> None:
+        """Raise 403 if resource filters restrict this key: `what` (plural) is org-wide."""
+        if self.filtered:
+            raise SluiceError(403, "FORBIDDEN", f"{what} are org-wide: only keys without filters write them, and this "
+                              f"key's filters ({_named(self.key)}) limit it to what they name",
+                              filters=sorted(f for f, v in (self.key.get("filters") or {}).items() if v))
+
 
 async def principal(request: Request) -> Principal:
     """FastAPI dependency: the caller's key, or 401. Async: it only hashes and looks up
@@ -91,3 +108,88 @@ def thing_for(request: Request, who: Principal, thing_id: str, scope: str) -> di
         raise SluiceError(404, "THING_NOT_FOUND", f"thing {thing_id!r} not found")
     who.require_thing(thing)
     return thing
+
+
+# ----- write guards: what a control-plane write route writes, checked before it runs
+
+
+def org_wide(what: str, scope: str = "write") -> Callable:
+    """The caller of a route writing an org-wide catalog object (`what`, plural: metric
+    definitions, thing types, templates, ...): a key with `scope` and no filters, else 403."""
+    async def writer(who: Principal = Depends(principal)) -> Principal:
+        who.require(scope)
+        who.require_unfiltered(what)
+        return who
+    return _guard(writer, "org-wide")
+
+
+def in_place(param: str, scope: str = "write") -> Callable:
+    """The caller of a route writing inside the place named by path parameter `param` (things,
+    ships, cargos): a key with `scope` whose filters name the place (or none). 404 for a
+    place the org does not have, 403 for one outside the filters."""
+    async def writer(request: Request, who: Principal = Depends(principal)) -> Principal:
+        who.require(scope)
+        place_id = request.path_params[param]
+        if not who.may_use_place(place_id):
+            if request.app.state.catalog.view.get("place", place_id, who.org_id) is None:
+                raise not_found("place", place_id)
+            who.require_place(place_id)
+        return who
+    return _guard(writer, "place")
+
+
+def on_thing(param: str = "thing_id", scope: str = "write") -> Callable:
+    """The caller of a route writing the thing named by path parameter `param`: a key with
+    `scope` whose filters reach the thing (or none); 404 or 403 otherwise."""
+    async def writer(request: Request, who: Principal = Depends(principal)) -> Principal:
+        thing_for(request, who, request.path_params[param], scope)
+        return who
+    return _guard(writer, "thing")
+
+
+def key_admin() -> Callable:
+    """The caller of a route writing API keys: an admin key, filtered or not; which keys it
+    may create or revoke is bounded by the "no broader than itself" rule (catalog.access)."""
+    async def writer(who: Principal = Depends(principal)) -> Principal:
+        who.require("admin")
+        return who
+    return _guard(writer, "keys")
+
+
+def platform_admin() -> Callable:
+    """The caller of a platform operation (orgs, SQL across orgs): the platform-admin key only."""
+    async def writer(who: Principal = Depends(principal)) -> Principal:
+        who.require_platform_admin()
+        return who
+    return _guard(writer, "platform")
+
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def undeclared_writes(routes: Iterable[object]) -> list[str]:
+    """Each write route among `routes` (the control plane's) that takes its caller from no
+    write guard, as "METHOD path": the app refuses to start with any."""
+    missing = []
+    for route in routes:
+        if not isinstance(route, APIRoute):
+            continue
+        for method in sorted(route.methods & WRITE_METHODS):
+            if not any(hasattr(d.call, "writes") for d in route.dependant.dependencies):
+                missing.append(f"{method} {route.path}")
+    return missing
+
+
+def _guard(writer: Callable, writes: str) -> Callable:
+    writer.writes = writes  # type: ignore[attr-defined]  # what undeclared_writes looks for
+    return writer
+
+
+def _named(key: dict, shown: int = 3) -> str:
+    """The key's filters in a few words, e.g. "placeIds ['site_1']"."""
+    parts = []
+    for name, values in (key.get("filters") or {}).items():
+        if values:
+            more = f" and {len(values) - shown} more" if len(values) > shown else ""
+            parts.append(f"{name} {values[:shown]!r}{more}")
+    return ", ".join(parts)

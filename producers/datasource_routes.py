@@ -1,9 +1,9 @@
 """Catalog API, data sources (seed 004): create, list, get.
 
 A data source is found by its catalog id or its externalId; another org's is
-404. A key whose filters name streams reaches the data sources they name (by id
-or externalId); such a key creates only data sources whose externalId its
-filters name, since it could not reach any other.
+404. Data sources are org-wide: only keys without filters create them. A key
+whose filters name streams reaches (reads, and inserts into) the data sources
+they name, by id or externalId.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from catalog.errors import SluiceError
 from catalog.models import DataSourceIn
 from catalog.service import Catalog
 from catalog.store import page
-from producers.auth import Principal, principal
+from producers.auth import Principal, org_wide, principal
 from producers.dialects.datasource import may_use
 from producers.openapi import errors
 from producers.paging import PageCursor, PageLimit
@@ -27,11 +27,8 @@ def _catalog(request: Request) -> Catalog:
 
 
 @router.post("/datasources", status_code=201, responses=errors(400, 409))
-def create_datasource(spec: DataSourceIn, request: Request, who: Principal = Depends(principal)) -> dict:
-    who.require("write")
-    if who.filtered and not (spec.externalId and who.may_use_stream(spec.externalId)):
-        raise SluiceError(403, "FORBIDDEN", "this key's filters reach only the data sources they name: give the "
-                          "data source an externalId its `streams` filter names", field="externalId")
+def create_datasource(spec: DataSourceIn, request: Request,
+                      who: Principal = Depends(org_wide("data sources"))) -> dict:
     catalog = _catalog(request)
     created = catalog.create_datasource(who.org_id, spec)
     return catalog.datasource_view(who.org_id, created)

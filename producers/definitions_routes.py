@@ -1,5 +1,7 @@
 """Catalog API, definitions: metrics and thing types with their versions (seed 001 steps 1–2).
 
+Definitions are org-wide: only keys without filters write them (`org_wide`), while
+every key of the org reads them, since a filtered key ingests against them.
 Handlers are plain functions: FastAPI runs them in its thread pool, since a
 catalog write blocks until Kafka and the local view confirm it.
 """
@@ -12,7 +14,7 @@ from fastapi.responses import JSONResponse
 from catalog.models import MetricDefinitionIn, MetricPatch, ThingTypeIn, ThingTypeVersionIn
 from catalog.service import Catalog
 from catalog.store import page
-from producers.auth import Principal, principal
+from producers.auth import Principal, org_wide, principal
 from producers.openapi import errors
 from producers.paging import PageCursor, PageLimit
 
@@ -24,8 +26,8 @@ def _catalog(request: Request) -> Catalog:
 
 
 @router.post("/metrics", status_code=201, responses=errors(400, 409))
-def create_metric(spec: MetricDefinitionIn, request: Request, who: Principal = Depends(principal)) -> dict:
-    who.require("write")
+def create_metric(spec: MetricDefinitionIn, request: Request,
+                  who: Principal = Depends(org_wide("metric definitions"))) -> dict:
     return _catalog(request).create_metric(who.org_id, spec)
 
 
@@ -43,14 +45,13 @@ def get_metric(metric_id: str, request: Request, who: Principal = Depends(princi
 
 
 @router.patch("/metrics/{metric_id}", responses=errors(400, 404))
-def update_metric(metric_id: str, patch: MetricPatch, request: Request, who: Principal = Depends(principal)) -> dict:
-    who.require("write")
+def update_metric(metric_id: str, patch: MetricPatch, request: Request,
+                  who: Principal = Depends(org_wide("metric definitions"))) -> dict:
     return _catalog(request).update_metric(who.org_id, metric_id, patch)
 
 
 @router.post("/thing-types", status_code=201, responses=errors(400))
-def create_thing_type(spec: ThingTypeIn, request: Request, who: Principal = Depends(principal)) -> dict:
-    who.require("write")
+def create_thing_type(spec: ThingTypeIn, request: Request, who: Principal = Depends(org_wide("thing types"))) -> dict:
     return _catalog(request).create_thing_type(who.org_id, spec)
 
 
@@ -69,9 +70,8 @@ def get_thing_type(type_id: str, request: Request, who: Principal = Depends(prin
 
 @router.post("/thing-types/{type_id}/versions", status_code=201, responses=errors(400, 404))
 def create_thing_type_version(type_id: str, spec: ThingTypeVersionIn, request: Request,
-                              who: Principal = Depends(principal)) -> dict:
-    """A new version becomes the type's latest; existing things keep theirs."""
-    who.require("write")
+                              who: Principal = Depends(org_wide("thing types and their versions"))) -> dict:
+    """A new version becomes the type's latest; existing things keep theirs (new ones get it)."""
     return _catalog(request).create_thing_type_version(who.org_id, type_id, spec)
 
 
@@ -84,10 +84,9 @@ def get_thing_type_version(type_id: str, version_id: str, request: Request,
 
 @router.post("/presets/{preset}", status_code=201, responses={
     200: {"description": "already installed: nothing was written (same ids)"}, **errors(404, 409)})
-def install_preset(preset: str, request: Request, who: Principal = Depends(principal)) -> JSONResponse:
+def install_preset(preset: str, request: Request, who: Principal = Depends(org_wide("presets"))) -> JSONResponse:
     """Install a standard metric set in the caller's org (`iso15143-3`: the ISO 15143-3 machine
     insights and the thing type "ISO 15143-3 machine"). Idempotent: 201 when it wrote
     something, 200 with the same ids when everything was there already."""
-    who.require("write")
     summary, created = _catalog(request).install_preset(who.org_id, preset)
     return JSONResponse(summary, status_code=201 if created else 200)

@@ -2,7 +2,9 @@
 ships and cargos (registered ahead of the data, or provisioned on first sight).
 
 A harbor is a place: a key's place filter naming it reaches the harbor and all its
-ships. Handlers are plain functions run in FastAPI's thread pool (catalog writes block).
+ships, and registers ships and cargos in it; the harbor itself (creating it, changing
+its settings) is org-wide, written only by keys without filters. Handlers are plain
+functions run in FastAPI's thread pool (catalog writes block).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from catalog.models import CargoIn, HarborIn, HarborPatch, ShipIn
 from catalog.service import Catalog
 from catalog.store import page
-from producers.auth import Principal, principal
+from producers.auth import Principal, in_place, org_wide, principal
 from producers.openapi import errors
 from producers.paging import PageCursor, PageLimit
 
@@ -32,8 +34,7 @@ def _harbor(request: Request, who: Principal, harbor_id: str, scope: str) -> dic
 
 
 @router.post("", status_code=201, responses=errors(400))
-def create_harbor(spec: HarborIn, request: Request, who: Principal = Depends(principal)) -> dict:
-    who.require("write")
+def create_harbor(spec: HarborIn, request: Request, who: Principal = Depends(org_wide("harbors"))) -> dict:
     return _catalog(request).create_harbor(who.org_id, spec)
 
 
@@ -51,14 +52,14 @@ def get_harbor(harbor_id: str, request: Request, who: Principal = Depends(princi
 
 
 @router.patch("/{harbor_id}", responses=errors(400, 404))
-def update_harbor(harbor_id: str, patch: HarborPatch, request: Request, who: Principal = Depends(principal)) -> dict:
-    _harbor(request, who, harbor_id, "write")
+def update_harbor(harbor_id: str, patch: HarborPatch, request: Request,
+                  who: Principal = Depends(org_wide("harbors"))) -> dict:
     return _catalog(request).update_harbor(who.org_id, harbor_id, patch)
 
 
 @router.post("/{harbor_id}/ships", status_code=201, responses=errors(400, 404, 409))
-def register_ship(harbor_id: str, spec: ShipIn, request: Request, who: Principal = Depends(principal)) -> dict:
-    _harbor(request, who, harbor_id, "write")
+def register_ship(harbor_id: str, spec: ShipIn, request: Request,
+                  who: Principal = Depends(in_place("harbor_id"))) -> dict:
     return _catalog(request).register_ship(who.org_id, harbor_id, spec)
 
 
@@ -70,8 +71,8 @@ def list_ships(harbor_id: str, request: Request, who: Principal = Depends(princi
 
 
 @router.post("/{harbor_id}/cargos", status_code=201, responses=errors(400, 404, 409))
-def register_cargo(harbor_id: str, spec: CargoIn, request: Request, who: Principal = Depends(principal)) -> dict:
-    _harbor(request, who, harbor_id, "write")
+def register_cargo(harbor_id: str, spec: CargoIn, request: Request,
+                   who: Principal = Depends(in_place("harbor_id"))) -> dict:
     return _catalog(request).register_cargo(who.org_id, harbor_id, spec)
 
 

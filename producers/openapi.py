@@ -34,7 +34,8 @@ ERROR_SCHEMA = {
 DESCRIPTIONS = {
     400: "INVALID_PAYLOAD (or the rule's code): the request breaks a rule; `details.field` names where",
     401: "UNAUTHORIZED: no API key, or an invalid or revoked one",
-    403: "FORBIDDEN: the key lacks the scope, or its filters do not cover the object",
+    403: "FORBIDDEN: the key lacks the scope, or its filters do not cover the object (a filtered key writes no "
+         "org-wide catalog object)",
     404: "not found (another org's objects are not found either)",
     408: "REQUEST_TIMEOUT: the headers or body did not arrive in time; the connection is closed",
     409: "CONFLICT: the name is taken",

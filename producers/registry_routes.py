@@ -1,6 +1,8 @@
 """Catalog API, registry: sites and fleets, and the things in them (seed 001 step 3).
 
-Sites and fleets behave alike, so their routes are declared once per kind.
+Sites and fleets behave alike, so their routes are declared once per kind. Places
+are org-wide: only keys without filters create them; a key whose filters name a
+place registers things in it, and a key reaching a thing changes or deletes it.
 Handlers are plain functions run in FastAPI's thread pool (catalog writes block).
 """
 
@@ -13,7 +15,7 @@ from fastapi import APIRouter, Body, Depends, Request, Response
 from catalog.models import PlaceIn, ThingIn, ThingPatch
 from catalog.service import Catalog
 from catalog.store import page
-from producers.auth import Principal, principal, thing_for
+from producers.auth import Principal, in_place, on_thing, org_wide, principal, thing_for
 from producers.openapi import errors
 from producers.paging import PageCursor, PageLimit
 
@@ -26,8 +28,7 @@ def _catalog(request: Request) -> Catalog:
 
 def _place_routes(kind: str, plural: str) -> None:
     @router.post(f"/{plural}", status_code=201, name=f"create_{kind}", responses=errors(400))
-    def create_place(spec: PlaceIn, request: Request, who: Principal = Depends(principal)) -> dict:
-        who.require("write")
+    def create_place(spec: PlaceIn, request: Request, who: Principal = Depends(org_wide(plural))) -> dict:
         return _catalog(request).create_place(who.org_id, kind, spec)
 
     @router.get(f"/{plural}", name=f"list_{plural}", responses=errors(400))
@@ -46,20 +47,15 @@ def _place_routes(kind: str, plural: str) -> None:
 
     @router.post(f"/{plural}/{{place_id}}/things", status_code=201, name=f"create_thing_in_{kind}",
                  responses=errors(400, 404))
-    def create_thing(place_id: str, spec: ThingIn, request: Request, who: Principal = Depends(principal)) -> dict:
-        who.require("write")
-        _catalog(request).place(who.org_id, place_id, kind)
-        who.require_place(place_id)
+    def create_thing(place_id: str, spec: ThingIn, request: Request,
+                     who: Principal = Depends(in_place("place_id"))) -> dict:
         return _catalog(request).create_thing(who.org_id, place_id, kind, spec)
 
     @router.post(f"/{plural}/{{place_id}}/things/bulk", status_code=207, name=f"create_things_in_{kind}",
                  responses=errors(400, 404))
-    def create_things(place_id: str, request: Request, who: Principal = Depends(principal),
+    def create_things(place_id: str, request: Request, who: Principal = Depends(in_place("place_id")),
                       items: list[Any] = Body(..., description="an array of thing bodies")) -> dict:
         """Register many things; 207 with one report per item ({index, status, id | error})."""
-        who.require("write")
-        _catalog(request).place(who.org_id, place_id, kind)
-        who.require_place(place_id)
         report = _catalog(request).create_things(who.org_id, place_id, kind, items)
         return {"created": sum(1 for r in report if r["status"] == 201), "failed":
                 sum(1 for r in report if r["status"] != 201), "items": report}
@@ -82,14 +78,12 @@ def get_thing(thing_id: str, request: Request, who: Principal = Depends(principa
 
 
 @router.patch("/things/{thing_id}", responses=errors(400, 404))
-def update_thing(thing_id: str, patch: ThingPatch, request: Request, who: Principal = Depends(principal)) -> dict:
-    thing_for(request, who, thing_id, "write")
+def update_thing(thing_id: str, patch: ThingPatch, request: Request, who: Principal = Depends(on_thing())) -> dict:
     return _catalog(request).update_thing(who.org_id, thing_id, patch)
 
 
 @router.delete("/things/{thing_id}", status_code=204, responses=errors(404))
-def delete_thing(thing_id: str, request: Request, who: Principal = Depends(principal)) -> Response:
+def delete_thing(thing_id: str, request: Request, who: Principal = Depends(on_thing())) -> Response:
     """Forget the thing; its stored readings stay queryable."""
-    thing_for(request, who, thing_id, "write")
     _catalog(request).delete_thing(who.org_id, thing_id)
     return Response(status_code=204)

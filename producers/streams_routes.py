@@ -1,8 +1,8 @@
 """Record streams (seed 002) and the per-key log of ingest requests (seed 002's connector log).
 
-Streams are catalog entities: created with the write scope, read with read; a
-key with stream filters sees only its streams (403 for the others), another
-org's stream is 404. The log of a key lists the requests it made, newest first,
+Streams are org-wide catalog entities: created by keys without filters holding the
+write scope, read with read; a key with stream filters sees only its streams (403
+for the others), another org's stream is 404. The log of a key lists the requests it made, newest first,
 with their verdicts: readable by the key itself, or by an admin key no broader
 than it (the same rule as for revoking it).
 """
@@ -18,7 +18,7 @@ from catalog.errors import SluiceError
 from catalog.models import StreamIn
 from catalog.service import Catalog
 from catalog.store import page
-from producers.auth import Principal, principal
+from producers.auth import Principal, org_wide, principal
 from producers.openapi import errors
 from producers.paging import PageCursor, PageLimit
 from warehouse.queries import key_log
@@ -33,9 +33,8 @@ def _catalog(request: Request) -> Catalog:
 
 
 @router.post("/streams", status_code=201, responses=errors(400, 409))
-def create_stream(spec: StreamIn, request: Request, who: Principal = Depends(principal)) -> dict:
+def create_stream(spec: StreamIn, request: Request, who: Principal = Depends(org_wide("streams"))) -> dict:
     """A stream of the caller's org; its name is unique there (409 otherwise) and never changes."""
-    who.require("write")
     return _catalog(request).create_stream(who.org_id, spec)
 
 

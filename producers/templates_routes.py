@@ -2,7 +2,8 @@
 update (each update a new revision; old revisions stay readable), delete.
 
 A template that does not compile, or maps a metric the org has not defined, is
-a 400 naming the field and the expression. Another org's template is 404.
+a 400 naming the field and the expression. Another org's template is 404. Templates
+are org-wide: only keys without filters write them; every key of the org reads them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from catalog.models import TemplateIn
 from catalog.service import Catalog
 from catalog.store import page
-from producers.auth import Principal, principal
+from producers.auth import Principal, org_wide, principal
 from producers.openapi import errors
 from producers.paging import PageCursor, PageLimit
 
@@ -24,8 +25,7 @@ def _catalog(request: Request) -> Catalog:
 
 
 @router.post("/templates", status_code=201, responses=errors(400))
-def create_template(spec: TemplateIn, request: Request, who: Principal = Depends(principal)) -> dict:
-    who.require("write")
+def create_template(spec: TemplateIn, request: Request, who: Principal = Depends(org_wide("templates"))) -> dict:
     return _catalog(request).create_template(who.org_id, spec)
 
 
@@ -45,10 +45,9 @@ def get_template(template_id: str, request: Request, who: Principal = Depends(pr
 
 @router.put("/templates/{template_id}", responses=errors(400, 404))
 def update_template(template_id: str, spec: TemplateIn, request: Request,
-                    who: Principal = Depends(principal)) -> dict:
+                    who: Principal = Depends(org_wide("templates"))) -> dict:
     """A new revision, the template's current one from now on; requests already accepted
     keep the revision they were accepted with."""
-    who.require("write")
     return _catalog(request).update_template(who.org_id, template_id, spec)
 
 
@@ -60,7 +59,6 @@ def get_template_revision(template_id: str, request: Request, who: Principal = D
 
 
 @router.delete("/templates/{template_id}", status_code=204, responses=errors(404))
-def delete_template(template_id: str, request: Request, who: Principal = Depends(principal)) -> Response:
-    who.require("write")
+def delete_template(template_id: str, request: Request, who: Principal = Depends(org_wide("templates"))) -> Response:
     _catalog(request).delete_template(who.org_id, template_id)
     return Response(status_code=204)
