@@ -31,6 +31,11 @@ class LagCollector(Collector):
 
     def lag(self) -> dict[tuple[str, str, int], int]:
         """{(group, topic, partition): messages not yet committed}. May raise a KafkaException."""
+        return {key: max(0, high - at) for key, (at, high) in self.positions().items()}
+
+    def positions(self) -> dict[tuple[str, str, int], tuple[int, int]]:
+        """{(group, topic, partition): (where the group resumes, high watermark)}; where it resumes
+        is its committed offset, or the low watermark before its first commit. May raise a KafkaException."""
         listed = self._admin.list_consumer_groups(request_timeout=self._timeout).result()
         groups = sorted(g.group_id for g in listed.valid if g.group_id.startswith(self._prefix))
         committed: dict[str, dict[tuple[str, int], int]] = {}
@@ -45,7 +50,7 @@ class LagCollector(Collector):
         partitions = [TopicPartition(t, p) for t in sorted(topics) if t in metadata for p in metadata[t].partitions]
         high = self._offsets(partitions, OffsetSpec.latest())
         low = self._offsets(partitions, OffsetSpec.earliest())
-        lag = {}
+        positions = {}
         for group, offsets in committed.items():
             group_topics = {topic for topic, _ in offsets}
             for tp in partitions:
@@ -53,9 +58,8 @@ class LagCollector(Collector):
                     continue
                 key = (tp.topic, tp.partition)
                 at = offsets.get(key, -1)
-                start = at if at >= 0 else low[key]
-                lag[(group, tp.topic, tp.partition)] = max(0, high[key] - start)
-        return lag
+                positions[(group, tp.topic, tp.partition)] = (at if at >= 0 else low[key], high[key])
+        return positions
 
     def _offsets(self, partitions: list[TopicPartition], spec: OffsetSpec) -> dict[tuple[str, int], int]:
         futures = self._admin.list_offsets({tp: spec for tp in partitions}, request_timeout=self._timeout)

@@ -26,6 +26,7 @@ import uvicorn
 from bus import metrics
 from bus.broker_probe import BrokerProbe
 from bus.lag import LagCollector
+from bus.processor_watch import ProcessorWatch
 from bus.health import health
 from bus.logs import dict_config
 from bus.watchdog import Watchdog
@@ -61,6 +62,8 @@ def run_edge(settings: Settings) -> None:
         thread.start()
     probe = BrokerProbe(settings.kafka_bootstrap, health())  # readiness: not ready while the broker is away
     probe.start()
+    processor_watch = ProcessorWatch(settings.kafka_bootstrap, f"{settings.topic_prefix}processors", health())
+    processor_watch.start()  # readiness: not ready while no processor takes the raw requests
     watchdog = Watchdog(health(), _terminate_self)
     app = create_edge_app(settings, settings.kafka_bootstrap, warehouse)
     metrics.REGISTRY.register(metrics.SupervisorCollector(settings.state_dir / "run" / "status.json"))
@@ -77,6 +80,7 @@ def run_edge(settings: Settings) -> None:
     finally:
         watchdog.stop()
         _stop_sinks(sinks, threads, patience=2 if watchdog.fired else 30)
+        processor_watch.stop()
         probe.stop()
         warehouse.close()
     if watchdog.fired:

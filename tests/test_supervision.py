@@ -378,3 +378,25 @@ def test_after_each_of_five_broker_restarts_a_new_reading_lands_within_30_s(tmp_
     finally:
         api.close()
         stack.stop()
+
+
+def test_readiness_fails_while_no_processor_takes_requests_and_recovers(supervised):
+    """A processor stopped dead (SIGSTOP: alive to the supervisor, silent to Kafka) leaves the group
+    after its session timeout; /readyz then says so, naming the processor, and is 200 again once it
+    rejoins. (Was: /readyz stayed 200 with no processor, while sync requests timed out.)"""
+    stack, api, thing = supervised
+    ready_again(stack.url, timeout=60)
+    processor = next(c for c in stack.children if c.name == "processor").process
+    processor.send_signal(signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        eventually(lambda: ready(stack.url) == 503, timeout=40, interval=0.5)
+        noticed = time.monotonic() - stopped
+        body = httpx.get(f"{stack.url}/readyz", timeout=5).json()
+        assert body["components"]["processor"]["state"] == "failing", body
+        assert "no processor" in body["components"]["processor"]["reason"], body
+        assert body["components"]["broker"]["ok"], body  # only the processor is at fault
+    finally:
+        processor.send_signal(signal.SIGCONT)
+    ready_again(stack.url, timeout=60)
+    print(f"\n/readyz named the stopped processor after {noticed:.1f} s")
