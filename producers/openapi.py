@@ -2,9 +2,10 @@
 
 Routes declare their own error statuses with `responses=errors(...)`. The
 statuses that come from layers in front of every route are added here, once:
-the body limit (413), the slow-client deadlines (408), the per-IP connection
-cap (429), and, on the authenticated `/v2` routes, 401 and 403. FastAPI's
-422 is dropped: validation errors answer 400 INVALID_PAYLOAD here.
+the body limit (413), the content codings (415, on a route that takes a body),
+the slow-client deadlines (408), the per-IP connection cap (429), and, on the
+authenticated `/v2` routes, 401 and 403. FastAPI's 422 is dropped: validation
+errors answer 400 INVALID_PAYLOAD here.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ DESCRIPTIONS = {
     404: "not found (another org's objects are not found either)",
     408: "REQUEST_TIMEOUT: the headers or body did not arrive in time; the connection is closed",
     409: "CONFLICT: the name is taken",
-    413: "PAYLOAD_TOO_LARGE: the body exceeds the route's limit (`details.limit`)",
+    413: "PAYLOAD_TOO_LARGE: the body, as sent or inflated, exceeds the route's limit (`details.limit`)",
+    415: "UNSUPPORTED_CONTENT_ENCODING: a Content-Encoding other than gzip, zstd or identity",
     424: "TYPE_NOT_INITIALIZED: the thing has no type",
     429: "RATE_LIMITED or TOO_MANY_CONNECTIONS; see Retry-After",
     503: "UNAVAILABLE: not ready, or the broker is unreachable; see Retry-After",
@@ -80,7 +82,8 @@ def document(app: FastAPI) -> dict[str, Any]:
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
-            for status, spec in errors(*_common(path)).items():
+            statuses = _common(path) + ([415] if "requestBody" in operation else [])
+            for status, spec in errors(*statuses).items():
                 responses.setdefault(str(status), spec)
             if path.startswith("/v2/"):
                 operation["security"] = [{"ApiKey": []}, {"Bearer": []}]

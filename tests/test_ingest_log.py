@@ -204,6 +204,22 @@ def test_replay_after_the_cause_is_fixed_ingests_the_dead_letter(api, stack, sen
     assert sql_rows(api, rejects) == [[1]]  # no new dead letter
 
 
+def test_a_request_judged_twice_is_one_rejects_row(api, stack, sensor):
+    """Replayed with its cause unfixed, a request is judged (and dead-lettered) again, as after
+    a processor crash: rejects holds one row for it, the latest judgement."""
+    undefined = f"undefined_{secrets.token_hex(3)}"
+    request_id, first = judged(api, sensor["thing_id"], {undefined: 1.0})
+    assert first["errors"][0]["code"] == "UNKNOWN_METRIC"
+    table = f"{stack.settings.database}.rejects"
+    judgements = f"SELECT max(toUnixTimestamp64Milli(rejected_at)) FROM {table} WHERE request_id = '{request_id}'"
+    eventually(lambda: sql_rows(api, judgements) == [[first["processedAt"]]])
+    assert replay_dead_letters(stack.settings.kafka_bootstrap, stack.settings, request_id=request_id) == (1, 1)
+    # The second judgement has landed (its row, merged or not, is the newest).
+    eventually(lambda: sql_rows(api, judgements)[0][0] > first["processedAt"])
+    final = f"SELECT count(), any(reason) FROM {table} FINAL WHERE request_id = '{request_id}'"
+    assert sql_rows(api, final) == [[1, "UNKNOWN_METRIC"]]
+
+
 def test_parse_since_takes_epoch_ms_or_iso_8601():
     assert parse_since("1718884800000") == 1718884800000
     assert parse_since("2024-06-20T12:00:00Z") == 1718884800000

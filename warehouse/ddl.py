@@ -1,8 +1,9 @@
 """The warehouse schema: DDL statements valid on both chDB and a ClickHouse server.
 
-Every statement is idempotent (IF NOT EXISTS), so running them again is a no-op;
-that is the whole migration story for now. Pure string building: nothing here
-blocks; only ValueError is raised, for a database name that is not a plain
+Today's shape of every table. Every statement is idempotent (IF NOT EXISTS), so
+running them again is a no-op; warehouse.migrations runs them as migration 1 and
+reshapes an older deployment's tables in later ones. Pure string building: nothing
+here blocks; only ValueError is raised, for a database name that is not a plain
 identifier.
 """
 
@@ -18,6 +19,11 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _DEDUP = "SETTINGS non_replicated_deduplication_window = 10000"
 
 _TS = "DateTime64(3, 'UTC')"
+
+# The rejects table's engine and sorting key, as system.tables spells them (warehouse.migrations
+# rebuilds a table of an older shape).
+REJECTS_ENGINE = "ReplacingMergeTree"
+REJECTS_KEY = "org_id, request_id, item_index, reason, received_at"
 
 _TABLES: dict[str, str] = {
     # One row per metric value. ReplacingMergeTree(version) collapses replays of
@@ -76,7 +82,10 @@ ORDER BY (org_id, thing_id, ts)
 ENGINE = ReplacingMergeTree(processed_at)
 ORDER BY (org_id, request_id)
 {_DEDUP}""",
-    # One row per dead letter, with what a replay needs to find it again.
+    # One row per judged item (dead letter): a request judged again (after a processor
+    # crash, a rebalance, or a replay) writes the same key, and the latest judgement
+    # (rejected_at) replaces it at merge time. A request's received_at never changes; it
+    # keeps apart the raw messages that were no request at all (no request id).
     "rejects": f"""(
     request_id String,
     org_id LowCardinality(String),
@@ -89,8 +98,8 @@ ORDER BY (org_id, request_id)
     received_at {_TS},
     rejected_at {_TS}
 )
-ENGINE = MergeTree
-ORDER BY (org_id, rejected_at, request_id)
+ENGINE = {REJECTS_ENGINE}(rejected_at)
+ORDER BY ({REJECTS_KEY})
 {_DEDUP}""",
     # Catalog mirrors: re-mirroring an entity writes a row with a later
     # updated_at, which replaces the older one; deletions are rows with deleted=1.
@@ -276,6 +285,11 @@ def identifier(name: str) -> str:
     if not isinstance(name, str) or not _IDENTIFIER.match(name):
         raise ValueError(f"not a plain identifier: {name!r}")
     return name
+
+
+def create_table(database: str, name: str, as_name: str | None = None) -> str:
+    """The CREATE TABLE statement of table `name`, creating it as `as_name` when given."""
+    return f"CREATE TABLE {identifier(database)}.{identifier(as_name or name)} {_TABLES[name]}"
 
 
 def statements(database: str) -> list[str]:

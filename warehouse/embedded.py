@@ -87,11 +87,8 @@ class ChdbWarehouse(Warehouse):
         self._checkin(session)
 
     def migrate(self) -> None:
-        migrations.apply(self.database, self._run, self._applied_migrations)
+        migrations.apply(self.database, self._run, lambda sql: self.query(sql).rows)
         self._forget_tables()  # (sessions opened before the database existed select it at their next use)
-
-    def _applied_migrations(self) -> set[int]:
-        return {version for (version,) in self.query(migrations.applied_sql(self.database)).rows}
 
     def insert(self, table: str, columns: Mapping[str, Column], dedup_token: str | None = None) -> None:
         batch = arrowconv.to_arrow_table(table, columns, self.describe(table))

@@ -68,7 +68,7 @@ class ServerWarehouse(Warehouse):
 
     def migrate(self) -> None:
         migrations.apply(self.database, lambda sql: self._call(self._client.command, sql, use_database=False),
-                         lambda: {version for (version,) in self.query(migrations.applied_sql(self.database)).rows})
+                         lambda sql: self.query(sql).rows)
         self._forget_tables()
 
     def insert(self, table: str, columns: Mapping[str, Column], dedup_token: str | None = None) -> None:

@@ -71,7 +71,8 @@ STATUSES = {
     404: "asset_not_found: no such asset, another org's, or one the key's filters do not cover",
     408: "REQUEST_TIMEOUT: the headers or body did not arrive in time (the connection layer answers, "
          "in Sluice's own error shape, before any route)",
-    413: "payload_too_large: the body exceeds the ingest limit (`limit`)",
+    413: "payload_too_large: the body, as sent or inflated, exceeds the ingest limit (`limit`)",
+    415: "unsupported_content_encoding: a Content-Encoding other than gzip, zstd or identity",
     422: "idempotency_key_reused: the key was used with another body",
     424: "preset_not_installed: machine insights need the org's iso15143-3 preset",
     429: "rate_limited or too_many_connections; see Retry-After",

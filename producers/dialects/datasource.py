@@ -113,7 +113,7 @@ def verdict_response(verdict: dict) -> JSONResponse:
           "content": {"application/json": {"schema": {"type": "object", "required": ["message", "request_id"],
                                                       "properties": {"message": {"type": "string"},
                                                                      "request_id": {"type": "string"}}}}}},
-    **_responses(400, 401, 403, 404, 408, 413, 422, 429, 500, 503)})
+    **_responses(400, 401, 403, 404, 408, 413, 415, 422, 429, 500, 503)})
 async def insert_records(request: Request, who: Principal = Depends(principal)) -> JSONResponse:
     """Insert records into a data source (seed 004)."""
     who.require("write")

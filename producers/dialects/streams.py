@@ -108,7 +108,8 @@ _STATUSES = {
     403: "FORBIDDEN: the key lacks the write scope",
     404: "STREAM_NOT_FOUND: the stream name does not match the ingest key",
     408: "REQUEST_TIMEOUT: the headers or body did not arrive in time",
-    413: "PAYLOAD_TOO_LARGE: the body exceeds 1 MiB (`details.limit`)",
+    413: "PAYLOAD_TOO_LARGE: the body, as sent or inflated, exceeds 1 MiB (`details.limit`)",
+    415: "UNSUPPORTED_CONTENT_ENCODING: a Content-Encoding other than gzip, zstd or identity",
     429: "RATE_LIMITED: too many requests; see Retry-After",
     503: "UNAVAILABLE: the broker is unreachable; see Retry-After",
 }
