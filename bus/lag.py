@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -24,10 +24,14 @@ log = logging.getLogger(__name__)
 
 
 class LagCollector(Collector):
-    def __init__(self, bootstrap: str, group_prefix: str, timeout: float = 5.0) -> None:
+    def __init__(self, bootstrap: str, group_prefix: str, timeout: float = 5.0, topic_prefix: str | None = None) -> None:
+        """Lag of the groups named `group_prefix`…, on the topics named `topic_prefix`… (default: the same)."""
         self._admin = AdminClient({"bootstrap.servers": bootstrap, "logger": librdkafka_logger()})
+        self._bootstrap = bootstrap
         self._prefix = group_prefix
+        self._topic_prefix = group_prefix if topic_prefix is None else topic_prefix
         self._timeout = timeout
+        self._readers: dict[str, Consumer] = {}
 
     def lag(self) -> dict[tuple[str, str, int], int]:
         """{(group, topic, partition): messages not yet committed}. May raise a KafkaException."""
@@ -38,16 +42,20 @@ class LagCollector(Collector):
         is its committed offset, or the low watermark before its first commit. May raise a KafkaException."""
         listed = self._admin.list_consumer_groups(request_timeout=self._timeout).result()
         groups = sorted(g.group_id for g in listed.valid if g.group_id.startswith(self._prefix))
+        if not groups:
+            return {}
+        metadata = self._admin.list_topics(timeout=self._timeout).topics
+        # Every partition of the deployment's topics: a group's topics are those it committed on.
+        candidates = [TopicPartition(t, p) for t in sorted(metadata) if t.startswith(self._topic_prefix)
+                      for p in metadata[t].partitions]
         committed: dict[str, dict[tuple[str, int], int]] = {}
         for group in groups:
-            future = self._admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
-                                                             request_timeout=self._timeout)[group]
-            committed[group] = {(tp.topic, tp.partition): tp.offset for tp in future.result().topic_partitions}
+            offsets = self._committed_by(group).committed(candidates, timeout=self._timeout)
+            committed[group] = {(tp.topic, tp.partition): tp.offset for tp in offsets if tp.offset >= 0}
         topics = {topic for offsets in committed.values() for topic, _ in offsets}
         if not topics:
             return {}
-        metadata = self._admin.list_topics(timeout=self._timeout).topics
-        partitions = [TopicPartition(t, p) for t in sorted(topics) if t in metadata for p in metadata[t].partitions]
+        partitions = [tp for tp in candidates if tp.topic in topics]
         high = self._offsets(partitions, OffsetSpec.latest())
         low = self._offsets(partitions, OffsetSpec.earliest())
         positions = {}
@@ -60,6 +68,18 @@ class LagCollector(Collector):
                 at = offsets.get(key, -1)
                 positions[(group, tp.topic, tp.partition)] = (at if at >= 0 else low[key], high[key])
         return positions
+
+    def _committed_by(self, group: str) -> Consumer:
+        """A consumer carrying `group`'s id, only to read its committed offsets: it never joins the group.
+
+        Not the admin client's list_consumer_group_offsets: librdkafka 2.16.0 aborts the whole process
+        (`rd_kafka_enq_once_del_source_return: Assertion eonce->refcnt > 0`) when the group's coordinator
+        broker dies during such a request, which a cluster's broker failure made the edge do.
+        """
+        if group not in self._readers:
+            self._readers[group] = Consumer({"bootstrap.servers": self._bootstrap, "group.id": group,
+                                             "enable.auto.commit": False, "logger": librdkafka_logger()})
+        return self._readers[group]
 
     def _offsets(self, partitions: list[TopicPartition], spec: OffsetSpec) -> dict[tuple[str, int], int]:
         futures = self._admin.list_offsets({tp: spec for tp in partitions}, request_timeout=self._timeout)

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 
-from confluent_kafka import KafkaException
+from confluent_kafka import ConsumerGroupState, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from bus.health import Health
@@ -24,15 +24,19 @@ from bus.logs import librdkafka_logger
 
 log = logging.getLogger(__name__)
 
+CHECK_REQUESTS = 6  # list groups twice, committed offsets, metadata, low and high watermarks
+
 
 class ProcessorWatch:
-    def __init__(self, bootstrap: str, group: str, health: Health, interval: float = 2.0,
+    def __init__(self, bootstrap: str, group: str, topic_prefix: str, health: Health, interval: float = 2.0,
                  stall_after: float = 30.0, timeout: float = 5.0) -> None:
         self._admin = AdminClient({"bootstrap.servers": bootstrap, "logger": librdkafka_logger()})
-        self._lag = LagCollector(bootstrap, group, timeout=timeout)
+        self._lag = LagCollector(bootstrap, group, timeout=timeout, topic_prefix=topic_prefix)
         self._group = group
         self._interval, self._stall_after, self._timeout = interval, stall_after, timeout
-        self._component = health.component("processor", stall_after=interval * 4 + timeout * 4)
+        # A check makes up to six admin requests, each waiting out `timeout` while a broker of a
+        # cluster is away (before it is fenced): that is slow, not stalled.
+        self._component = health.component("processor", stall_after=interval * 4 + timeout * (CHECK_REQUESTS + 2))
         self._resumes_at: int | None = None  # the sum of the group's committed offsets at the last check
         self._moved_at = time.monotonic()  # when they last moved (or nothing was waiting)
         self._stop = threading.Event()
@@ -63,8 +67,12 @@ class ProcessorWatch:
 
     def check(self) -> str:
         """'' when a processor is taking the requests, else what is wrong. May raise KafkaException."""
-        described = self._admin.describe_consumer_groups([self._group], request_timeout=self._timeout)
-        members = len(described[self._group].result().members)
+        # The group's state, not its description: librdkafka 2.16.0 aborts the process when the group's
+        # coordinator broker dies during describe_consumer_groups (bus.lag says more); listing asks every
+        # broker, no coordinator. A group without members is EMPTY (or gone).
+        listed = self._admin.list_consumer_groups(request_timeout=self._timeout).result()
+        state = next((g.state for g in listed.valid if g.group_id == self._group), None)
+        members = state not in (None, ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD)
         mine = [at_high for (group, _, _), at_high in self._lag.positions().items() if group == self._group]
         waiting = sum(max(0, high - at) for at, high in mine)
         resumes_at = sum(at for at, _ in mine)
@@ -72,7 +80,7 @@ class ProcessorWatch:
         if waiting == 0 or resumes_at != self._resumes_at:
             self._moved_at = now
         self._resumes_at = resumes_at
-        if members == 0:
+        if not members:
             return f"no processor in group {self._group}" + (f"; {waiting} requests waiting" if waiting else "")
         idle = now - self._moved_at
         if waiting and idle >= self._stall_after:

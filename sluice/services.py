@@ -62,7 +62,8 @@ def run_edge(settings: Settings) -> None:
         thread.start()
     probe = BrokerProbe(settings.kafka_bootstrap, health())  # readiness: not ready while the broker is away
     probe.start()
-    processor_watch = ProcessorWatch(settings.kafka_bootstrap, f"{settings.topic_prefix}processors", health())
+    processor_watch = ProcessorWatch(settings.kafka_bootstrap, f"{settings.topic_prefix}processors",
+                                     settings.topic_prefix, health())
     processor_watch.start()  # readiness: not ready while no processor takes the raw requests
     watchdog = Watchdog(health(), _terminate_self)
     app = create_edge_app(settings, settings.kafka_bootstrap, warehouse)
