@@ -44,7 +44,11 @@ class Settings:
     kafka_bootstrap: str = setting(
         "KAFKA_BOOTSTRAP_SERVERS", "", "An external cluster; empty means start the local broker.")
     local_kafka_port: int = setting(
-        "SLUICE_KAFKA_PORT", 9092, "Loopback port of the local broker (ignored with an external cluster).")
+        "SLUICE_KAFKA_PORT", 9092, "Loopback port of the local broker (ignored with an external cluster); its "
+        "controller uses the next one. Node i of a local cluster uses this port + 2(i-1) and the one after it.")
+    brokers: int = setting(
+        "SLUICE_BROKERS", 1, "Nodes of the local Kafka cluster `sluice up` starts (`--brokers`), each a broker and a "
+        "KRaft controller; topics get min(3, nodes) replicas and, with three, min.insync.replicas 2.")
     with_registry: bool = setting(
         "SLUICE_WITH_REGISTRY", False, "`sluice up` starts the local schema registry (Apicurio) when no "
         "SLUICE_SCHEMA_REGISTRY_URL is configured; `--with-registry` too.")

@@ -22,6 +22,8 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, http_port=args.port)
     if args.with_registry:
         settings = dataclasses.replace(settings, with_registry=True)
+    if args.brokers:
+        settings = dataclasses.replace(settings, brokers=args.brokers)
     stack = Stack(settings)
     try:
         stack.claim_state_dir()
@@ -42,6 +44,10 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     key = stack.settings.admin_key
     where = stack.settings.kafka_bootstrap
+    if stack.kafka is not None and len(stack.kafka.nodes) > 1:
+        where += (f"   ({len(stack.kafka.nodes)} KRaft nodes in {stack.settings.state_dir}/kafka-N, "
+                  f"replication factor {stack.kafka.replication_factor}, "
+                  f"min.insync.replicas {stack.kafka.min_insync_replicas})")
     warehouse = stack.settings.clickhouse_url or f"chDB in {stack.settings.chdb_path}"
     registry = stack.settings.schema_registry_url or "none (--with-registry starts one)"
     if stack.registry is not None:
@@ -190,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start the whole local stack and wait for Ctrl-C")
     up.add_argument("--port", type=int, help="HTTP port of the edge (default 8080 or SLUICE_HTTP_PORT)")
+    up.add_argument("--brokers", type=int, choices=range(1, 10), metavar="N",
+                    help="run a local Kafka cluster of N KRaft nodes (default 1 or SLUICE_BROKERS); with 3, a "
+                    "broker may be lost without a client noticing")
     up.add_argument("--with-registry", action="store_true",
                     help="also start a local schema registry (Apicurio, on SLUICE_REGISTRY_PORT) for Avro "
                     "producers, unless SLUICE_SCHEMA_REGISTRY_URL names one (or SLUICE_WITH_REGISTRY=true)")

@@ -1,14 +1,14 @@
-"""The whole local stack as child processes: broker, schema registry (if asked), edge (and its
-extra workers), processor, sink.
+"""The whole local stack as child processes: broker (or a local cluster of several,
+SLUICE_BROKERS), schema registry (if asked), edge (and its extra workers), processor, sink.
 
 Started in dependency order and stopped in reverse (edge first, broker last),
 so in-flight requests drain before the broker goes away. Children run in their
 own sessions and die with the parent if it is killed (PR_SET_PDEATHSIG).
 
-Once started, the stack supervises every child, the broker included
-(sluice.supervisor): a dead one is restarted with exponential backoff, each
-restart is logged and counted in `run/status.json`, and a crash loop stops the
-stack with a non-zero exit instead of restarting forever.
+Once started, the stack supervises every child, the broker included (each node
+of a local cluster on its own; sluice.supervisor): a dead one is restarted with
+exponential backoff, each restart is logged and counted in `run/status.json`, and
+a crash loop stops the stack with a non-zero exit instead of restarting forever.
 
 A stack owns its state folder: it locks it before touching anything in it
 (sluice.state_lock) and, once ready, records where it listens in
@@ -32,6 +32,7 @@ import httpx
 from catalog import keys
 from config import Settings
 from sluice import endpoints
+from sluice.local_cluster import LocalKafkaCluster
 from sluice.local_kafka import LocalKafka
 from sluice.local_registry import LocalRegistry
 from sluice.state_lock import StateLock
@@ -79,6 +80,7 @@ class Child:
     service: str  # what it runs (`sluice <service>`)
     process: subprocess.Popen
     log: Path
+    overrides: dict = dataclasses.field(default_factory=dict)  # its settings where they differ from the stack's
 
 
 def describe_exit(code: int | None) -> str:
@@ -92,7 +94,7 @@ def describe_exit(code: int | None) -> str:
 class Stack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.broker: LocalKafka | None = None
+        self.kafka: LocalKafkaCluster | None = None  # the local broker, or brokers (SLUICE_BROKERS)
         self.registry: LocalRegistry | None = None
         self.children: list[Child] = []
         self.supervisor = Supervisor(
@@ -107,6 +109,11 @@ class Stack:
     @property
     def url(self) -> str:
         return f"http://{self.settings.http_host}:{self.settings.http_port}"
+
+    @property
+    def broker(self) -> LocalKafka | None:
+        """The local broker (a cluster's first node); None with an external cluster."""
+        return self.kafka.nodes[0] if self.kafka is not None else None
 
     def claim_state_dir(self) -> None:
         """Lock the state folder for this stack until stop(), before anything in it is touched;
@@ -132,8 +139,8 @@ class Stack:
         settings = self.settings
         bootstrap = settings.kafka_bootstrap
         if not bootstrap:
-            self.broker = LocalKafka(settings.state_dir, port=settings.local_kafka_port)
-            bootstrap = self.broker.start()
+            self.kafka = LocalKafkaCluster(settings.state_dir, settings.brokers, settings.local_kafka_port)
+            bootstrap = self.kafka.start()
         registry_url = settings.schema_registry_url
         if settings.starts_local_registry:
             self.registry = LocalRegistry(settings.state_dir, port=settings.registry_port)
@@ -141,9 +148,12 @@ class Stack:
         key_file = None if settings.admin_key else settings.state_dir / "admin-key"
         self.settings = settings = dataclasses.replace(
             settings, kafka_bootstrap=bootstrap, admin_key=admin_key(settings), schema_registry_url=registry_url)
-        ensure_topics(bootstrap, settings)
-        if self.broker is not None:
-            self._watch_broker(self.broker)
+        if self.kafka is not None:
+            ensure_topics(bootstrap, settings, replication=self.kafka.replication_factor,
+                          min_insync_replicas=self.kafka.min_insync_replicas)
+            self._watch_brokers(self.kafka)
+        else:
+            ensure_topics(bootstrap, settings)
         if self.registry is not None:
             self._watch_registry(self.registry)
         for service in ("edge", "processor") if settings.embedded_warehouse else ("edge", "processor", "sink"):
@@ -164,13 +174,26 @@ class Stack:
             describe_exit=lambda: describe_exit(self._child(service).process.poll()),
             pid=lambda: self._child(service).process.pid))
 
-    def _watch_broker(self, broker: LocalKafka) -> None:
+    def _watch_brokers(self, kafka: LocalKafkaCluster) -> None:
+        """Watch the broker, or each node of a cluster on its own (`broker-1`, `broker-2`, ...)."""
+        if len(kafka.nodes) == 1:
+            self._watch_broker(kafka.nodes[0], "broker", wait_ready=True)
+            return
+        for node in kafka.nodes:
+            # Launched, not waited for: a node serves only with a majority of the voters running,
+            # and with two of three down, waiting for the first restarted one would never end.
+            self._watch_broker(node, f"broker-{node.node_id}", wait_ready=False)
+
+    def _watch_broker(self, broker: LocalKafka, name: str, wait_ready: bool) -> None:
         def restart() -> None:
             broker.stop()  # reaps the dead JVM (a killed child stays a zombie until waited for)
-            broker.start()
+            if wait_ready:
+                broker.start()
+            else:
+                broker.launch()
 
         self.supervisor.watch(Watched(
-            "broker", alive=lambda: broker.running, restart=restart, pid=lambda: broker.pid,
+            name, alive=lambda: broker.running, restart=restart, pid=lambda: broker.pid,
             describe_exit=lambda: describe_exit(broker.returncode)))
 
     def _watch_registry(self, registry: LocalRegistry) -> None:
@@ -189,13 +212,14 @@ class Stack:
         with self._lock:
             child = self._child(name)
             self.children.remove(child)
-            self._spawn(child.service, name)
+            self._spawn(child.service, name, child.overrides)
 
-    def add(self, service: str, name: str) -> None:
+    def add(self, service: str, name: str, **overrides: object) -> None:
         """Run one more instance of `service` under its own `name` (its log, and its static
-        group member id), supervised like the others; does not wait for it to be ready."""
+        group member id), with the stack's settings but for `overrides` (e.g. an edge's
+        `http_port`), supervised like the others; does not wait for it to be ready."""
         with self._lock:
-            self._spawn(service, name)
+            self._spawn(service, name, overrides)
             self._watch(name)
 
     def _wait_ready(self, deadline: float) -> None:
@@ -217,14 +241,30 @@ class Stack:
             self._respawn(service)
         self._wait_ready(time.monotonic() + timeout)
 
-    def _spawn(self, service: str, name: str | None = None) -> None:
+    def restart_brokers(self, node_ids: list[int], sig: int = signal.SIGTERM, down_s: float = 0.0) -> None:
+        """Stop these nodes of the local cluster with `sig` (SIGTERM: a controlled shutdown, as in a
+        rolling restart; SIGKILL: a crash), keep them down `down_s` seconds, then launch them again
+        without waiting for them to serve; blocks. The supervisor pauses meanwhile, so it does not
+        restart them itself."""
+        with self._lock:
+            nodes = [self.kafka.node(node_id) for node_id in node_ids]
+            if sig != signal.SIGTERM:
+                for node in nodes:
+                    os.killpg(node.pid, sig)  # each JVM leads its own process group
+            for node in nodes:
+                node.stop()  # SIGTERM and wait; reaps one already killed
+            time.sleep(down_s)
+            for node in nodes:
+                node.launch()
+
+    def _spawn(self, service: str, name: str | None = None, overrides: dict | None = None) -> None:
         name = name or service
         logs = self.settings.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         if service == "processor":
             (self.settings.state_dir / "run" / "processor.ready").unlink(missing_ok=True)
         log_path = logs / f"{name}.log"
-        env = {**os.environ, **self.settings.to_env()}
+        env = {**os.environ, **dataclasses.replace(self.settings, **(overrides or {})).to_env()}
         # A stable name per child: restarted, its consumers rejoin their groups as the same static
         # members. Unique per child: two members with one instance id would fence each other.
         env["SLUICE_INSTANCE_ID"] = f"{self.settings.instance_id}-{name}" if self.settings.instance_id else name
@@ -234,7 +274,7 @@ class Stack:
                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, preexec_fn=die_with_parent,
             )
-        self.children.append(Child(name, service, process, log_path))
+        self.children.append(Child(name, service, process, log_path, overrides or {}))
 
     def check_alive(self) -> None:
         """Raise StackError with the log's tail if any child has exited."""
@@ -294,7 +334,7 @@ class Stack:
             if self.registry is not None:
                 self.registry.stop()
                 self.registry = None
-            if self.broker is not None:
-                self.broker.stop()
-                self.broker = None
+            if self.kafka is not None:
+                self.kafka.stop()
+                self.kafka = None
             self._state_lock.release()

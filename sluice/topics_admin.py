@@ -15,19 +15,30 @@ from schemas.topics import INGEST, SPECS, MessageLimits, TopicSpec, Topics, topi
 log = logging.getLogger(__name__)
 
 
-def ensure_topics(bootstrap: str, settings: Settings, replication: int = 1, timeout: float = 30) -> None:
+def ensure_topics(bootstrap: str, settings: Settings, replication: int = 1, timeout: float = 30,
+                  min_insync_replicas: int | None = None) -> None:
     """Create missing topics and set the declared configs on existing ones
-    (incrementally: configs we do not declare are left as they are). Blocks; raises KafkaException."""
+    (incrementally: configs we do not declare are left as they are). Blocks; raises KafkaException.
+
+    `min_insync_replicas`, when given, is set on every topic: the copies an acks=all write needs.
+    """
     admin = AdminClient({"bootstrap.servers": bootstrap})
     topics = Topics(settings.topic_prefix)
     limits = MessageLimits.for_body(settings.max_body_bytes)
+
+    def configs(spec: TopicSpec) -> dict[str, str]:
+        declared = topic_configs(spec, limits)
+        if min_insync_replicas is not None:
+            declared["min.insync.replicas"] = str(min_insync_replicas)
+        return declared
+
     existing = set(admin.list_topics(timeout=timeout).topics)
     created: set[str] = set()
     wanted = [
         NewTopic(topics.name(spec.logical),
                  num_partitions=_partitions(spec, settings),
                  replication_factor=replication,
-                 config=topic_configs(spec, limits))
+                 config=configs(spec))
         for spec in SPECS
         if topics.name(spec.logical) not in existing
     ]
@@ -43,7 +54,7 @@ def ensure_topics(bootstrap: str, settings: Settings, replication: int = 1, time
     altered = [
         ConfigResource(ResourceType.TOPIC, topics.name(spec.logical), incremental_configs=[
             ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
-            for name, value in topic_configs(spec, limits).items()])
+            for name, value in configs(spec).items()])
         for spec in SPECS
         if topics.name(spec.logical) not in created
     ]
