@@ -66,12 +66,22 @@ class Bodies:
 
 
 class Connection:
-    """One keep-alive HTTP/1.1 connection; `post` sends a request and reads the whole reply."""
+    """One keep-alive HTTP/1.1 connection; `post` sends a request and reads the whole reply
+    (its head, lower-cased, is kept in `reply_head`)."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.reply_head = b""
+
+    def reply_header(self, name: bytes) -> bytes | None:
+        """A header of the last reply (`name` lower-case), or None."""
+        at = self.reply_head.find(b"\r\n" + name + b":")
+        if at < 0:
+            return None
+        start = at + len(name) + 3
+        return self.reply_head[start:self.reply_head.index(b"\r\n", start)].strip()
 
     async def post(self, head: bytes, body: bytes) -> int:
         """The reply's status code; raises OSError/IncompleteReadError when the connection breaks."""
@@ -90,7 +100,7 @@ class Connection:
         self.writer.write(head + body)
         raw = await self.reader.readuntil(b"\r\n\r\n")
         status = int(raw[9:12])
-        headers = raw.lower()
+        self.reply_head = headers = raw.lower()
         at = headers.find(b"\r\ncontent-length:")
         if at < 0:  # every reply of the edge has a length; anything else: start afresh
             self.close()

@@ -2,9 +2,10 @@
 
 `edge` serves HTTP; with the embedded warehouse it also runs the readings sink
 in a thread, because chDB's data folder belongs to one process.
-`edge-worker` is one more edge process on the same port (`SLUICE_EDGE_WORKERS`):
-it serves the ingest routes itself and forwards every other request to the
-`edge` process, the only one holding the warehouse (producers.forward).
+`edge-worker` is one more edge process on the same port (`SLUICE_EDGE_WORKERS`),
+or on a port of its own (a second edge): it serves the ingest routes itself and
+forwards every other request to the `edge` process, the only one holding the
+warehouse (producers.forward).
 `processor` is the Faust worker. `sink` is the readings sink on its own, for a
 ClickHouse server.
 
@@ -72,9 +73,9 @@ def run_edge(settings: Settings) -> None:
     # uvicorn re-raises SIGTERM after its graceful shutdown; with the default
     # handler that would kill us before the sinks commit and leave their group.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    sockets = [http_socket(settings)]
-    if settings.edge_workers > 1:
-        sockets.append(primary_socket(settings))  # the other workers' forwarded requests
+    # The other edges' forwarded requests: workers on this port (SLUICE_EDGE_WORKERS), or a second
+    # edge on a port of its own (`sluice edge-worker` with another SLUICE_HTTP_PORT).
+    sockets = [http_socket(settings), primary_socket(settings)]
     watchdog.start()
     try:
         _serve(app, settings, sockets)

@@ -101,3 +101,19 @@ def kafka_bootstrap_for_tests(tmp_root: Path) -> tuple[str, Callable[[], None]]:
     if docker_available():
         return _start_container()
     return _start_local(tmp_root)
+
+
+def free_port_run(count: int) -> int:
+    """The first of `count` consecutive ports on 127.0.0.1 that were all free a moment ago (a local
+    cluster's nodes take a client and a controller port each, one after another)."""
+    while True:
+        first = free_port()
+        if first + count > 65536:
+            continue
+        with ExitStack() as stack:
+            try:
+                for port in range(first, first + count):
+                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return first
