@@ -1,5 +1,6 @@
 """`sluice status`: each stage at a glance, from the edge's /metrics and /readyz and the
-processor's (and a standalone sink's) own /metrics.
+processor's (and a standalone sink's) own /metrics; and Kafka's brokers, its active
+controller and the partitions out of sync, from the cluster's metadata (bus.cluster).
 
 A snapshot is two scrapes `interval` seconds apart, so it can show rates; the live
 view keeps scraping and redraws. Nothing here keeps state of its own: what an
@@ -8,18 +9,23 @@ operator sees is what Prometheus would scrape.
 
 from __future__ import annotations
 
+import collections
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import httpx
+from confluent_kafka import KafkaException
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from bus.cluster import ClusterView, describe
 from config import Settings
+from sluice.local_cluster import LocalKafkaCluster
+from sluice.local_kafka import LocalKafkaError
 
 Samples = dict[str, list[tuple[dict, float]]]  # sample name -> [(labels, value)]
 
@@ -57,6 +63,8 @@ class Snapshot:
     ready: dict | None
     processor: Samples | None
     sink: Samples | None  # a standalone sink's port; embedded sinks are in `edge`
+    kafka: ClusterView | None = None  # None: no broker answered
+    controller: int | None = None  # the local cluster's active controller; None: not known
     previous: "Snapshot | None" = field(default=None, repr=False)
 
     def rate(self, source: str, name: str, **labels) -> float | None:
@@ -75,6 +83,8 @@ class Status:
         self.processor_url = f"http://{host}:{settings.processor_metrics_port}/metrics"
         self.sink_url = None if settings.embedded_warehouse else f"http://{host}:{settings.sink_metrics_port}/metrics"
         self.prefix = settings.topic_prefix
+        self.bootstrap = settings.kafka_bootstrap
+        self._local = _local_cluster(settings)
         self._client = httpx.Client(timeout=timeout)
 
     def close(self) -> None:
@@ -87,7 +97,16 @@ class Status:
             ready = None
         return Snapshot(time.time(), scrape(self._client, f"{self.edge_url}/metrics"), ready,
                         scrape(self._client, self.processor_url),
-                        scrape(self._client, self.sink_url) if self.sink_url else None, previous)
+                        scrape(self._client, self.sink_url) if self.sink_url else None, self._kafka(),
+                        self._local.active_controller() if self._local else None, previous)
+
+    def _kafka(self) -> ClusterView | None:
+        if not self.bootstrap:
+            return None
+        try:
+            return describe(self.bootstrap, timeout=3)
+        except KafkaException:
+            return None
 
     def render(self, snap: Snapshot) -> Group:
         stages = Table(title="sluice status", title_justify="left")
@@ -125,7 +144,29 @@ class Status:
             rejects.add_row("edge", f"HTTP {status}", f"{count:.0f}")
         for reason, count in sorted(by(snap.processor, "sluice_deadletters_total", "reason").items()):
             rejects.add_row("processor", reason, f"{count:.0f}")
-        return Group(Text(f"scraping {self._where()}"), stages, rejects)
+        return Group(Text(f"scraping {self._where()}"), stages, self._render_kafka(snap), rejects)
+
+    def _render_kafka(self, snap: Snapshot) -> Table:
+        kafka = Table(title="kafka", title_justify="left")
+        for column in ("", "state", "detail"):
+            kafka.add_column(column)
+        view = snap.kafka
+        if view is None:
+            kafka.add_row("brokers", "down", f"no broker at {self.bootstrap or '(no KAFKA_BOOTSTRAP_SERVERS)'} answers")
+            return kafka
+        known = view.known_brokers
+        down = f"; down: {', '.join(map(str, view.down))}" if view.down else ""
+        kafka.add_row("brokers", f"{len(view.brokers)} of {len(known)} up",
+                      ", ".join(f"{b} {view.brokers[b]}" for b in sorted(view.brokers)) + down)
+        controller = snap.controller
+        kafka.add_row("controller", "—" if controller is None else f"node {controller}",
+                      "the KRaft quorum's leader" if controller is not None else "known for a local cluster only")
+        for name, partitions in (("under-replicated", view.under_replicated(self.prefix)),
+                                 ("offline", view.offline(self.prefix))):
+            per_topic = collections.Counter(topic.removeprefix(self.prefix) for topic, _ in partitions)
+            kafka.add_row(name, f"{len(partitions)} partitions",
+                          ", ".join(f"{topic} {count}" for topic, count in sorted(per_topic.items())))
+        return kafka
 
     def _where(self) -> str:
         """Which stack this is: every address scraped."""
@@ -143,6 +184,16 @@ class Status:
             return "no answer"
         bad = [f"{name}: {c.get('state')}" for name, c in (ready.get("components") or {}).items() if not c.get("ok")]
         return ", ".join(bad) or "all loops ok"
+
+
+def _local_cluster(settings: Settings) -> LocalKafkaCluster | None:
+    """The local cluster this stack runs in its state folder, when the bootstrap is its (its controller
+    is read from the nodes' files); None for an external cluster."""
+    try:
+        local = LocalKafkaCluster(settings.state_dir, settings.brokers, settings.local_kafka_port)
+    except (LocalKafkaError, ValueError):
+        return None
+    return local if local.bootstrap == settings.kafka_bootstrap else None
 
 
 def _per_s(value: float | None, unit: str) -> str:

@@ -14,6 +14,9 @@ import collections
 import dataclasses
 import os
 import signal
+import subprocess
+import sys
+import threading
 import time
 
 import httpx
@@ -30,6 +33,7 @@ from tests.warehouse_probe import optimized
 BROKERS = 3
 RATE = 250  # requests/s offered, spread over both edges
 WARM_UP_S = 10
+DOWN_S = 12  # how long the raw topic's leader stays down after its SIGKILL
 
 
 @dataclasses.dataclass
@@ -122,6 +126,16 @@ def cluster(tmp_path_factory):
         assert optimized(stack.settings, thing) == (expected, expected), thing
 
 
+def sluice_status(stack) -> dict[str, str]:
+    """`sluice status --once`'s rows by their first cell, as a second terminal shows them."""
+    out = subprocess.run([sys.executable, "-m", "sluice.cli", "status", "--once", "--interval", "0.5"],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **stack.settings.to_env(), "COLUMNS": "250"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    return {line.split("│")[1].strip(): line for line in out.stdout.splitlines()
+            if line.count("│") >= 4 and line.split("│")[1].strip()}
+
+
 def stages_restarted(stack) -> dict[str, int]:
     """Restarts of every child but the brokers (a broker's failure must not take a client down with it)."""
     return {name: child.restarts for name, child in stack.supervisor.children.items()
@@ -134,6 +148,14 @@ def no_client_noticed(stack, load: SteadyLoad) -> None:
     assert stages_restarted(stack) == {}
 
 
+def test_sluice_status_shows_the_brokers_the_controller_and_partitions_out_of_sync(cluster):
+    rows = sluice_status(cluster.stack)
+    controller = cluster.stack.kafka.active_controller()
+    assert "3 of 3 up" in rows["brokers"], rows
+    assert f"node {controller}" in rows["controller"], rows
+    assert "0 partitions" in rows["under-replicated"] and "0 partitions" in rows["offline"], rows
+
+
 def test_sigkill_of_the_broker_leading_the_raw_topic_costs_clients_nothing(cluster):
     stack = cluster.stack
     raw = f"{stack.settings.topic_prefix}raw"
@@ -142,7 +164,9 @@ def test_sigkill_of_the_broker_leading_the_raw_topic_costs_clients_nothing(clust
     thing, load = cluster.load()
     load.wait_accepted(500)
     killed, pid = time.monotonic(), stack.kafka.node(victim).pid
-    os.kill(pid, signal.SIGKILL)
+    # Kept down a while (the supervisor would restart it at once) to see what an operator sees meanwhile.
+    killer = threading.Thread(target=stack.restart_brokers, args=([victim], signal.SIGKILL, DOWN_S))
+    killer.start()
 
     def led_by_others() -> bool:
         try:
@@ -153,12 +177,18 @@ def test_sigkill_of_the_broker_leading_the_raw_topic_costs_clients_nothing(clust
 
     eventually(led_by_others, timeout=30, interval=0.1)
     elected = time.monotonic() - killed
+    rows = sluice_status(stack)
+    assert time.monotonic() - killed < DOWN_S, "the status came too late to see the broker down"
+    assert "2 of 3 up" in rows["brokers"] and f"down: {victim}" in rows["brokers"], rows
+    assert "0 partitions" not in rows["under-replicated"] and "raw" in rows["under-replicated"], rows
+    killer.join()
     eventually(lambda: back_in_sync(stack, victim, pid), timeout=120, interval=0.5)
     recovered = time.monotonic() - killed
     time.sleep(2)
     load.stop()
     print(f"\nleader SIGKILL: broker {victim} led {sum(1 for b in leaders.values() if b == victim)} of "
-          f"{len(leaders)} raw partitions; new leaders after {elected:.1f} s, back in sync after {recovered:.1f} s; "
+          f"{len(leaders)} raw partitions; new leaders after {elected:.1f} s; down {DOWN_S} s, back in sync "
+          f"{recovered:.1f} s after the kill; "
           f"{load.summary()}")
     no_client_noticed(stack, load)
     print(cluster.landed_once(thing, load))
