@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 
 class LagCollector(Collector):
-    def __init__(self, bootstrap: str, group_prefix: str, timeout: float = 5.0, topic_prefix: str | None = None) -> None:
+    def __init__(self, bootstrap: str, group_prefix: str, timeout: float = 5.0,
+                 topic_prefix: str | None = None) -> None:
         """Lag of the groups named `group_prefix`…, on the topics named `topic_prefix`… (default: the same)."""
         self._admin = AdminClient({"bootstrap.servers": bootstrap, "logger": librdkafka_logger()})
         self._bootstrap = bootstrap

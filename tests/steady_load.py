@@ -97,12 +97,13 @@ class SteadyLoad:
         waits = sorted(a.answered_at - a.sent_at for a in self.answers) or [0.0]
         statuses = sorted(collections.Counter(a.status for a in self.answers).items())
         per_edge = sorted(collections.Counter(a.edge for a in self.answers if a.status == 202).items())
+        slowest = {status: max(a.answered_at - a.sent_at for a in self.answers if a.status == status)
+                   for status, _ in statuses if status != 202}
         return (f"{self.requests} requests at {self.achieved_rate:.0f}/s ({len(self.accepted)} accepted; "
                 f"202s per edge {dict(per_edge)}), answers by status {dict(statuses)}, wait p50 "
                 f"{waits[len(waits) // 2] * 1000:.0f} ms, p99 {waits[int(len(waits) * 0.99)] * 1000:.0f} ms, "
-                f"longest {waits[-1]:.1f} s" + "".join(
-                    f"; longest {status} {max(a.answered_at - a.sent_at for a in self.answers if a.status == status):.1f} s"
-                    for status, _ in statuses if status != 202))
+                f"longest {waits[-1]:.1f} s"
+                + "".join(f"; longest {status} {wait:.1f} s" for status, wait in slowest.items()))
 
     async def _run(self) -> None:
         await asyncio.gather(*(self._worker(k) for k in range(CONNECTIONS)))

@@ -42,12 +42,27 @@ class Cluster:
     api: httpx.Client
     edges: list[str]  # the primary edge, and a second one on a port of its own
     battery_type: tuple[str, str]
-    landed: list[tuple[str, int]] = dataclasses.field(default_factory=list)  # (thing, readings) checked again at the end
+    landed: list[tuple[str, int]] = dataclasses.field(default_factory=list)  # (thing, readings): checked at the end
 
     def load(self, rate: float = RATE) -> tuple[str, SteadyLoad]:
-        """A new thing, and a steady load of requests for it over both edges, started."""
+        """A new thing, and a steady load of requests for it over both edges, running (its first 500
+        requests accepted)."""
         thing = register_battery(self.api, *self.battery_type)
-        return thing, SteadyLoad(self.edges, self.stack.settings.admin_key, thing, rate=rate).start()
+        load = SteadyLoad(self.edges, self.stack.settings.admin_key, thing, rate=rate).start()
+        load.wait_accepted(500)
+        return thing, load
+
+    def finish(self, load: SteadyLoad, what: str) -> None:
+        """Let the load run a moment past the recovery, stop it, and print what happened with its figures."""
+        time.sleep(2)
+        load.stop()
+        print(f"\n{what}; {load.summary()}")
+
+    def unnoticed(self, thing: str, load: SteadyLoad, what: str) -> None:
+        """Finish the load (`finish`); no client saw the fault, and every reading landed once."""
+        self.finish(load, what)
+        no_client_noticed(self.stack, load)
+        print(self.landed_once(thing, load))
 
     def readings(self, thing: str) -> tuple[int, int, int]:
         """(count() FINAL, uniqExact(metric, ts), physical rows) of `thing`'s readings."""
@@ -162,7 +177,6 @@ def test_sigkill_of_the_broker_leading_the_raw_topic_costs_clients_nothing(clust
     leaders = describe(stack.settings.kafka_bootstrap).leaders(raw)
     victim = collections.Counter(leaders.values()).most_common(1)[0][0]
     thing, load = cluster.load()
-    load.wait_accepted(500)
     killed, pid = time.monotonic(), stack.kafka.node(victim).pid
     # Kept down a while (the supervisor would restart it at once) to see what an operator sees meanwhile.
     killer = threading.Thread(target=stack.restart_brokers, args=([victim], signal.SIGKILL, DOWN_S))
@@ -183,15 +197,10 @@ def test_sigkill_of_the_broker_leading_the_raw_topic_costs_clients_nothing(clust
     assert "0 partitions" not in rows["under-replicated"] and "raw" in rows["under-replicated"], rows
     killer.join()
     eventually(lambda: back_in_sync(stack, victim, pid), timeout=120, interval=0.5)
-    recovered = time.monotonic() - killed
-    time.sleep(2)
-    load.stop()
-    print(f"\nleader SIGKILL: broker {victim} led {sum(1 for b in leaders.values() if b == victim)} of "
-          f"{len(leaders)} raw partitions; new leaders after {elected:.1f} s; down {DOWN_S} s, back in sync "
-          f"{recovered:.1f} s after the kill; "
-          f"{load.summary()}")
-    no_client_noticed(stack, load)
-    print(cluster.landed_once(thing, load))
+    led = sum(1 for b in leaders.values() if b == victim)
+    cluster.unnoticed(thing, load, f"leader SIGKILL: broker {victim} led {led} of {len(leaders)} raw partitions; "
+                      f"new leaders after {elected:.1f} s; down {DOWN_S} s, back in sync "
+                      f"{time.monotonic() - killed:.1f} s after the kill")
 
 
 def test_sigkill_of_the_active_controller_costs_clients_nothing(cluster):
@@ -199,57 +208,42 @@ def test_sigkill_of_the_active_controller_costs_clients_nothing(cluster):
     victim = stack.kafka.active_controller()
     assert victim is not None
     thing, load = cluster.load()
-    load.wait_accepted(500)
     killed, pid = time.monotonic(), stack.kafka.node(victim).pid
     os.kill(pid, signal.SIGKILL)
     eventually(lambda: stack.kafka.active_controller() not in (None, victim), timeout=30, interval=0.1)
     elected = time.monotonic() - killed
     successor = stack.kafka.active_controller()
     eventually(lambda: back_in_sync(stack, victim, pid), timeout=120, interval=0.5)
-    recovered = time.monotonic() - killed
-    time.sleep(2)
-    load.stop()
-    print(f"\ncontroller SIGKILL: node {victim} was the active controller; node {successor} took over after "
-          f"{elected:.1f} s, all back in sync after {recovered:.1f} s; {load.summary()}")
-    no_client_noticed(stack, load)
-    print(cluster.landed_once(thing, load))
+    cluster.unnoticed(thing, load, f"controller SIGKILL: node {victim} was the active controller; node "
+                      f"{successor} took over after {elected:.1f} s, all back in sync after "
+                      f"{time.monotonic() - killed:.1f} s")
 
 
 def test_a_rolling_restart_of_every_broker_costs_clients_nothing(cluster):
     stack = cluster.stack
     thing, load = cluster.load()
-    load.wait_accepted(500)
     took = []
     for node in stack.kafka.nodes:
         begun = time.monotonic()
         stack.restart_brokers([node.node_id])  # SIGTERM: a controlled shutdown, then started again
         eventually(lambda: in_sync(stack, node.bootstrap), timeout=120, interval=0.5)  # in sync before the next
         took.append(time.monotonic() - begun)
-    time.sleep(2)
-    load.stop()
-    print(f"\nrolling restart: each broker stopped, started and back in sync in "
-          f"{', '.join(f'{t:.1f}' for t in took)} s; {load.summary()}")
-    no_client_noticed(stack, load)
-    print(cluster.landed_once(thing, load))
+    cluster.unnoticed(thing, load, f"rolling restart: each broker stopped, started and back in sync in "
+                      f"{', '.join(f'{t:.1f}' for t in took)} s")
 
 
 def test_with_two_brokers_down_clients_are_refused_and_nothing_accepted_is_lost(cluster):
     stack = cluster.stack
     thing, load = cluster.load()
-    load.wait_accepted(500)
     victims = [node.node_id for node in stack.kafka.nodes[1:]]
     killed = time.monotonic()
     stack.restart_brokers(victims, signal.SIGKILL, down_s=15)  # held down 15 s: beyond the edge's 10 s
     relaunched = time.monotonic()
     eventually(lambda: all(in_sync(stack, stack.kafka.node(v).bootstrap) for v in victims), timeout=150,
                interval=0.5)
-    recovered = time.monotonic() - killed
-    time.sleep(2)
-    load.stop()
+    cluster.finish(load, f"two brokers down: nodes {victims} SIGKILLed and kept down 15 s, back in sync "
+                         f"{time.monotonic() - killed:.1f} s after the kill")
     refused = load.refusals
-    print(f"\ntwo brokers down: nodes {victims} SIGKILLed and kept down 15 s, back in sync "
-          f"{recovered:.1f} s after the kill; {len(refused)} refusals "
-          f"{sorted(collections.Counter(a.status for a in refused).items())}; {load.summary()}")
     assert refused, "no client was refused while two brokers of three were down"
     assert all(a.status == 503 and a.retry_after for a in refused), load.summary()
     assert not load.unanswered and not load.given_up and stages_restarted(stack) == {}, load.summary()
@@ -261,7 +255,6 @@ def test_with_two_brokers_down_clients_are_refused_and_nothing_accepted_is_lost(
 def test_a_processor_and_an_edge_sigkilled_under_load_lose_and_duplicate_nothing(cluster):
     stack = cluster.stack
     thing, load = cluster.load()
-    load.wait_accepted(500)
     restarted = {}
     for victim in ("processor", "edge"):  # the edge is the primary: it holds the warehouse and its sinks
         child = next(c for c in stack.children if c.name == victim)
@@ -272,9 +265,8 @@ def test_a_processor_and_an_edge_sigkilled_under_load_lose_and_duplicate_nothing
         eventually(lambda: ready(stack.url), timeout=120, interval=0.5)
         restarted[victim] = time.monotonic() - killed
         load.wait_accepted(len(load.accepted) + 500)
-    load.stop()
-    print(f"\nprocessor and primary edge SIGKILLed: ready again after "
-          f"{', '.join(f'{name} {t:.1f} s' for name, t in restarted.items())}; clients moved to the other edge "
-          f"{len(load.unanswered)} times; {load.summary()}")
+    cluster.finish(load, f"processor and primary edge SIGKILLed: ready again after "
+                         f"{', '.join(f'{name} {t:.1f} s' for name, t in restarted.items())}; clients moved to the "
+                         f"other edge {len(load.unanswered)} times")
     assert not load.given_up and all(a.status in (429, 503) and a.retry_after for a in load.refusals), load.summary()
     print(cluster.landed_once(thing, load))
