@@ -248,8 +248,8 @@ def cluster_configs(nodes: int) -> dict[str, str]:
         # the voters first notice (fetch timeout, 2 s by default) and elect another. All of it must fit
         # well inside the edge's 10 s delivery timeout, so that a request in flight when a leader dies
         # is still delivered, not answered 503. Measured on 2 cores at 250 acks=all messages/s, the
-        # active controller SIGKILLed: leaders again after 3.1-4.5 s with these, 5.1-5.9 s with
-        # Kafka's defaults but a 3 s session.
+        # active controller SIGKILLed: leaders again after 3.1-4.5 s with these, 5.1-5.9 s with a 3 s
+        # session and Kafka's default quorum timeouts.
         "broker.session.timeout.ms": "2000",
         "broker.heartbeat.interval.ms": "500",
         "controller.quorum.fetch.timeout.ms": "1000",
