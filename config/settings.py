@@ -108,6 +108,15 @@ class Settings:
         "SLUICE_CRASH_LOOP_RESTARTS", 5, "`sluice up` gives up on a child (and exits non-zero) when it needed "
         "this many restarts...")
     crash_loop_window_s: float = setting("SLUICE_CRASH_LOOP_WINDOW_S", 120.0, "...within this many seconds.")
+    liveness_timeout_s: float = setting(
+        "SLUICE_LIVENESS_TIMEOUT_S", 30.0, "`sluice up` SIGKILLs (then restarts) a child whose heartbeat is "
+        "older than this: a process wedged in native code, or whose watchdog fired but which cannot exit.")
+    heartbeat_path: str = setting(
+        "SLUICE_HEARTBEAT_PATH", "", "A file the service's watchdog touches every second while its loops are "
+        "healthy (its supervisor reads it). `sluice up` sets one per child; empty: none.")
+    exit_grace_s: float = setting(
+        "SLUICE_EXIT_GRACE_S", 20.0, "After the watchdog asked the service to stop (a loop died or stalled), "
+        "how long a graceful stop may take before the process exits hard.")
     log_repeat_window_s: float = setting(
         "SLUICE_LOG_REPEAT_WINDOW_S", 30.0, "Repeats of a warning or error within this window are counted, "
         "not logged, then summarised; 0 logs every one.")

@@ -81,6 +81,14 @@ class Child:
     log: Path
 
 
+def _age(path: Path) -> float | None:
+    """Seconds since `path` was last touched; None while it does not exist (not started beating yet)."""
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
 def describe_exit(code: int | None) -> str:
     if code is None:
         return "is running"
@@ -97,7 +105,7 @@ class Stack:
         self.children: list[Child] = []
         self.supervisor = Supervisor(
             RestartPolicy(settings.restart_backoff_s, settings.restart_max_backoff_s,
-                          settings.crash_loop_restarts, settings.crash_loop_window_s),
+                          settings.crash_loop_restarts, settings.crash_loop_window_s, settings.liveness_timeout_s),
             status_path=settings.state_dir / "run" / "status.json")
         self._lock = threading.RLock()  # one of check, restart, stop at a time
         self._state_lock = StateLock(settings.state_dir, "sluice up")
@@ -162,7 +170,12 @@ class Stack:
             service, alive=lambda: self._child(service).process.poll() is None,
             restart=lambda: self._respawn(service),
             describe_exit=lambda: describe_exit(self._child(service).process.poll()),
-            pid=lambda: self._child(service).process.pid))
+            pid=lambda: self._child(service).process.pid,
+            silent_for=lambda: _age(self._heartbeat(service)),
+            kill=lambda: self._child(service).process.kill()))
+
+    def _heartbeat(self, name: str) -> Path:
+        return self.settings.state_dir / "run" / f"{name}.heartbeat"
 
     def _watch_broker(self, broker: LocalKafka) -> None:
         def restart() -> None:
@@ -228,6 +241,11 @@ class Stack:
         # A stable name per child: restarted, its consumers rejoin their groups as the same static
         # members. Unique per child: two members with one instance id would fence each other.
         env["SLUICE_INSTANCE_ID"] = f"{self.settings.instance_id}-{name}" if self.settings.instance_id else name
+        # Its watchdog touches this while it is healthy; the supervisor kills it if it goes stale.
+        heartbeat = self._heartbeat(name)
+        heartbeat.parent.mkdir(parents=True, exist_ok=True)
+        heartbeat.unlink(missing_ok=True)  # a new process is judged by its own beats only
+        env["SLUICE_HEARTBEAT_PATH"] = str(heartbeat)
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "sluice.cli", service],
