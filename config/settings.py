@@ -95,6 +95,10 @@ class Settings:
     max_wait_s: float = setting(
         "SLUICE_MAX_WAIT_S", 30.0, "The longest a sync request (`Prefer: wait=N`) is held for its verdict.")
     processor_batch: int = setting("SLUICE_PROCESSOR_BATCH", 500, "Raw messages a processor takes at once.")
+    request_cpu_budget_s: float = setting(
+        "SLUICE_REQUEST_CPU_BUDGET_S", 1.0, "The processor CPU time one request may take (a template's JMESPath "
+        "over its payload); past it the request is a 422 BUDGET_EXCEEDED verdict and a dead letter, so it "
+        "cannot hold up the requests of others.")
     instance_id: str = setting(
         "SLUICE_INSTANCE_ID", "", "A stable name for this service instance, unique among its peers: its "
         "consumer groups (processor, sinks) then use static membership, so a restarted instance gets its "
