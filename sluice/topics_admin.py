@@ -4,6 +4,7 @@ brings the configs of topics that already exist (an older deployment's) up to da
 from __future__ import annotations
 
 import logging
+import time
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic,
@@ -20,7 +21,8 @@ def ensure_topics(bootstrap: str, settings: Settings, timeout: float = 30) -> No
     (incrementally: configs we do not declare are left as they are). New topics get
     `replication_factor` replicas; every topic gets `min.insync.replicas` for the
     replicas it has. Blocks; raises KafkaException, or ValueError when the min ISR
-    asked for exceeds a topic's replicas (no write would ever be acknowledged)."""
+    asked for exceeds a topic's replicas (no write would ever be acknowledged), or
+    TimeoutError when a created topic is not in the brokers' metadata within `timeout` s."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     topics = Topics(settings.topic_prefix)
     limits = MessageLimits.for_body(settings.max_body_bytes)
@@ -50,6 +52,7 @@ def ensure_topics(bootstrap: str, settings: Settings, timeout: float = 30) -> No
             except KafkaException as exc:
                 if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: it exists after all (or another process won)
                     raise
+        _wait_listed(admin, specs.keys(), timeout)
     altered = [
         ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
             ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
@@ -61,6 +64,17 @@ def ensure_topics(bootstrap: str, settings: Settings, timeout: float = 30) -> No
         for resource, future in admin.incremental_alter_configs(altered, request_timeout=timeout).items():
             future.result()
             log.info("configs of topic %s are up to date", resource.name)
+
+
+def _wait_listed(admin: AdminClient, names, timeout: float) -> None:
+    # A topic is created once the controller has it; brokers learn of it a moment later (~0.1 s on a
+    # busy machine), and until then a service starting on it, or a describe, finds no such topic.
+    deadline = time.monotonic() + timeout
+    while missing := set(names) - set(admin.list_topics(timeout=timeout).topics):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics {sorted(missing)} were created, but the brokers' metadata still lacks "
+                               f"them after {timeout} s")
+        time.sleep(0.05)
 
 
 def replication_factor(settings: Settings, brokers: int) -> int:
