@@ -41,17 +41,29 @@ time.sleep(120)
 """
 
 
-def service_metrics(state: str) -> tuple[subprocess.Popen, str]:
+# The edge app's own /readyz while its processor watch finds no processor (no broker: not started).
+EDGE = """
+import sys, uvicorn
+from bus import health
+from config import Settings
+from producers.app import create_app
+health.health().component("processor", stall_after=3600).failing("no member in group sluice.processors")
+uvicorn.run(create_app(Settings(), "127.0.0.1:1", None), host="127.0.0.1", port=int(sys.argv[1]),
+            lifespan="off", log_level="warning")
+"""
+
+
+def serving(script: str, path: str, *args: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-c", SERVICE, str(port), state], cwd=ROOT)
-    url = f"http://127.0.0.1:{port}/metrics"
-    eventually(lambda: "refused" not in healthcheck(url).stderr, timeout=30)
+    process = subprocess.Popen([sys.executable, "-c", script, str(port), *args], cwd=ROOT)
+    url = f"http://127.0.0.1:{port}{path}"
+    eventually(lambda: "refused" not in healthcheck(url).stderr, timeout=60)
     return process, url
 
 
 def test_a_service_with_a_loop_down_is_unhealthy_and_healthy_once_it_recovers():
     for state, code in (("failing", 1), ("ok", 0)):
-        process, url = service_metrics(state)
+        process, url = serving(SERVICE, "/metrics", state)
         try:
             result = healthcheck(url)
             assert result.returncode == code, result.stderr
@@ -59,3 +71,14 @@ def test_a_service_with_a_loop_down_is_unhealthy_and_healthy_once_it_recovers():
         finally:
             process.terminate()
             process.wait(10)
+
+
+def test_an_edge_that_is_not_ready_is_unhealthy_and_says_why():
+    process, url = serving(EDGE, "/readyz")
+    try:
+        result = healthcheck(url)
+        assert result.returncode == 1
+        assert "answered 503" in result.stderr and "processor (no member in group sluice.processors)" in result.stderr
+    finally:
+        process.terminate()
+        process.wait(10)
