@@ -58,6 +58,12 @@ class Settings:
     ingest_partitions: int = setting(
         "SLUICE_INGEST_PARTITIONS", 0, "Partitions of the public ingest topic (outside producers write to it); "
         "0: as SLUICE_PARTITIONS.")
+    replication_factor: int = setting(
+        "SLUICE_REPLICATION_FACTOR", 0, "Replicas of each topic `sluice topics` (and `sluice up`) creates; 0: "
+        "min(3, brokers in the cluster). Existing topics keep theirs.")
+    min_insync_replicas: int = setting(
+        "SLUICE_MIN_INSYNC_REPLICAS", 0, "`min.insync.replicas` of Sluice's topics: replicas that hold a write "
+        "before it is acknowledged (producers use acks=all); 0: 2 for a topic of 3 or more replicas, else 1.")
     schema_registry_url: str = setting(
         "SLUICE_SCHEMA_REGISTRY_URL", "", "A Confluent-compatible schema registry's API base URL, for Avro values "
         "on the ingest topic (docs/producers.md); empty: the ingest topic takes JSON only.")
