@@ -26,6 +26,7 @@ import uvicorn
 from bus import metrics
 from bus.broker_probe import BrokerProbe
 from bus.lag import LagCollector
+from bus.partition_health import PartitionHealthCollector
 from bus.processor_watch import ProcessorWatch
 from bus.health import health
 from bus.logs import dict_config
@@ -73,6 +74,7 @@ def run_edge(settings: Settings) -> None:
     app = create_edge_app(settings, settings.kafka_bootstrap, warehouse)
     metrics.REGISTRY.register(metrics.SupervisorCollector(settings.state_dir / "run" / "status.json"))
     metrics.REGISTRY.register(LagCollector(settings.kafka_bootstrap, settings.topic_prefix))
+    metrics.REGISTRY.register(PartitionHealthCollector(settings.kafka_bootstrap, settings.topic_prefix))
     # uvicorn re-raises SIGTERM after its graceful shutdown; with the default
     # handler that would kill us before the sinks commit and leave their group.
     signal.signal(signal.SIGTERM, lambda *_: None)

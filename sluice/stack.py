@@ -12,7 +12,8 @@ stack with a non-zero exit instead of restarting forever.
 
 A stack owns its state folder: it locks it before touching anything in it
 (sluice.state_lock) and, once ready, records where it listens in
-`run/endpoints.json` (sluice.endpoints) for the CLI's other commands.
+`run/endpoints.json` (sluice.endpoints) for the CLI's other commands, and a Prometheus
+config for those addresses in `run/prometheus.yml` (sluice.prometheus_config).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import httpx
 
 from catalog import keys
 from config import Settings
-from sluice import endpoints
+from sluice import endpoints, prometheus_config
 from sluice.local_kafka import LocalKafka
 from sluice.local_registry import LocalRegistry
 from sluice.state_lock import StateLock
@@ -163,7 +164,8 @@ class Stack:
                     self._spawn("edge-worker", f"edge-{number}")
                     self._watch(f"edge-{number}")
         self._wait_ready(deadline)
-        endpoints.record(settings, key_file)
+        prometheus_config.write_for_stack(settings)
+        endpoints.record(settings, key_file)  # last: clients take this file as "the stack is up"
 
     def _watch(self, service: str) -> None:
         self.supervisor.watch(Watched(

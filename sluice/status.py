@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from config import Settings
+from sluice.endpoints import scrape_host
 
 Samples = dict[str, list[tuple[dict, float]]]  # sample name -> [(labels, value)]
 
@@ -70,7 +71,7 @@ class Snapshot:
 
 class Status:
     def __init__(self, settings: Settings, url: str | None = None, timeout: float = 5.0) -> None:
-        host = settings.http_host if settings.http_host not in ("0.0.0.0", "::") else "127.0.0.1"
+        host = scrape_host(settings)
         self.edge_url = (url or f"http://{host}:{settings.http_port}").rstrip("/")
         self.processor_url = f"http://{host}:{settings.processor_metrics_port}/metrics"
         self.sink_url = None if settings.embedded_warehouse else f"http://{host}:{settings.sink_metrics_port}/metrics"
