@@ -105,6 +105,25 @@ class Settings:
         "SLUICE_REQUEST_CPU_BUDGET_S", 1.0, "The processor CPU time one request may take (a template's JMESPath "
         "over its payload); past it the request is a 422 BUDGET_EXCEEDED verdict and a dead letter, so it "
         "cannot hold up the requests of others.")
+    sql_timeout_s: float = setting(
+        "SLUICE_SQL_TIMEOUT_S", 30.0, "The deadline of every query run for a caller (analyst SQL, the read API), "
+        "streaming of its answer included: ClickHouse's max_execution_time. 0: none.")
+    sql_max_memory_bytes: int = setting(
+        "SLUICE_SQL_MAX_MEMORY_BYTES", 1 << 30, "The memory one such query may take in ClickHouse "
+        "(max_memory_usage). 0: none.")
+    sql_max_result_rows: int = setting(
+        "SLUICE_SQL_MAX_RESULT_ROWS", 10_000_000, "Rows an analyst query may answer (max_result_rows, "
+        "result_overflow_mode 'throw': more is an error, never a silently shortened result). 0: none.")
+    sql_max_result_bytes: int = setting(
+        "SLUICE_SQL_MAX_RESULT_BYTES", 1 << 30, "Bytes (uncompressed, in the engine) an analyst query may answer "
+        "(max_result_bytes, likewise). 0: none.")
+    sql_rows_max_bytes: int = setting(
+        "SLUICE_SQL_ROWS_MAX_BYTES", 16 << 20, "The largest answer of the admin SQL endpoint's `rows` format, one "
+        "JSON document built whole before it is sent; a larger result is refused (the streamed formats are "
+        "bounded by the result limits only).")
+    sql_concurrency: int = setting(
+        "SLUICE_SQL_CONCURRENCY", 2, "Analyst queries (admin SQL, `sluice sql`) one edge runs at once, on "
+        "warehouse sessions of their own; one more is refused at once (429 with Retry-After), never queued.")
     instance_id: str = setting(
         "SLUICE_INSTANCE_ID", "", "A stable name for this service instance, unique among its peers: its "
         "consumer groups (processor, sinks) then use static membership, so a restarted instance gets its "
