@@ -34,6 +34,7 @@ from producers.openapi import allowed_methods, document
 from producers.rate_limit import RateLimiter
 from producers.raw_producer import RawProducer
 from producers.results_listener import ResultsListener
+from warehouse import QueryLimits, WarehouseError
 from warehouse.backend import Warehouse
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,21 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
         if "retry_after" in exc.details:
             headers["Retry-After"] = str(exc.details["retry_after"])
         return JSONResponse(dialects.error_body(request.url.path, exc), status_code=exc.status, headers=headers)
+
+    read_limits = QueryLimits.from_settings(settings)
+
+    @app.exception_handler(WarehouseError)
+    async def warehouse_failed(request: Request, exc: WarehouseError) -> JSONResponse:
+        # A read of the API that ran into its bounds (deadline, memory): the warehouse cannot
+        # answer it now. Anything else the warehouse raises stays a plain 500.
+        bound = read_limits.exceeded(exc.code, str(exc))
+        if bound is None:
+            raise exc
+        setting, words = bound
+        error = SluiceError(503, "UNAVAILABLE", f"the warehouse could not answer: {words} ({setting})",
+                            setting=setting, retry_after=1)
+        return JSONResponse(dialects.error_body(request.url.path, error), status_code=503,
+                            headers={"Retry-After": "1"})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

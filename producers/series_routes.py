@@ -96,7 +96,7 @@ def _decode_cursor(cursor: str, order: str) -> tuple[int, str]:
         raise SluiceError(400, "INVALID_PAYLOAD", "unknown cursor (or one of another order)", field="cursor") from None
 
 
-@router.get("/things/{thing_id}/history", responses=errors(400, 404))
+@router.get("/things/{thing_id}/history", responses=errors(400, 404, 503))
 async def get_history(thing_id: str, request: Request, who: Principal = Depends(principal),
                       metrics: Metrics = None, from_: Annotated[Time, Query(alias="from")] = None, to: Time = None,
                       order: Literal["asc", "desc"] = "asc", limit: PageLimit = 1000,
@@ -121,7 +121,7 @@ async def get_history(thing_id: str, request: Request, who: Principal = Depends(
     }
 
 
-@router.get("/things/{thing_id}/aggregates", responses=errors(400, 404))
+@router.get("/things/{thing_id}/aggregates", responses=errors(400, 404, 503))
 async def get_aggregates(thing_id: str, request: Request, interval: Interval, metrics: Metrics = None,
                          who: Principal = Depends(principal),
                          from_: Annotated[Time, Query(alias="from")] = None, to: Time = None,
@@ -175,7 +175,7 @@ def _typed(metric: dict, aggregation: str, value: float | int) -> float | int | 
 
 
 def _place_latest(kind: str, plural: str) -> None:
-    @router.get(f"/{plural}/{{place_id}}/latest", name=f"latest_in_{kind}", responses=errors(400, 404))
+    @router.get(f"/{plural}/{{place_id}}/latest", name=f"latest_in_{kind}", responses=errors(400, 404, 503))
     async def latest_in_place(place_id: str, request: Request,
                               metric: Annotated[str, Query(min_length=1, max_length=200,
                                                            description="the metric's name (or id)")],

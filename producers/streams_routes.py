@@ -57,7 +57,7 @@ def get_stream(stream_ref: str, request: Request, who: Principal = Depends(princ
     return stream
 
 
-@router.get("/api-keys/{key_id}/log", responses=errors(400, 404))
+@router.get("/api-keys/{key_id}/log", responses=errors(400, 404, 503))
 async def get_key_log(key_id: str, request: Request, who: Principal = Depends(principal),
                       limit: PageLimit = 50, cursor: PageCursor = None) -> dict:
     """The requests made with one key, newest first: when each was received, its request id,
