@@ -23,8 +23,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import eventually, session_settings
-from tests.seed import register_battery, register_battery_type
+from tests.conftest import eventually, session_settings, stack_with_battery
 
 DEADLINE_S = 4
 SLEEPER = "SELECT sum(sleepEachRow(0.00001)) FROM numbers(100000000000)"  # ~0.65 s a block, no CPU
@@ -35,16 +34,10 @@ MAX_ROWS = 4_000_000
 
 @pytest.fixture(scope="module")
 def bounded(kafka_bootstrap, tmp_path_factory):
-    from sluice.stack import Stack
-
-    stack = Stack(session_settings(kafka_bootstrap, tmp_path_factory.mktemp("bounded"), sql_timeout_s=DEADLINE_S,
-                                   sql_concurrency=2, sql_max_result_rows=MAX_ROWS))
-    stack.start()
-    try:
-        with httpx.Client(base_url=stack.url, headers={"X-Api-Key": stack.settings.admin_key}, timeout=30) as api:
-            yield stack, api, register_battery(api, *register_battery_type(api))
-    finally:
-        stack.stop()
+    with stack_with_battery(session_settings(kafka_bootstrap, tmp_path_factory.mktemp("bounded"),
+                                             sql_timeout_s=DEADLINE_S, sql_concurrency=2,
+                                             sql_max_result_rows=MAX_ROWS)) as running:
+        yield running
 
 
 def _freshness(api: httpx.Client, thing: str, ts: int) -> float:
