@@ -53,6 +53,8 @@ def test_history_pages_and_aggregates_from_rollups_and_raw_agree(api, battery):
     assert [ts for ts, _, _ in seen] == sorted(ts for ts, _, _ in seen)  # by timestamp (then metric id)
     assert [v for _, m, v in seen if m == "moduleVoltage"] == voltage
     assert [v for _, m, v in seen if m == "status"] == [i % 3 for i in range(120)]
+    past = _get(api, f"/v2/things/{battery}/history", cursor=f"{T0 + HOUR}:mdef_")  # any position is a cursor
+    assert past["items"] == [] and past["nextCursor"] is None
     newest = _get(api, f"/v2/things/{battery}/history", order="desc", limit=1, metrics="moduleSoC")["items"]
     assert [(r["timestamp"], r["value"]) for r in newest] == [(T0 + 119 * 30_000, 90 - 119 * 0.125)]
 
