@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from catalog.errors import SluiceError
+from catalog.errors import SluiceError, not_found
 from catalog.models import Aggregation
 from catalog.store import cursor_at, position
 from producers.auth import Principal, principal, thing_for
@@ -65,15 +65,15 @@ def _range(from_: str | None, to: str | None, default_span: int | None, step: in
     return start, end
 
 
-def _metrics(request: Request, org_id: str, names: str | None) -> dict[str, dict]:
-    """metric id -> its catalog body, for comma-separated names or ids; 400 for an unknown one."""
+def _metrics(request: Request, org_id: str, names: str | None, field: str = "metrics") -> dict[str, dict]:
+    """metric id -> its catalog body, for comma-separated names or ids; 404 for an unknown one."""
     view = request.app.state.catalog.view
     found: dict[str, dict] = {}
     for name in filter(None, (n.strip() for n in (names or "").split(","))):
         metric_id = view.metric_id_by_name(org_id, name) or name
         body = view.get("metric", metric_id, org_id)
         if body is None:
-            raise SluiceError(400, "INVALID_PAYLOAD", f"unknown metric {name!r}", field="metrics")
+            raise not_found("metric", name, field=field)
         found[metric_id] = body
     return found
 
@@ -172,7 +172,7 @@ def _place_latest(kind: str, plural: str) -> None:
         things = [t for t in catalog.things_in(who.org_id, place_id, kind) if who.may_use_thing(t)]
         if not things and not who.may_use_place(place_id):
             who.require_place(place_id)
-        chosen = _metrics(request, who.org_id, metric.replace(",", " "))  # one name, commas and all
+        chosen = _metrics(request, who.org_id, metric.replace(",", " "), "metric")  # one name, commas and all
         if not chosen:
             raise SluiceError(400, "INVALID_PAYLOAD", "metric: name one metric", field="metric")
         ((metric_id, body),) = chosen.items()

@@ -119,8 +119,8 @@ def test_enum_metrics_allow_only_their_values(org, site):
 
 def test_thing_type_needs_existing_metrics(org):
     problem = error(org.post("/v2/definitions/thing-types", json={"displayName": "X", "metricIds": ["mdef_nope"]}),
-                    400)
-    assert problem["details"]["field"] == "metricIds[0]"
+                    404)  # an id the body names is held to the rule of one in the path
+    assert (problem["code"], problem["details"]) == ("NOT_FOUND", {"field": "metricIds[0]", "id": "mdef_nope"})
     assert error(org.post("/v2/definitions/thing-types", json={"metricIds": []}), 400)["details"][
         "field"] == "displayName"
 
@@ -275,8 +275,11 @@ def test_resource_filters_limit_a_key_to_its_places_and_things(org, stack, capac
         assert api.get(f"/v2/things/{there}").status_code == 200
         assert api.get(f"/v2/things/{here}").status_code == 403
     assert error(org.post("/v2/api-keys", json={"name": "bad", "scopes": ["read"],
-                                                "filters": {"placeIds": ["site_nope"]}}), 400)["details"][
+                                                "filters": {"placeIds": ["site_nope"]}}), 404)["details"][
         "field"] == "filters.placeIds"
+    assert error(org.post("/v2/api-keys", json={"name": "bad", "scopes": ["read"],
+                                                "filters": {"thingIds": ["thg_nope"]}}), 404)["details"] == {
+        "field": "filters.thingIds", "id": "thg_nope"}
 
 
 def test_catching_up_with_no_broker_answers_false_rather_than_raising():

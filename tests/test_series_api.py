@@ -90,8 +90,9 @@ def test_history_pages_and_aggregates_from_rollups_and_raw_agree(api, battery):
     assert off_grid["source"] == "raw"
     recent = _get(api, f"/v2/things/{battery}/aggregates", interval="1h", metrics="status")  # the last 100 hours
     assert recent["source"] == "rollup_1h" and recent["to"] % HOUR == 0 and recent["to"] - recent["from"] == 100 * HOUR
-    assert _get(api, f"/v2/things/{battery}/aggregates", 400, interval="1m", metrics="nope", **{
-        "from": T0, "to": T0 + HOUR})["error"]["details"]["field"] == "metrics"
+    # A metric that names nothing is not found, like an id in the path.
+    assert _get(api, f"/v2/things/{battery}/aggregates", 404, interval="1m", metrics="nope", **{
+        "from": T0, "to": T0 + HOUR})["error"]["details"] == {"field": "metrics", "id": "nope"}
 
 
 def test_a_sites_latest_respects_key_filters_and_orgs(stack, api, battery_type):
