@@ -31,6 +31,9 @@ _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 Time = Annotated[str | None, Query(max_length=40, description="epoch milliseconds or ISO 8601 (UTC if no offset)")]
 Metrics = Annotated[str | None, Query(max_length=4000, description="comma-separated metric names (or ids)")]
+# At least one name: something besides commas and spaces.
+SomeMetrics = Annotated[str, Query(max_length=4000, pattern=r"[^\s,]",
+                                   description="comma-separated metric names (or ids), at least one")]
 Interval = Annotated[str, Query(pattern=_INTERVAL.pattern,
                                 description="bucket width: 1m, 5m, 15m, 1h, 6h, 1d (rollup-served), or "
                                             "any N s|m|h|d (up to 9999); buckets are epoch-aligned, days in UTC")]
@@ -107,7 +110,7 @@ async def get_history(thing_id: str, request: Request, who: Principal = Depends(
 
 
 @router.get("/things/{thing_id}/aggregates", responses=errors(400, 404))
-async def get_aggregates(thing_id: str, request: Request, interval: Interval, metrics: Metrics = None,
+async def get_aggregates(thing_id: str, request: Request, interval: Interval, metrics: SomeMetrics,
                          who: Principal = Depends(principal),
                          from_: Annotated[Time, Query(alias="from")] = None, to: Time = None,
                          aggregation: Aggregation | None = None,
@@ -162,7 +165,7 @@ def _typed(metric: dict, aggregation: str, value: float | int) -> float | int | 
 def _place_latest(kind: str, plural: str) -> None:
     @router.get(f"/{plural}/{{place_id}}/latest", name=f"latest_in_{kind}", responses=errors(400, 404))
     async def latest_in_place(place_id: str, request: Request,
-                              metric: Annotated[str, Query(min_length=1, max_length=200,
+                              metric: Annotated[str, Query(max_length=200, pattern=r"[^\s,]",
                                                            description="the metric's name (or id)")],
                               who: Principal = Depends(principal)) -> dict:
         """The latest value (by event time) of one metric for every thing of the place the key
