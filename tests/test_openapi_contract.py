@@ -10,7 +10,6 @@ the document cannot express. Any status an operation does not declare fails the 
 from __future__ import annotations
 
 import json
-import secrets
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from tests.seed import org_with_every_target
 
 # Where schemathesis' expectations differ from this API's documented contract. Every status
 # tolerated here must also be declared by the operation: status_code_conformance fails any other.
@@ -104,47 +105,35 @@ class Org:
 
 
 def own_org(stack) -> Org:
-    with httpx.Client(base_url=stack.url, headers={"X-Api-Key": stack.settings.admin_key}, timeout=30) as root:
-        org = created(root.post("/v2/orgs", json={"name": f"contract {secrets.token_hex(3)}"}))
-    key = org["adminKey"]["key"]
-    with httpx.Client(base_url=stack.url, headers={"X-Api-Key": key}, timeout=30) as api:
-        metric = created(api.post("/v2/definitions/metrics", json={
-            "name": "contractTemp", "dataType": "Double", "defaultAggregation": "Avg"}))["id"]
-        thing_type = created(api.post("/v2/definitions/thing-types", json={
-            "displayName": "Contract", "metricIds": [metric]}))
-        site = created(api.post("/v2/sites", json={"name": "Contract site"}))["id"]
+    made = org_with_every_target(stack.url, stack.settings.admin_key, "contract")
+    with httpx.Client(base_url=stack.url, headers={"X-Api-Key": made["key"]}, timeout=30) as api:
         fleet = created(api.post("/v2/fleets", json={"name": "Contract fleet"}))["id"]
-        thing, doomed_thing = (created(api.post(f"/v2/sites/{site}/things", json={
-            "thingName": name, "thingTypeId": thing_type["id"]}))["id"] for name in ("Contract thing", "Doomed"))
-        template, doomed_template = (created(api.post("/v2/templates", json={
-            "name": name, "target": "ThingData", "records": "samples",
-            "timestamp": {"path": "t", "format": "epochMillis"}, "metrics": {"contractTemp": "temp"}}))["id"]
-            for name in ("Contract template", "Doomed template"))
         preset = created(api.post("/v2/definitions/presets/iso15143-3"))
         asset = created(api.post(f"/v2/fleets/{fleet}/things", json={
             "thingName": "Contract asset", "thingTypeId": preset["thingTypeId"]}))["id"]
-        harbor = created(api.post("/v2/harbors", json={"name": "Contract harbor", "autoProvision": True}))["id"]
-        stream = created(api.post("/v2/streams", json={"name": "contract"}))["name"]
-        datasource = created(api.post("/v2/datasources", json={"name": "Contract source"}))["id"]
-        reader, doomed_key = (created(api.post("/v2/api-keys", json={"name": name, "scopes": ["read"]}))["id"]
-                              for name in ("contract reader", "doomed"))
-        sent = created(api.post(f"/v2/thing/{thing}/data", json={
-            "frames": [{"timestamp": 1718884800000, "metrics": {"contractTemp": 21.5}}]}), 202)["requestId"]
-    ids = {"metric_id": metric, "type_id": thing_type["id"], "version_id": thing_type["versionId"],
-           "place_id": site, "thing_id": thing, "template_id": template, "preset": "iso15143-3",
-           "asset_id": asset, "harbor_id": harbor, "stream_ref": stream, "datasource_id": datasource,
-           "key_id": reader, "request_id": sent}
-    # Deleting gets objects of its own, so the operations after it still find theirs.
+        reader = created(api.post("/v2/api-keys", json={"name": "contract reader", "scopes": ["read"]}))["id"]
+        sent = created(api.post(f"/v2/thing/{made['thing']}/data", json={
+            "frames": [{"timestamp": 1718884800000, "metrics": {"level": 21.5}}]}), 202)["requestId"]
+        # Deleting gets objects of its own, so the operations after it still find theirs.
+        doomed_thing = created(api.post(f"/v2/sites/{made['site']}/things", json={"thingName": "Doomed"}))["id"]
+        doomed_template = created(api.post("/v2/templates", json={
+            "name": "Doomed", "target": "ThingData", "records": "samples",
+            "timestamp": {"path": "t", "format": "epochMillis"}, "metrics": {"level": "v"}}))["id"]
+        doomed_key = created(api.post("/v2/api-keys", json={"name": "doomed", "scopes": ["read"]}))["id"]
+    ids = {"metric_id": made["metric"], "type_id": made["type"], "version_id": made["version"],
+           "place_id": made["site"], "thing_id": made["thing"], "template_id": made["template"],
+           "preset": "iso15143-3", "asset_id": asset, "harbor_id": made["harbor"], "stream_ref": made["stream"],
+           "datasource_id": made["datasource"], "key_id": reader, "request_id": sent}
     only = {"DELETE /v2/things/{thing_id}": {"path.thing_id": doomed_thing},
             "DELETE /v2/templates/{template_id}": {"path.template_id": doomed_template},
             "DELETE /v2/api-keys/{key_id}": {"path.key_id": doomed_key},
             # A metric of the org, or these routes never get past 404.
-            "GET /v2/things/{thing_id}/aggregates": {"query.metrics": "contractTemp"},
-            "GET /v2/sites/{place_id}/latest": {"query.metric": "contractTemp"},
-            "GET /v2/fleets/{place_id}/latest": {"path.place_id": fleet, "query.metric": "contractTemp"},
-            "POST /restapi/datasource/insert": {"body.datasource_id": datasource},  # an id in the body
+            "GET /v2/things/{thing_id}/aggregates": {"query.metrics": "level"},
+            "GET /v2/sites/{place_id}/latest": {"query.metric": "level"},
+            "GET /v2/fleets/{place_id}/latest": {"path.place_id": fleet, "query.metric": "level"},
+            "POST /restapi/datasource/insert": {"body.datasource_id": made["datasource"]},  # an id in the body
             "^/v2/fleets/": {"path.place_id": fleet}}
-    return Org(key, {f"path.{name}": value for name, value in ids.items()}, only)
+    return Org(made["key"], {f"path.{name}": value for name, value in ids.items()}, only)
 
 
 def schemathesis_config(org: Org, platform_key: str) -> str:
