@@ -37,7 +37,8 @@ DESCRIPTIONS = {
     401: "UNAUTHORIZED: no API key, or an invalid or revoked one",
     403: "FORBIDDEN: the key lacks the scope, or its filters do not cover the object (a filtered key writes no "
          "org-wide catalog object)",
-    404: "not found (another org's objects are not found either)",
+    404: "NOT_FOUND: an id in the path, or one the body or query names (`details.field` says where), is no "
+         "object of the caller's org (another org's objects are not found either)",
     408: "REQUEST_TIMEOUT: the headers or body did not arrive in time; the connection is closed",
     409: "CONFLICT: the name is taken",
     413: "PAYLOAD_TOO_LARGE: the body, as sent or inflated, exceeds the route's limit (`details.limit`)",
