@@ -45,12 +45,10 @@ class Access(Store):
         returns (stored body, secret). Only the secret's hash is stored. 403 if broader."""
         for place_id in spec.filters.placeIds:
             if self.view.get("place", place_id, org_id) is None:
-                raise SluiceError(400, "INVALID_PAYLOAD", f"place {place_id!r} does not exist",
-                                  field="filters.placeIds")
+                raise not_found("place", place_id, field="filters.placeIds")
         for thing_id in spec.filters.thingIds:
             if self.view.get("thing", thing_id, org_id) is None:
-                raise SluiceError(400, "INVALID_PAYLOAD", f"thing {thing_id!r} does not exist",
-                                  field="filters.thingIds")
+                raise not_found("thing", thing_id, field="filters.thingIds")
         # filters.streams is not checked for existence: it names streams (by name) and data
         # sources (by id or externalId), and may name a data source its key will create.
         filters = spec.filters.model_dump(mode="json")

@@ -8,7 +8,7 @@ bound to.
 
 from __future__ import annotations
 
-from catalog.errors import SluiceError
+from catalog.errors import SluiceError, not_found
 from catalog.ids import new_id
 from catalog.models import MetricDefinitionIn, MetricPatch, ThingTypeIn, ThingTypeVersionIn
 from catalog.store import Store, now_ms, ordered
@@ -51,8 +51,7 @@ class Definitions(Store):
     def _check_metrics(self, org_id: str, metric_ids: list[str]) -> None:
         for index, metric_id in enumerate(metric_ids):
             if self.view.get("metric", metric_id, org_id) is None:
-                raise SluiceError(400, "INVALID_PAYLOAD", f"metric {metric_id!r} does not exist",
-                                  field=f"metricIds[{index}]")
+                raise not_found("metric", metric_id, field=f"metricIds[{index}]")
 
     def _write_version(self, org_id: str, type_id: str, number: int, display_name: str,
                        description: str | None, spec: ThingTypeIn | ThingTypeVersionIn) -> dict:

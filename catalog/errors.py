@@ -16,5 +16,6 @@ class SluiceError(Exception):
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
 
 
-def not_found(kind: str, entity_id: str) -> SluiceError:
-    return SluiceError(404, "NOT_FOUND", f"{kind} {entity_id!r} not found", field=None, id=entity_id)
+def not_found(kind: str, entity_id: str, field: str | None = None) -> SluiceError:
+    """404: `entity_id` names nothing of the caller's org; `field` says where a body or query named it."""
+    return SluiceError(404, "NOT_FOUND", f"{kind} {entity_id!r} not found", field=field, id=entity_id)

@@ -60,13 +60,20 @@ class _Body(BaseModel):
 
 
 class MetricDefinitionIn(_Body):
+    # Said in the schema too, so that a client (or a generator) knows it without asking.
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"properties": {"dataType": {"const": "String"}}},
+        {"properties": {"enumValues": {"type": "null"}}},
+    ], "description": "`enumValues` only with dataType String (an enum-shaped metric)"})
+
     name: str = Field(min_length=1, max_length=NAME_MAX, pattern=r"^[A-Za-z][A-Za-z0-9_.\-]*$")
     dataType: DataType
     defaultAggregation: Aggregation
     displayName: Name | None = None
     description: Text | None = None
     unitLabel: Unit | None = None
-    enumValues: list[EnumValue] | None = Field(default=None, min_length=1, max_length=ENUM_VALUES_MAX)
+    enumValues: list[EnumValue] | None = Field(default=None, min_length=1, max_length=ENUM_VALUES_MAX,
+                                               json_schema_extra={"uniqueItems": True})
 
     @field_validator("enumValues")
     @classmethod
@@ -83,7 +90,8 @@ class MetricPatch(_Body):
     description: Text | None = None
     unitLabel: Unit | None = None
     defaultAggregation: Aggregation | None = None
-    enumValues: list[EnumValue] | None = Field(default=None, min_length=1, max_length=ENUM_VALUES_MAX)
+    enumValues: list[EnumValue] | None = Field(default=None, min_length=1, max_length=ENUM_VALUES_MAX,
+                                               json_schema_extra={"uniqueItems": True})
 
 
 class Constraint(_Body):
@@ -123,6 +131,11 @@ class PlaceIn(_Body):
 
 
 class ThingIn(_Body):
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"properties": {"properties": {"maxProperties": 0}}},
+        {"required": ["thingTypeId"], "properties": {"thingTypeId": {"type": "string"}}},
+    ], "description": "`properties` need a `thingTypeId` (they are checked against its property definitions)"})
+
     thingName: Name
     thingType: Name | None = None
     thingTypeId: EntityId | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from catalog.errors import SluiceError
+from catalog.errors import SluiceError, not_found
 from catalog.ids import new_id
 from catalog.models import PlaceIn, ThingIn, ThingPatch
 from catalog.properties import check_properties
@@ -43,7 +43,7 @@ class Places(Store):
             return None
         thing_type = self.view.get("thing_type", type_id, org_id)
         if thing_type is None:
-            raise SluiceError(400, "INVALID_PAYLOAD", f"thing type {type_id!r} does not exist", field="thingTypeId")
+            raise not_found("thing type", type_id, field="thingTypeId")
         version_id = thing_type["latestVersionId"]
         version = self.view.get("thing_type_version", version_id, org_id) or {}
         check_properties(properties, version.get("propertyDefinitions", []))

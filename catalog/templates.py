@@ -34,6 +34,17 @@ REVISION_KIND = "template_revision"
 TIMESTAMP_FORMATS = ("epochMillis", "epochSeconds", "iso8601")
 COMPILED_CACHE_SIZE = 1024  # revisions kept compiled per process
 
+# Bounds on each expression's shape, checked when it compiles (so a template that breaks them is
+# refused when written): what one evaluation can cost grows with the number of nodes, with the
+# width of a multi-select (each element evaluates the whole sub-expression again) and with nested
+# projections (each multiplies by the size of the data it projects over). The processor's
+# per-request CPU budget (processors.budget) bounds the rest.
+MAX_NODES = 256
+MAX_DEPTH = 32
+MAX_MULTISELECT = 32
+MAX_NESTED_PROJECTIONS = 4
+_PROJECTIONS = {"projection", "value_projection", "filter_projection", "flatten"}
+
 
 def revision_id(template_id: str, revision: int) -> str:
     """The catalog id of one revision: `tmpl_…@7` (what the edge pins in the envelope)."""
@@ -60,10 +71,37 @@ class TemplateCompileError(ValueError):
 
 def _compile(field: str, expression: str) -> ParsedResult:
     try:
-        return jmespath.compile(expression)
+        parsed = jmespath.compile(expression)
     except JMESPathError as exc:
         reason = re.sub(r"\s+", " ", str(exc)).strip()
         raise TemplateCompileError(field, expression, reason) from None
+    too_costly = _too_costly(parsed.parsed)
+    if too_costly:
+        raise TemplateCompileError(field, expression, too_costly)
+    return parsed
+
+
+def _too_costly(root: dict) -> str:
+    """Why the expression's tree breaks a bound (MAX_*), or ''."""
+    nodes = 0
+    stack = [(root, 1, 0)]  # (node, depth, projections above and at it)
+    while stack:
+        node, depth, projections = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            return f"it has more than {MAX_NODES} parts"
+        if depth > MAX_DEPTH:
+            return f"it nests deeper than {MAX_DEPTH} levels"
+        kind = node.get("type")
+        children = node.get("children") or []
+        if kind in ("multi_select_list", "multi_select_dict") and len(children) > MAX_MULTISELECT:
+            return f"a multi-select of {len(children)} elements; at most {MAX_MULTISELECT}"
+        if kind in _PROJECTIONS:
+            projections += 1
+            if projections > MAX_NESTED_PROJECTIONS:
+                return f"more than {MAX_NESTED_PROJECTIONS} nested projections"
+        stack.extend((child, depth + 1, projections) for child in children if isinstance(child, dict))
+    return ""
 
 
 def compile_revision(body: dict) -> CompiledTemplate:

@@ -62,6 +62,12 @@ class Settings:
     ingest_partitions: int = setting(
         "SLUICE_INGEST_PARTITIONS", 0, "Partitions of the public ingest topic (outside producers write to it); "
         "0: as SLUICE_PARTITIONS.")
+    replication_factor: int = setting(
+        "SLUICE_REPLICATION_FACTOR", 0, "Replicas of each topic `sluice topics` (and `sluice up`) creates; 0: "
+        "min(3, brokers in the cluster). Existing topics keep theirs.")
+    min_insync_replicas: int = setting(
+        "SLUICE_MIN_INSYNC_REPLICAS", 0, "`min.insync.replicas` of Sluice's topics: replicas that hold a write "
+        "before it is acknowledged (producers use acks=all); 0: 2 for a topic of 3 or more replicas, else 1.")
     schema_registry_url: str = setting(
         "SLUICE_SCHEMA_REGISTRY_URL", "", "A Confluent-compatible schema registry's API base URL, for Avro values "
         "on the ingest topic (docs/producers.md); empty: the ingest topic takes JSON only.")
@@ -99,6 +105,29 @@ class Settings:
     max_wait_s: float = setting(
         "SLUICE_MAX_WAIT_S", 30.0, "The longest a sync request (`Prefer: wait=N`) is held for its verdict.")
     processor_batch: int = setting("SLUICE_PROCESSOR_BATCH", 500, "Raw messages a processor takes at once.")
+    request_cpu_budget_s: float = setting(
+        "SLUICE_REQUEST_CPU_BUDGET_S", 1.0, "The processor CPU time one request may take (a template's JMESPath "
+        "over its payload); past it the request is a 422 BUDGET_EXCEEDED verdict and a dead letter, so it "
+        "cannot hold up the requests of others.")
+    sql_timeout_s: float = setting(
+        "SLUICE_SQL_TIMEOUT_S", 30.0, "The deadline of every query run for a caller (analyst SQL, the read API), "
+        "streaming of its answer included: ClickHouse's max_execution_time. 0: none.")
+    sql_max_memory_bytes: int = setting(
+        "SLUICE_SQL_MAX_MEMORY_BYTES", 1 << 30, "The memory one such query may take in ClickHouse "
+        "(max_memory_usage). 0: none.")
+    sql_max_result_rows: int = setting(
+        "SLUICE_SQL_MAX_RESULT_ROWS", 10_000_000, "Rows an analyst query may answer (max_result_rows, "
+        "result_overflow_mode 'throw': more is an error, never a silently shortened result). 0: none.")
+    sql_max_result_bytes: int = setting(
+        "SLUICE_SQL_MAX_RESULT_BYTES", 1 << 30, "Bytes (uncompressed, in the engine) an analyst query may answer "
+        "(max_result_bytes, likewise). 0: none.")
+    sql_rows_max_bytes: int = setting(
+        "SLUICE_SQL_ROWS_MAX_BYTES", 16 << 20, "The largest answer of the admin SQL endpoint's `rows` format, one "
+        "JSON document built whole before it is sent; a larger result is refused (the streamed formats are "
+        "bounded by the result limits only).")
+    sql_concurrency: int = setting(
+        "SLUICE_SQL_CONCURRENCY", 2, "Analyst queries (admin SQL, `sluice sql`) one edge runs at once, on "
+        "warehouse sessions of their own; one more is refused at once (429 with Retry-After), never queued.")
     instance_id: str = setting(
         "SLUICE_INSTANCE_ID", "", "A stable name for this service instance, unique among its peers: its "
         "consumer groups (processor, sinks) then use static membership, so a restarted instance gets its "
@@ -112,6 +141,15 @@ class Settings:
         "SLUICE_CRASH_LOOP_RESTARTS", 5, "`sluice up` gives up on a child (and exits non-zero) when it needed "
         "this many restarts...")
     crash_loop_window_s: float = setting("SLUICE_CRASH_LOOP_WINDOW_S", 120.0, "...within this many seconds.")
+    liveness_timeout_s: float = setting(
+        "SLUICE_LIVENESS_TIMEOUT_S", 30.0, "`sluice up` SIGKILLs (then restarts) a child whose heartbeat is "
+        "older than this: a process wedged in native code, or whose watchdog fired but which cannot exit.")
+    heartbeat_path: str = setting(
+        "SLUICE_HEARTBEAT_PATH", "", "A file the service's watchdog touches every second while its loops are "
+        "healthy (its supervisor reads it). `sluice up` sets one per child; empty: none.")
+    exit_grace_s: float = setting(
+        "SLUICE_EXIT_GRACE_S", 20.0, "After the watchdog asked the service to stop (a loop died or stalled), "
+        "how long a graceful stop may take before the process exits hard.")
     log_repeat_window_s: float = setting(
         "SLUICE_LOG_REPEAT_WINDOW_S", 30.0, "Repeats of a warning or error within this window are counted, "
         "not logged, then summarised; 0 logs every one.")

@@ -46,6 +46,7 @@ from config import Settings
 from processors.deciding_catalog import DecidingCatalog, StaleCatalog
 from processors import fetching, ingest_topic
 from processors.batching import batches
+from processors.budget import DEFAULT_CPU_SECONDS, OrgCosts
 from processors.idempotency import IdempotencyStore, first_verdict, idempotency_id, repeat_verdict
 from processors.ingest_topic import IngestMessage
 from processors.outcome import Outcome, failed, undecodable
@@ -94,19 +95,22 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
                for logical in (FRAMES, RECORDS, RESULTS, DEADLETTER, IDEMPOTENCY, CATALOG)}
     # One per agent: `fresh` belongs to the batch an agent is judging.
     raw_catalog, ingest_catalog = DecidingCatalog(view), DecidingCatalog(view)
+    costs = OrgCosts()  # a batch is judged cheapest org first (processors.budget)
 
     async def send_outputs(requests: list[tuple[bytes, dict | str]], catalog: DecidingCatalog) -> None:
         """Judge each (payload, envelope or why undecodable), produce every output, and wait
         for the broker to acknowledge them all."""
         pending = []
         catalog.fresh = False
-        for payload, envelope in requests:
+        for payload, envelope in costs.order(requests, _org_of):
+            started = time.thread_time()
             try:
-                messages = request_messages(payload, envelope, catalog, seen, limits)
+                messages = request_messages(payload, envelope, catalog, seen, limits, settings.request_cpu_budget_s)
             except StaleCatalog:  # it decides a catalog entity: judge it again on the catalog's end
                 await _catch_up_to_end(view)
                 catalog.fresh = True
-                messages = request_messages(payload, envelope, catalog, seen, limits)
+                messages = request_messages(payload, envelope, catalog, seen, limits, settings.request_cpu_budget_s)
+            costs.spent(_org_of((payload, envelope)), time.thread_time() - started)
             if any(logical == CATALOG for logical, _, _ in messages):
                 # Its verdict says the catalog changed: the records must be in the log first, so an
                 # edge that catches up on seeing the verdict reads them (a first sighting: rare).
@@ -192,8 +196,14 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
 RECORD_OVERHEAD = 1024
 
 
+def _org_of(request: tuple[bytes, dict | str]) -> str | None:
+    envelope = request[1]
+    return envelope.get("org_id") if isinstance(envelope, dict) else None
+
+
 def request_messages(payload: bytes, envelope: dict | str, catalog: Catalog, seen: IdempotencyStore,
-                     limits: MessageLimits) -> list[tuple[str, bytes, bytes]]:
+                     limits: MessageLimits,
+                     cpu_seconds: float = DEFAULT_CPU_SECONDS) -> list[tuple[str, bytes, bytes]]:
     """Every message one raw message produces, as (logical topic, key, value).
 
     Never raises for a request: an exception while judging or encoding it becomes
@@ -201,7 +211,7 @@ def request_messages(payload: bytes, envelope: dict | str, catalog: Catalog, see
     a message (frames are split, so only a pathological one) its TOO_LARGE.
     """
     try:
-        outcome, first_of = _process(payload, envelope, catalog, seen)
+        outcome, first_of = _process(payload, envelope, catalog, seen, cpu_seconds)
         if outcome.catalog and isinstance(catalog, DecidingCatalog):
             catalog.require_fresh()
         # What an Idempotency-Key remembers: the verdict with the request's fingerprint.
@@ -337,8 +347,8 @@ async def _catch_up(view: CatalogView, offset: int) -> None:
         metrics.CATALOG_WAITS.observe(time.monotonic() - started)
 
 
-def _process(payload: bytes, envelope: dict | str, catalog: Catalog,
-             seen: IdempotencyStore) -> tuple[Outcome, str | None]:
+def _process(payload: bytes, envelope: dict | str, catalog: Catalog, seen: IdempotencyStore,
+             cpu_seconds: float = DEFAULT_CPU_SECONDS) -> tuple[Outcome, str | None]:
     """Normalize one decoded raw message: (outcome, idempotency id to record it under).
 
     A repeat of an Idempotency-Key seen within the window gets the first verdict
@@ -354,7 +364,7 @@ def _process(payload: bytes, envelope: dict | str, catalog: Catalog,
         # again, since its other outputs may not all have landed; they overwrite downstream.
         if first is not None and first["request_id"] != envelope["request_id"]:
             return Outcome(None, repeat_verdict(first, envelope)), None
-    return judge(envelope, catalog), key
+    return judge(envelope, catalog, cpu_seconds), key
 
 
 class ProcessorWorker(faust.Worker):

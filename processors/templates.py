@@ -25,6 +25,7 @@ from catalog.datasources import timestamp_ms
 from catalog.resolution import ResolutionTable
 from catalog.templates import REVISION_KIND, CompiledTemplate, TemplateCompileError, compiled
 from processors import json_body
+from processors.budget import Budget, BudgetedSearch, BudgetExceeded
 from processors.columns import Readings
 from processors.normalize import MAX_FUTURE_MS
 from processors.outcome import Outcome, Rejection, make_verdict, rejected
@@ -37,14 +38,19 @@ Lookup = Callable[..., "dict | None"]  # (kind, id, org) -> body, as CatalogView
 TableLookup = Callable[[str], "ResolutionTable | None"]
 
 
-def map_template(envelope: dict, get: Lookup, table_lookup: TableLookup, preview: bool = False) -> Outcome:
+def map_template(envelope: dict, get: Lookup, table_lookup: TableLookup, preview: bool = False,
+                 budget: Budget | None = None) -> Outcome:
     """Judge one thing_template request; never raises for bad input.
+
+    Its expressions run within `budget` (processors.budget): past it the whole request is a
+    422 BUDGET_EXCEEDED verdict (and a dead letter unless previewing).
 
     `envelope["template_id"]` is the pinned revision (`tmpl_…@n`; the edge pins it), or a
     template id alone (an upstream producer's), mapped with its current revision. With `preview`
     (route thing_template_preview, previewOnly=true) nothing is written and no dead letter.
     """
     now = int(time.time() * 1000)
+    search = BudgetedSearch(budget or Budget())
     try:
         template = _template(envelope, get)
         thing = get("thing", envelope.get("thing_id") or "", envelope["org_id"])
@@ -55,11 +61,11 @@ def map_template(envelope: dict, get: Lookup, table_lookup: TableLookup, preview
         if table is None:
             raise Rejection(424, "TYPE_NOT_INITIALIZED", "the thing has no initialized thing type",
                             field="thingTypeId")
-        records = _records(envelope, template)
+        records = _records(envelope, template, search)
+        readings, written, skipped, names = map_records(records, template, table, now, search)
     except Rejection as rejection:
         outcome = rejected(envelope, rejection, 0, now)
         return Outcome([], outcome.verdict) if preview else outcome
-    readings, written, skipped, names = map_records(records, template, table, now)
     values = readings.rows
     report = {"previewOnly": preview, "templateId": template.template_id, "templateRevision": template.revision,
               "recordsParsed": len(records), "readingsWritten": written, "metricValuesWritten": values,
@@ -94,13 +100,15 @@ def _template(envelope: dict, get: Lookup) -> CompiledTemplate:
         raise Rejection(400, "INVALID_TEMPLATE", str(exc), field=exc.field) from None
 
 
-def _records(envelope: dict, template: CompiledTemplate) -> list:
+def _records(envelope: dict, template: CompiledTemplate, search: BudgetedSearch) -> list:
     try:
         payload = json_body.document(envelope)
     except orjson.JSONDecodeError as exc:
         raise Rejection(400, "INVALID_PAYLOAD", f"body is not valid JSON: {exc}", field="body") from None
     try:
-        records = template.records.search(payload)
+        records = search.search(template.records, payload)
+    except BudgetExceeded:
+        raise
     except Exception as exc:  # a function applied to the wrong type, say
         raise Rejection(400, "RECORDS_NOT_FOUND", f"records expression {template.records.expression!r} "
                         f"failed on this payload: {exc}", field="records") from None
@@ -119,12 +127,14 @@ def _records(envelope: dict, template: CompiledTemplate) -> list:
 Skipped = tuple[int, str, object, str]  # (record index, reason, the offending value as shown, detail)
 
 
-def map_records(records: list, template: CompiledTemplate, table: ResolutionTable,
-                now: int) -> tuple[Readings, int, list[Skipped], list[str]]:
+def map_records(records: list, template: CompiledTemplate, table: ResolutionTable, now: int,
+                search: BudgetedSearch | None = None) -> tuple[Readings, int, list[Skipped], list[str]]:
     """Map records to readings columns: (readings, records written, skipped, metric names written).
 
     A record is written whole or skipped whole: every value is checked before any is kept.
+    Raises BudgetExceeded when `search`'s budget runs out.
     """
+    search = search or BudgetedSearch(Budget())
     readings = Readings()
     names: dict[str, None] = {}
     skipped: list[Skipped] = []
@@ -133,7 +143,7 @@ def map_records(records: list, template: CompiledTemplate, table: ResolutionTabl
     parse_ts = _TIMESTAMP_PARSERS[template.timestamp_format]
     for index, record in enumerate(records):
         try:
-            raw_ts = template.timestamp.search(record)
+            raw_ts = search.search(template.timestamp, record)
             if raw_ts is None:
                 raise _Skip("missing_timestamp", None, f"timestamp expression {template.timestamp.expression!r} "
                             "finds nothing in the record")
@@ -143,7 +153,7 @@ def map_records(records: list, template: CompiledTemplate, table: ResolutionTabl
                             f"{template.timestamp_format} between 1970 and now")
             row = []
             for name, expression in template.metrics:
-                value = expression.search(record)
+                value = search.search(expression, record)
                 if value is None:
                     continue  # this record does not carry this metric
                 resolved = table.get(name.lower())
@@ -158,6 +168,8 @@ def map_records(records: list, template: CompiledTemplate, table: ResolutionTabl
         except _Skip as skip:
             skipped.append((index, skip.reason, _shown(skip.value), skip.detail))
             continue
+        except BudgetExceeded:
+            raise  # the whole request, not this record
         except Exception as exc:  # a JMESPath function on the wrong type in this record
             skipped.append((index, "expression_failed", None, clip(f"{type(exc).__name__}: {exc}", 512)))
             continue

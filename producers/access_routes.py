@@ -30,7 +30,7 @@ def current_org(request: Request, who: Principal = Depends(principal)) -> dict:
     return _catalog(request).org(who.org_id)
 
 
-@router.post("/api-keys", status_code=201, responses=errors(400))
+@router.post("/api-keys", status_code=201, responses=errors(400, 404))
 def create_api_key(spec: ApiKeyIn, request: Request, who: Principal = Depends(key_admin())) -> dict:
     """A key of the caller's org, no broader than the caller's (scopes and filters: 403
     otherwise); the secret (`key`) is shown only in this reply."""

@@ -8,6 +8,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
@@ -33,9 +34,12 @@ from producers.openapi import allowed_methods, document
 from producers.rate_limit import RateLimiter
 from producers.raw_producer import RawProducer
 from producers.results_listener import ResultsListener
+from warehouse import QueryLimits, WarehouseError
 from warehouse.backend import Warehouse
 
 log = logging.getLogger(__name__)
+
+DOCS_ASSETS = "/docs-assets"
 
 
 def bootstrap_admin(catalog: Catalog) -> None:
@@ -74,11 +78,16 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
             writer.close()
             view.stop()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI's and ReDoc's JS and CSS from this package (under DOCS_ASSETS),
+    # not a CDN: they work on a network without the internet.
+    app = FastAPIOffline(
         title="Sluice",
         version="0.1.0",
         description="Telemetry ingestion: HTTP edge → Kafka → processors → ClickHouse.",
         lifespan=lifespan,
+        static_url=DOCS_ASSETS,
+        # Swagger UI's validator badge would be fetched from validator.swagger.io.
+        swagger_ui_parameters={"validatorUrl": None},
         # Sluice exports Prometheus metrics, not OpenTelemetry; left on, FastAPI asks the
         # (unconfigured) OpenTelemetry providers on every request (~5 % of a small ingest's time).
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -115,6 +124,21 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
         if "retry_after" in exc.details:
             headers["Retry-After"] = str(exc.details["retry_after"])
         return JSONResponse(dialects.error_body(request.url.path, exc), status_code=exc.status, headers=headers)
+
+    read_limits = QueryLimits.from_settings(settings)
+
+    @app.exception_handler(WarehouseError)
+    async def warehouse_failed(request: Request, exc: WarehouseError) -> JSONResponse:
+        # A read of the API that ran into its bounds (deadline, memory): the warehouse cannot
+        # answer it now. Anything else the warehouse raises stays a plain 500.
+        bound = read_limits.exceeded(exc.code, str(exc))
+        if bound is None:
+            raise exc
+        setting, words = bound
+        error = SluiceError(503, "UNAVAILABLE", f"the warehouse could not answer: {words} ({setting})",
+                            setting=setting, retry_after=1)
+        return JSONResponse(dialects.error_body(request.url.path, error), status_code=503,
+                            headers={"Retry-After": "1"})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -85,10 +85,13 @@ class Principal:
 async def principal(request: Request) -> Principal:
     """FastAPI dependency: the caller's key, or 401. Async: it only hashes and looks up
     a dict, so it must not cost a thread-pool hop on every request."""
-    secret = request.headers.get("x-api-key")
-    if not secret:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        secret = token.strip() if scheme.lower() == "bearer" else ""
+    secret = request.headers.get("x-api-key") or ""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" else ""
+    if secret and bearer and secret != bearer:
+        # Which of two keys names the caller would be a guess; RFC 6750 forbids sending two.
+        raise SluiceError(401, "UNAUTHORIZED", "X-Api-Key and Authorization: Bearer carry different keys")
+    secret = secret or bearer
     if not secret:
         raise SluiceError(401, "UNAUTHORIZED", "missing API key (X-Api-Key or Authorization: Bearer)")
     expected = request.app.state.platform_key_hash

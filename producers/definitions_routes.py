@@ -50,7 +50,7 @@ def update_metric(metric_id: str, patch: MetricPatch, request: Request,
     return _catalog(request).update_metric(who.org_id, metric_id, patch)
 
 
-@router.post("/thing-types", status_code=201, responses=errors(400))
+@router.post("/thing-types", status_code=201, responses=errors(400, 404))
 def create_thing_type(spec: ThingTypeIn, request: Request, who: Principal = Depends(org_wide("thing types"))) -> dict:
     return _catalog(request).create_thing_type(who.org_id, spec)
 

@@ -20,7 +20,7 @@ from warehouse.queries import ingest_verdict, recent_verdicts
 router = APIRouter(prefix="/v2", tags=["ingest"])
 
 
-@router.get("/ingest-log/{request_id}", responses=errors(404))
+@router.get("/ingest-log/{request_id}", responses=errors(404, 503))
 async def get_ingest_verdict(request_id: str, request: Request, who: Principal = Depends(principal)) -> dict:
     """The newest verdict on one of the caller's requests; 404 NOT_FOUND if none is stored yet
     (or the request id belongs to another organization)."""
@@ -34,7 +34,7 @@ async def get_ingest_verdict(request_id: str, request: Request, who: Principal =
     return _public(verdict)
 
 
-@router.get("/ingest-log", responses=errors(400))
+@router.get("/ingest-log", responses=errors(400, 503))
 async def list_ingest_verdicts(request: Request, who: Principal = Depends(principal),
                                thing_id: str | None = Query(None, alias="thingId", max_length=64),
                                limit: int = Query(50, ge=1, le=1000)) -> dict:

@@ -12,7 +12,7 @@ from warehouse.queries import latest_event
 router = APIRouter(prefix="/v2", tags=["read"])
 
 
-@router.get("/things/{thing_id}/latest-event", responses=errors(404))
+@router.get("/things/{thing_id}/latest-event", responses=errors(404, 503))
 async def get_latest_event(thing_id: str, request: Request, who: Principal = Depends(principal)) -> dict:
     """The latest value of each metric by event time (a late backfill never replaces it)."""
     thing_for(request, who, thing_id, "read")

@@ -6,8 +6,6 @@ Times in and out are epoch milliseconds (ISO 8601 is accepted in); ranges are [f
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import re
 import time
@@ -16,11 +14,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from catalog.errors import SluiceError
+from catalog.errors import SluiceError, not_found
 from catalog.models import Aggregation
+from catalog.store import cursor_at, position
 from producers.auth import Principal, principal, thing_for
 from producers.openapi import errors
-from producers.paging import PageLimit
+from producers.paging import PageCursor, PageLimit
 from warehouse import series
 
 router = APIRouter(prefix="/v2", tags=["read"])
@@ -32,8 +31,9 @@ _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 Time = Annotated[str | None, Query(max_length=40, description="epoch milliseconds or ISO 8601 (UTC if no offset)")]
 Metrics = Annotated[str | None, Query(max_length=4000, description="comma-separated metric names (or ids)")]
-Cursor = Annotated[str | None, Query(min_length=1, max_length=200,
-                                     description="the previous page's `nextCursor`, with the same query")]
+# At least one name: something besides commas and spaces.
+SomeMetrics = Annotated[str, Query(max_length=4000, pattern=r"[^\s,]",
+                                   description="comma-separated metric names (or ids), at least one")]
 Interval = Annotated[str, Query(pattern=_INTERVAL.pattern,
                                 description="bucket width: 1m, 5m, 15m, 1h, 6h, 1d (rollup-served), or "
                                             "any N s|m|h|d (up to 9999); buckets are epoch-aligned, days in UTC")]
@@ -68,46 +68,34 @@ def _range(from_: str | None, to: str | None, default_span: int | None, step: in
     return start, end
 
 
-def _metrics(request: Request, org_id: str, names: str | None) -> dict[str, dict]:
-    """metric id -> its catalog body, for comma-separated names or ids; 400 for an unknown one."""
+def _metrics(request: Request, org_id: str, names: str | None, field: str = "metrics") -> dict[str, dict]:
+    """metric id -> its catalog body, for comma-separated names or ids; 404 for an unknown one."""
     view = request.app.state.catalog.view
     found: dict[str, dict] = {}
     for name in filter(None, (n.strip() for n in (names or "").split(","))):
         metric_id = view.metric_id_by_name(org_id, name) or name
         body = view.get("metric", metric_id, org_id)
         if body is None:
-            raise SluiceError(400, "INVALID_PAYLOAD", f"unknown metric {name!r}", field="metrics")
+            raise not_found("metric", name, field=field)
         found[metric_id] = body
     return found
 
 
-def _encode_cursor(order: str, ts: int, metric_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{order}:{ts}:{metric_id}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str, order: str) -> tuple[int, str]:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        cursor_order, ts, metric_id = text.split(":", 2)
-        if cursor_order != order or not -1 <= int(ts) <= MAX_MS + 1:
-            raise ValueError(order)
-        return int(ts), metric_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise SluiceError(400, "INVALID_PAYLOAD", "unknown cursor (or one of another order)", field="cursor") from None
-
-
-@router.get("/things/{thing_id}/history", responses=errors(400, 404))
+@router.get("/things/{thing_id}/history", responses=errors(400, 404, 503))
 async def get_history(thing_id: str, request: Request, who: Principal = Depends(principal),
                       metrics: Metrics = None, from_: Annotated[Time, Query(alias="from")] = None, to: Time = None,
                       order: Literal["asc", "desc"] = "asc", limit: PageLimit = 1000,
-                      cursor: Cursor = None) -> dict:
+                      cursor: PageCursor = None) -> dict:
     """The thing's readings in [from, to) (default: all of them), each (metric, timestamp) once
     (re-sends and replays deduplicated, the latest correction winning), ordered by timestamp
     then metric id. Pages follow `nextCursor`; rows arriving meanwhile never shift a page."""
     thing_for(request, who, thing_id, "read")
     chosen = _metrics(request, who.org_id, metrics)
     start, end = _range(from_, to, None)
-    after = _decode_cursor(cursor, order) if cursor else None
+    after = None
+    if cursor:  # a position (timestamp, metric id) in the page's order; one past the range is past it
+        ts, metric_id = position(cursor)
+        after = (min(ts, MAX_MS + 1), metric_id)
     rows = await run_in_threadpool(series.history, request.app.state.warehouse, who.org_id, thing_id, list(chosen),
                                    start, end, descending=order == "desc", limit=limit + 1, after=after)
     more, rows = len(rows) > limit, rows[:limit]
@@ -117,12 +105,12 @@ async def get_history(thing_id: str, request: Request, who: Principal = Depends(
         "thingId": thing_id,
         "items": [{"timestamp": r["ts"], "metric": names[r["metric_id"]], "metricId": r["metric_id"],
                    "value": r["value"], "dataType": r["data_type"]} for r in rows],
-        "nextCursor": _encode_cursor(order, rows[-1]["ts"], rows[-1]["metric_id"]) if more else None,
+        "nextCursor": cursor_at(rows[-1]["ts"], rows[-1]["metric_id"]) if more else None,
     }
 
 
-@router.get("/things/{thing_id}/aggregates", responses=errors(400, 404))
-async def get_aggregates(thing_id: str, request: Request, interval: Interval, metrics: Metrics = None,
+@router.get("/things/{thing_id}/aggregates", responses=errors(400, 404, 503))
+async def get_aggregates(thing_id: str, request: Request, interval: Interval, metrics: SomeMetrics,
                          who: Principal = Depends(principal),
                          from_: Annotated[Time, Query(alias="from")] = None, to: Time = None,
                          aggregation: Aggregation | None = None,
@@ -175,9 +163,9 @@ def _typed(metric: dict, aggregation: str, value: float | int) -> float | int | 
 
 
 def _place_latest(kind: str, plural: str) -> None:
-    @router.get(f"/{plural}/{{place_id}}/latest", name=f"latest_in_{kind}", responses=errors(400, 404))
+    @router.get(f"/{plural}/{{place_id}}/latest", name=f"latest_in_{kind}", responses=errors(400, 404, 503))
     async def latest_in_place(place_id: str, request: Request,
-                              metric: Annotated[str, Query(min_length=1, max_length=200,
+                              metric: Annotated[str, Query(max_length=200, pattern=r"[^\s,]",
                                                            description="the metric's name (or id)")],
                               who: Principal = Depends(principal)) -> dict:
         """The latest value (by event time) of one metric for every thing of the place the key
@@ -187,7 +175,7 @@ def _place_latest(kind: str, plural: str) -> None:
         things = [t for t in catalog.things_in(who.org_id, place_id, kind) if who.may_use_thing(t)]
         if not things and not who.may_use_place(place_id):
             who.require_place(place_id)
-        chosen = _metrics(request, who.org_id, metric.replace(",", " "))  # one name, commas and all
+        chosen = _metrics(request, who.org_id, metric.replace(",", " "), "metric")  # one name, commas and all
         if not chosen:
             raise SluiceError(400, "INVALID_PAYLOAD", "metric: name one metric", field="metric")
         ((metric_id, body),) = chosen.items()

@@ -9,23 +9,19 @@ than it (the same rule as for revoking it).
 
 from __future__ import annotations
 
-import re
-
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from catalog.errors import SluiceError
 from catalog.models import StreamIn
 from catalog.service import Catalog
-from catalog.store import page
+from catalog.store import cursor_at, page, position
 from producers.auth import Principal, org_wide, principal
 from producers.openapi import errors
 from producers.paging import PageCursor, PageLimit
 from warehouse.queries import key_log
 
 router = APIRouter(prefix="/v2", tags=["streams"])
-
-_LOG_CURSOR = re.compile(r"(\d{1,19}):(\S{1,64})\Z")
 
 
 def _catalog(request: Request) -> Catalog:
@@ -57,7 +53,7 @@ def get_stream(stream_ref: str, request: Request, who: Principal = Depends(princ
     return stream
 
 
-@router.get("/api-keys/{key_id}/log", responses=errors(400, 404))
+@router.get("/api-keys/{key_id}/log", responses=errors(400, 404, 503))
 async def get_key_log(key_id: str, request: Request, who: Principal = Depends(principal),
                       limit: PageLimit = 50, cursor: PageCursor = None) -> dict:
     """The requests made with one key, newest first: when each was received, its request id,
@@ -66,16 +62,11 @@ async def get_key_log(key_id: str, request: Request, who: Principal = Depends(pr
     if who.key["id"] != key_id:
         who.require("admin")
         _catalog(request).api_key_for(who.org_id, key_id, holder=who.key, verb="read the log of")
-    before = None
-    if cursor is not None:
-        match = _LOG_CURSOR.match(cursor)
-        if match is None:
-            raise SluiceError(400, "INVALID_PAYLOAD", "unknown cursor", field="cursor")
-        before = (int(match.group(1)), match.group(2))
+    before = position(cursor) if cursor is not None else None
     entries = await run_in_threadpool(key_log, request.app.state.warehouse, who.org_id, key_id, limit + 1, before)
     more, entries = len(entries) > limit, entries[:limit]
     return {"items": [_entry(e) for e in entries],
-            "nextCursor": f"{entries[-1]['received_at']}:{entries[-1]['request_id']}" if more else None}
+            "nextCursor": cursor_at(entries[-1]["received_at"], entries[-1]["request_id"]) if more else None}
 
 
 def _entry(v: dict) -> dict:

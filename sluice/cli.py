@@ -17,6 +17,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     from sluice.local_registry import LocalRegistryError
     from sluice.stack import Stack, StackError
     from sluice.state_lock import StateLocked
+    from sluice.topics_admin import min_insync_replicas, replication_factor
 
     if args.port:
         settings = dataclasses.replace(settings, http_port=args.port)
@@ -45,9 +46,9 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     key = stack.settings.admin_key
     where = stack.settings.kafka_bootstrap
     if stack.kafka is not None and len(stack.kafka.nodes) > 1:
-        where += (f"   ({len(stack.kafka.nodes)} KRaft nodes in {stack.settings.state_dir}/kafka-N, "
-                  f"replication factor {stack.kafka.replication_factor}, "
-                  f"min.insync.replicas {stack.kafka.min_insync_replicas})")
+        replicas = replication_factor(stack.settings, len(stack.kafka.nodes))
+        where += (f"   ({len(stack.kafka.nodes)} KRaft nodes in {stack.settings.state_dir}/kafka-N; topics: "
+                  f"{replicas} replicas, min.insync.replicas {min_insync_replicas(stack.settings, replicas)})")
     warehouse = stack.settings.clickhouse_url or f"chDB in {stack.settings.chdb_path}"
     registry = stack.settings.schema_registry_url or "none (--with-registry starts one)"
     if stack.registry is not None:
@@ -62,6 +63,7 @@ sluice is up.
   warehouse  {warehouse}, database {stack.settings.database}
   logs       {stack.settings.state_dir / 'logs'}
   endpoints  {endpoints_path(stack.settings.state_dir)}   (where the other commands find this stack)
+  prometheus {stack.settings.state_dir / 'run' / 'prometheus.yml'}   (scrape config for this stack)
   status     {stack.supervisor.status_path}   (children, restarts; dead children are restarted)
   metrics    {stack.url}/metrics   (edge, embedded sinks, consumer lag, restarts)
              http://{stack.settings.http_host}:{stack.settings.processor_metrics_port}/metrics   (processor)\
@@ -181,6 +183,32 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _prometheus_config(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sluice.endpoints import endpoints_path
+    from sluice.prometheus_config import default_rule_files, prometheus_config
+
+    if not endpoints_path(settings.state_dir).exists():
+        print(f"sluice: no running stack recorded in {endpoints_path(settings.state_dir)}; the config names "
+              "the ports of the environment and defaults", file=sys.stderr)
+    rules = [Path(p) for p in args.rules] if args.rules else default_rule_files()
+    missing = [str(p) for p in rules if not p.is_file()]
+    if missing:
+        print(f"sluice: no such rule file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    try:
+        text = prometheus_config(settings, args.interval, rules)
+    except ValueError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return 2
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _topics(settings: Settings, args: argparse.Namespace) -> int:
     from sluice.topics_admin import ensure_topics
 
@@ -240,6 +268,17 @@ def main(argv: list[str] | None = None) -> int:
     preset.add_argument("--key", help="an API key with the write scope: installs in its org "
                         "(default: the platform-admin key, the default org)")
     preset.set_defaults(run=_preset, finds_stack=True)
+    monitoring = commands.add_parser("monitoring", help="monitoring helpers").add_subparsers(
+        dest="monitoring", required=True)
+    prometheus = monitoring.add_parser(
+        "prometheus-config", help="print a Prometheus config scraping the running stack's ports (the sink "
+        "job only when the sinks run on their own), with Sluice's alert rules")
+    prometheus.add_argument("--interval", default="15s",
+                            help="scrape and rule evaluation interval, a Prometheus duration (default 15s)")
+    prometheus.add_argument("--rules", metavar="FILE", action="append",
+                            help="an alert rule file (repeatable; default: deploy/alerts.yml of this checkout)")
+    prometheus.add_argument("--out", metavar="FILE", help="write the config here instead of printing it")
+    prometheus.set_defaults(run=_prometheus_config, finds_stack=True)
     imports = commands.add_parser("import", help="bulk-import historical readings (NDJSON, CSV, Parquet) "
                                   "through the edge, resumable")
     imports.add_argument("file", help="rows of thing_id, timestamp, metric, value (or one column per metric)")

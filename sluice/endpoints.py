@@ -85,6 +85,13 @@ def client_settings(warn: Callable[[str], None] | None = None) -> Settings:
     return Settings.from_env(fallback=found) if found else settings
 
 
+def scrape_host(settings: Settings) -> str:
+    """Where a client on this machine reaches the stack's ports: the edge's host, or loopback
+    when it listens on every address; an IPv6 literal in brackets, for host:port."""
+    host = settings.http_host if settings.http_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
 def process_started(pid: int) -> str | None:
     """When `pid` started (clock ticks since boot, from /proc), or None: no such live process
     (a zombie counts as gone) or no /proc. A pid and its start time name one process for good."""

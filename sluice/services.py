@@ -27,10 +27,11 @@ import uvicorn
 from bus import metrics
 from bus.broker_probe import BrokerProbe
 from bus.lag import LagCollector
+from bus.partition_health import PartitionHealthCollector
 from bus.processor_watch import ProcessorWatch
 from bus.health import health
 from bus.logs import dict_config
-from bus.watchdog import Watchdog
+from bus.watchdog import EXIT_UNHEALTHY, Watchdog
 from catalog.view import CatalogView
 from config import Settings
 from processors.app import ProcessorWorker, create_app as create_processor_app
@@ -45,7 +46,12 @@ from warehouse import open_warehouse
 
 log = logging.getLogger(__name__)
 
-EXIT_UNHEALTHY = 75  # a loop of the service died or stalled (EX_TEMPFAIL: restarting it is the cure)
+
+
+def watchdog_for(settings: Settings, on_fatal) -> Watchdog:
+    """The service's watchdog, with the heartbeat its supervisor watches and the hard-exit grace."""
+    heartbeat = Path(settings.heartbeat_path) if settings.heartbeat_path else None
+    return Watchdog(health(), on_fatal, heartbeat=heartbeat, exit_grace=settings.exit_grace_s)
 
 
 def _terminate_self(reasons: dict) -> None:
@@ -66,10 +72,11 @@ def run_edge(settings: Settings) -> None:
     processor_watch = ProcessorWatch(settings.kafka_bootstrap, f"{settings.topic_prefix}processors",
                                      settings.topic_prefix, health())
     processor_watch.start()  # readiness: not ready while no processor takes the raw requests
-    watchdog = Watchdog(health(), _terminate_self)
+    watchdog = watchdog_for(settings, _terminate_self)
     app = create_edge_app(settings, settings.kafka_bootstrap, warehouse)
     metrics.REGISTRY.register(metrics.SupervisorCollector(settings.state_dir / "run" / "status.json"))
     metrics.REGISTRY.register(LagCollector(settings.kafka_bootstrap, settings.topic_prefix))
+    metrics.REGISTRY.register(PartitionHealthCollector(settings.kafka_bootstrap, settings.topic_prefix))
     # uvicorn re-raises SIGTERM after its graceful shutdown; with the default
     # handler that would kill us before the sinks commit and leave their group.
     signal.signal(signal.SIGTERM, lambda *_: None)
@@ -98,7 +105,7 @@ def run_edge_worker(settings: Settings) -> None:
     primary = PrimaryProbe(primary_socket_path(settings), health())  # readiness: can forwarded routes be served
     probe.start()
     primary.start()
-    watchdog = Watchdog(health(), _terminate_self)
+    watchdog = watchdog_for(settings, _terminate_self)
     app = ForwardToPrimary(create_edge_app(settings, settings.kafka_bootstrap, None),
                            primary_socket_path(settings))
     signal.signal(signal.SIGTERM, lambda *_: None)  # as in run_edge: uvicorn's graceful stop, then return
@@ -139,7 +146,7 @@ def run_sink(settings: Settings) -> None:
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
-    watchdog = Watchdog(health(), lambda _: stopping.set())
+    watchdog = watchdog_for(settings, lambda _: stopping.set())
     for thread in threads:
         thread.start()
     watchdog.start()
@@ -168,7 +175,7 @@ def run_processor(settings: Settings, ready_file: Path | None = None) -> None:
     # Faust replaces the logging set-up: hand it one with the repeat filter.
     logging_config = dict_config("WARNING", settings.log_repeat_window_s) if settings.log_repeat_window_s else None
     worker = ProcessorWorker(app, ready_file=ready, loglevel="WARNING", quiet=True, logging_config=logging_config)
-    watchdog = Watchdog(health(), _terminate_self)  # Faust stops gracefully on SIGTERM
+    watchdog = watchdog_for(settings, _terminate_self)  # Faust stops gracefully on SIGTERM
     watchdog.start()
     try:
         worker.execute_from_commandline()

@@ -74,8 +74,15 @@ def _opened(settings: Settings, query: str, wire: str) -> Iterator[Iterator[byte
         try:
             chunks = warehouse.readonly_stream(query, STREAM_FORMATS[wire])
         except WarehouseError as exc:
-            raise QueryRefused(str(exc)) from exc
-        yield _refusals_named(chunks)
+            raise QueryRefused(_reason(warehouse, exc)) from exc
+        try:
+            yield _refusals_named(warehouse, chunks)
+        except KeyboardInterrupt:
+            with contextlib.suppress(Exception):
+                chunks.cancel()  # a server would otherwise run it on to its deadline
+            raise
+        finally:
+            chunks.close()
     finally:
         warehouse.close()
 
@@ -108,41 +115,55 @@ def _through_edge(settings: Settings, query: str, wire: str) -> Iterator[Iterato
 
 
 def _cut_short_named(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The edge's chunks, one held back: an edge that hits an error mid-stream ends the
+    body with a line {"error": ...} and closes the connection; that line is raised as
+    QueryRefused, not passed on."""
+    held = b""
     try:
-        yield from chunks
-    except httpx.HTTPError as exc:  # the edge hit an error mid-stream and closed the connection
-        raise QueryRefused(f"the result was cut short ({exc}); see the edge's log") from exc
+        for chunk in chunks:
+            if held:
+                yield held
+            held = chunk
+    except httpx.HTTPError as exc:
+        before, _, last = held.rstrip(b"\n").rpartition(b"\n")
+        try:
+            message = json.loads(last)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            if held:
+                yield held
+            raise QueryRefused(f"the result was cut short ({exc}); see the edge's log") from exc
+        if before:
+            yield before + b"\n"
+        raise QueryRefused(f"the result was cut short: {message}") from exc
+    if held:
+        yield held
 
 
-def _refusals_named(chunks: Iterator[bytes]) -> Iterator[bytes]:
+def _refusals_named(warehouse, chunks: Iterator[bytes]) -> Iterator[bytes]:
     from warehouse import WarehouseError
 
     try:
         yield from chunks
     except WarehouseError as exc:
-        raise QueryRefused(str(exc)) from exc
+        raise QueryRefused(_reason(warehouse, exc)) from exc
+
+
+def _reason(warehouse, exc: Exception) -> str:
+    """The engine's refusal, led by the bound it ran into (and the setting that sets it), if any."""
+    bound = warehouse.limits.exceeded(getattr(exc, "code", None), str(exc))
+    return f"{bound[1]} ({bound[0]}): {exc}" if bound else str(exc)
 
 
 @contextlib.contextmanager
 def rows(settings: Settings, query: str) -> Iterator[tuple[list[str], Iterator[list]]]:
-    """Column names and an iterator of rows (JSON values: numbers, strings, lists,
-    None) of a read-only query; no columns when there are no rows (the engine then
-    writes nothing). Raises QueryRefused."""
+    """Column names (also when there are no rows) and an iterator of rows (JSON values:
+    numbers, strings, lists, None) of a read-only query. Raises QueryRefused."""
     with stream(settings, query, "compact") as chunks:
-        lines = _lines(chunks)
-        header = next(lines, None)
-        yield (json.loads(header) if header else []), (json.loads(line) for line in lines)
+        from warehouse.backend import lines  # (the warehouse loads pyarrow: only when used)
 
-
-def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Whole lines out of arbitrary chunks, without their newlines."""
-    pending = b""
-    for chunk in chunks:
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        yield from (line for line in complete if line)
-    if pending:
-        yield pending
+        found = lines(chunks)
+        header = next(found, None)
+        yield (json.loads(header) if header else []), (json.loads(line) for line in found)
 
 
 def write_table(columns: list[str], rows: Iterator[list], out: IO[str]) -> int:

@@ -12,7 +12,8 @@ a crash loop stops the stack with a non-zero exit instead of restarting forever.
 
 A stack owns its state folder: it locks it before touching anything in it
 (sluice.state_lock) and, once ready, records where it listens in
-`run/endpoints.json` (sluice.endpoints) for the CLI's other commands.
+`run/endpoints.json` (sluice.endpoints) for the CLI's other commands, and a Prometheus
+config for those addresses in `run/prometheus.yml` (sluice.prometheus_config).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import httpx
 
 from catalog import keys
 from config import Settings
-from sluice import endpoints
+from sluice import endpoints, prometheus_config
 from sluice.local_cluster import LocalKafkaCluster
 from sluice.local_kafka import LocalKafka
 from sluice.local_registry import LocalRegistry
@@ -83,6 +84,14 @@ class Child:
     overrides: dict = dataclasses.field(default_factory=dict)  # its settings where they differ from the stack's
 
 
+def _age(path: Path) -> float | None:
+    """Seconds since `path` was last touched; None while it does not exist (not started beating yet)."""
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
 def describe_exit(code: int | None) -> str:
     if code is None:
         return "is running"
@@ -99,7 +108,7 @@ class Stack:
         self.children: list[Child] = []
         self.supervisor = Supervisor(
             RestartPolicy(settings.restart_backoff_s, settings.restart_max_backoff_s,
-                          settings.crash_loop_restarts, settings.crash_loop_window_s),
+                          settings.crash_loop_restarts, settings.crash_loop_window_s, settings.liveness_timeout_s),
             status_path=settings.state_dir / "run" / "status.json")
         self._lock = threading.RLock()  # one of check, restart, stop at a time
         self._state_lock = StateLock(settings.state_dir, "sluice up")
@@ -148,12 +157,9 @@ class Stack:
         key_file = None if settings.admin_key else settings.state_dir / "admin-key"
         self.settings = settings = dataclasses.replace(
             settings, kafka_bootstrap=bootstrap, admin_key=admin_key(settings), schema_registry_url=registry_url)
+        ensure_topics(bootstrap, settings)  # replicas as the cluster has brokers, up to 3; min ISR 2 of 3
         if self.kafka is not None:
-            ensure_topics(bootstrap, settings, replication=self.kafka.replication_factor,
-                          min_insync_replicas=self.kafka.min_insync_replicas)
             self._watch_brokers(self.kafka)
-        else:
-            ensure_topics(bootstrap, settings)
         if self.registry is not None:
             self._watch_registry(self.registry)
         for service in ("edge", "processor") if settings.embedded_warehouse else ("edge", "processor", "sink"):
@@ -165,14 +171,20 @@ class Stack:
                     self._spawn("edge-worker", f"edge-{number}")
                     self._watch(f"edge-{number}")
         self._wait_ready(deadline)
-        endpoints.record(settings, key_file)
+        prometheus_config.write_for_stack(settings)
+        endpoints.record(settings, key_file)  # last: clients take this file as "the stack is up"
 
     def _watch(self, service: str) -> None:
         self.supervisor.watch(Watched(
             service, alive=lambda: self._child(service).process.poll() is None,
             restart=lambda: self._respawn(service),
             describe_exit=lambda: describe_exit(self._child(service).process.poll()),
-            pid=lambda: self._child(service).process.pid))
+            pid=lambda: self._child(service).process.pid,
+            silent_for=lambda: _age(self._heartbeat(service)),
+            kill=lambda: self._child(service).process.kill()))
+
+    def _heartbeat(self, name: str) -> Path:
+        return self.settings.state_dir / "run" / f"{name}.heartbeat"
 
     def _watch_brokers(self, kafka: LocalKafkaCluster) -> None:
         """Watch the broker, or each node of a cluster on its own (`broker-1`, `broker-2`, ...)."""
@@ -268,6 +280,11 @@ class Stack:
         # A stable name per child: restarted, its consumers rejoin their groups as the same static
         # members. Unique per child: two members with one instance id would fence each other.
         env["SLUICE_INSTANCE_ID"] = f"{self.settings.instance_id}-{name}" if self.settings.instance_id else name
+        # Its watchdog touches this while it is healthy; the supervisor kills it if it goes stale.
+        heartbeat = self._heartbeat(name)
+        heartbeat.parent.mkdir(parents=True, exist_ok=True)
+        heartbeat.unlink(missing_ok=True)  # a new process is judged by its own beats only
+        env["SLUICE_HEARTBEAT_PATH"] = str(heartbeat)
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "sluice.cli", service],

@@ -24,6 +24,7 @@ from rich.text import Text
 
 from bus.cluster import ClusterView, describe
 from config import Settings
+from sluice.endpoints import scrape_host
 from sluice.local_cluster import LocalKafkaCluster
 from sluice.local_kafka import LocalKafkaError
 
@@ -78,7 +79,7 @@ class Snapshot:
 
 class Status:
     def __init__(self, settings: Settings, url: str | None = None, timeout: float = 5.0) -> None:
-        host = settings.http_host if settings.http_host not in ("0.0.0.0", "::") else "127.0.0.1"
+        host = scrape_host(settings)
         self.edge_url = (url or f"http://{host}:{settings.http_port}").rstrip("/")
         self.processor_url = f"http://{host}:{settings.processor_metrics_port}/metrics"
         self.sink_url = None if settings.embedded_warehouse else f"http://{host}:{settings.sink_metrics_port}/metrics"

@@ -2,7 +2,10 @@
 
 Generic over what a child is: each is watched through two callables, `alive()`
 and `restart()`, so the broker (a LocalKafka) and the services (subprocesses)
-get the same policy. A pass (`check`) never blocks longer than one restart.
+get the same policy. An exit code is not the only sign of death: a child that
+reports a heartbeat (`silent_for()`) and lets it go stale past the liveness
+timeout is wedged (stuck in native code, or a watchdog that fired and could not
+exit), and is killed and restarted like a crash. A pass (`check`) never blocks longer than one restart.
 The state of every child (pid, restarts, last exit) is kept in a small JSON
 status file an operator (or a later metrics exporter) can read.
 """
@@ -29,6 +32,7 @@ class RestartPolicy:
     max_backoff_s: float = 30.0
     crash_loop_restarts: int = 5  # this many restarts within the window: a crash loop, give up
     crash_loop_window_s: float = 120.0
+    liveness_timeout_s: float = 30.0  # a heartbeat older than this: the child is wedged, kill it
 
     def delay(self, recent_restarts: int) -> float:
         return min(self.max_backoff_s, self.backoff_s * 2 ** recent_restarts)
@@ -41,6 +45,9 @@ class Watched:
     restart: Callable[[], None]  # starts it again; may raise (counted as another crash)
     describe_exit: Callable[[], str] = lambda: "exited"
     pid: Callable[[], int | None] = lambda: None
+    silent_for: Callable[[], float | None] = lambda: None  # seconds since its heartbeat; None: none to go by
+    kill: Callable[[], None] = lambda: None  # ends it at once (SIGKILL)
+    wedged: str = ""  # why it was killed, for its last_exit
     restarts: int = 0
     recent: collections.deque = dataclasses.field(default_factory=collections.deque)  # monotonic restart times
     restart_at: float | None = None  # when the pending restart is due
@@ -70,15 +77,27 @@ class Supervisor:
             if child.state == "failed":
                 continue
             if child.state == "running" and not child.alive():
-                child.last_exit = child.describe_exit()
+                child.last_exit = child.wedged or child.describe_exit()
+                child.wedged = ""
                 changed = True
                 self._schedule(child, now)
+            elif child.state == "running" and not child.wedged:
+                self._kill_if_wedged(child)
             if child.state == "restarting" and child.restart_at is not None and now >= child.restart_at:
                 changed = True
                 self._restart(child, now)
         if changed:
             self.write_status()
         return self.failed
+
+    def _kill_if_wedged(self, child: Watched) -> None:
+        silent = child.silent_for()
+        if silent is None or silent <= self.policy.liveness_timeout_s:
+            return
+        child.wedged = f"was killed: no heartbeat for {silent:.0f} s (wedged)"
+        log.error("%s has given no heartbeat for %.0f s although its process runs; killing it", child.name,
+                  silent, extra=ALWAYS)
+        child.kill()
 
     def _schedule(self, child: Watched, now: float) -> None:
         while child.recent and now - child.recent[0] > self.policy.crash_loop_window_s:

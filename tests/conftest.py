@@ -6,6 +6,7 @@ so runs never collide (on a shared cluster or server too).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import secrets
 import time
@@ -69,6 +70,21 @@ def stack(kafka_bootstrap, clickhouse_url, tmp_path_factory):
         yield running
     finally:
         running.stop()
+
+
+@contextlib.contextmanager
+def stack_with_battery(settings: Settings) -> Iterator[tuple]:
+    """A stack of its own on `settings`, started; an admin client of it; a Battery A1 registered
+    in it (seed 001 steps 1–3). Yields (stack, client, thing id); stops the stack after."""
+    from sluice.stack import Stack
+
+    stack = Stack(settings)
+    stack.start()
+    try:
+        with httpx.Client(base_url=stack.url, headers={"X-Api-Key": stack.settings.admin_key}, timeout=30) as api:
+            yield stack, api, register_battery(api, *register_battery_type(api))
+    finally:
+        stack.stop()
 
 
 @pytest.fixture()

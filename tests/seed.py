@@ -1,6 +1,9 @@
-"""Seed 001's example bodies, and its setup steps 1–3 as one function."""
+"""Seed 001's example bodies, its setup steps 1–3 as one function, and an org with a target for
+every dialect."""
 
 from __future__ import annotations
+
+import secrets
 
 import httpx
 
@@ -59,3 +62,31 @@ def register_battery(api: httpx.Client, site_id: str, type_id: str) -> str:
     return reply.json()["id"]
 
 
+
+
+def org_with_every_target(base_url: str, platform_key: str, label: str) -> dict[str, str]:
+    """A fresh org (made by the platform admin) with a target for every dialect: a Double metric
+    `level`, a type with it, a site, a thing of the type, a ThingData template (`samples`, each
+    record's `t` and `v` → level), the stream `tanks`, a data source and an auto-provisioning
+    harbor. Returns the org's admin key (`key`) and their ids (`stream`: its name)."""
+    def created(reply: httpx.Response) -> dict:
+        assert reply.status_code == 201, reply.text
+        return reply.json()
+
+    with httpx.Client(base_url=base_url, headers={"X-Api-Key": platform_key}, timeout=30) as root:
+        org = created(root.post("/v2/orgs", json={"name": f"{label} {secrets.token_hex(3)}"}))
+    key = org["adminKey"]["key"]
+    with httpx.Client(base_url=base_url, headers={"X-Api-Key": key}, timeout=30) as api:
+        metric = created(api.post("/v2/definitions/metrics", json={
+            "name": "level", "dataType": "Double", "defaultAggregation": "Last"}))["id"]
+        kind = created(api.post("/v2/definitions/thing-types", json={"displayName": "Tank", "metricIds": [metric]}))
+        site = created(api.post("/v2/sites", json={"name": "Depot"}))["id"]
+        thing = created(api.post(f"/v2/sites/{site}/things", json={"thingName": "Tank 1", "thingTypeId": kind["id"]}))
+        template = created(api.post("/v2/templates", json={
+            "name": "samples", "target": "ThingData", "records": "samples",
+            "timestamp": {"path": "t", "format": "epochMillis"}, "metrics": {"level": "v"}}))["id"]
+        stream = created(api.post("/v2/streams", json={"name": "tanks"}))["name"]
+        datasource = created(api.post("/v2/datasources", json={"name": "Depot log"}))["id"]
+        harbor = created(api.post("/v2/harbors", json={"name": "Port", "autoProvision": True}))["id"]
+    return {"key": key, "metric": metric, "type": kind["id"], "version": kind["versionId"], "site": site,
+            "thing": thing["id"], "template": template, "stream": stream, "datasource": datasource, "harbor": harbor}

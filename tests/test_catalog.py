@@ -84,6 +84,24 @@ def test_metric_get_list_and_update(org):
         "field"] == "dataType"  # immutable: readings were coerced by it
 
 
+def test_a_page_starts_after_its_cursor_even_when_that_item_is_gone(org):
+    site = ok(org.post("/v2/sites", json={"name": "Paged"}))["id"]
+    for i in range(4):
+        ok(org.post(f"/v2/sites/{site}/things", json={"thingName": f"t{i}"}))
+    listed = [t["id"] for t in ok(org.get(f"/v2/sites/{site}/things"), 200)["items"]]
+    first = ok(org.get(f"/v2/sites/{site}/things", params={"limit": 2}), 200)
+    assert [t["id"] for t in first["items"]] == listed[:2]
+    assert org.delete(f"/v2/things/{listed[1]}").status_code == 204  # the cursor's own item
+    rest = ok(org.get(f"/v2/sites/{site}/things", params={"limit": 2, "cursor": first["nextCursor"]}), 200)
+    assert [t["id"] for t in rest["items"]] == listed[2:] and rest["nextCursor"] is None
+    # Any position is a cursor (from before the first item, past the last); another form is not.
+    assert [t["id"] for t in ok(org.get(f"/v2/sites/{site}/things", params={"cursor": "0:a"}), 200)["items"]] == [
+        listed[0], *listed[2:]]
+    assert ok(org.get(f"/v2/sites/{site}/things", params={"cursor": "9999999999999999:z"}), 200)["items"] == []
+    assert error(org.get(f"/v2/sites/{site}/things", params={"cursor": listed[0]}), 400)["details"][
+        "field"] == "query.cursor"
+
+
 def test_enum_metrics_allow_only_their_values(org, site):
     mode = metric(org, "mode", "String", enumValues=["idle", "charging"])
     assert error(org.patch(f"/v2/definitions/metrics/{mode}", json={"enumValues": ["idle"]}), 400)["details"][
@@ -101,8 +119,8 @@ def test_enum_metrics_allow_only_their_values(org, site):
 
 def test_thing_type_needs_existing_metrics(org):
     problem = error(org.post("/v2/definitions/thing-types", json={"displayName": "X", "metricIds": ["mdef_nope"]}),
-                    400)
-    assert problem["details"]["field"] == "metricIds[0]"
+                    404)  # an id the body names is held to the rule of one in the path
+    assert (problem["code"], problem["details"]) == ("NOT_FOUND", {"field": "metricIds[0]", "id": "mdef_nope"})
     assert error(org.post("/v2/definitions/thing-types", json={"metricIds": []}), 400)["details"][
         "field"] == "displayName"
 
@@ -257,8 +275,11 @@ def test_resource_filters_limit_a_key_to_its_places_and_things(org, stack, capac
         assert api.get(f"/v2/things/{there}").status_code == 200
         assert api.get(f"/v2/things/{here}").status_code == 403
     assert error(org.post("/v2/api-keys", json={"name": "bad", "scopes": ["read"],
-                                                "filters": {"placeIds": ["site_nope"]}}), 400)["details"][
+                                                "filters": {"placeIds": ["site_nope"]}}), 404)["details"][
         "field"] == "filters.placeIds"
+    assert error(org.post("/v2/api-keys", json={"name": "bad", "scopes": ["read"],
+                                                "filters": {"thingIds": ["thg_nope"]}}), 404)["details"] == {
+        "field": "filters.thingIds", "id": "thg_nope"}
 
 
 def test_catching_up_with_no_broker_answers_false_rather_than_raising():

@@ -6,7 +6,6 @@ own error shape; and curl sends a gzip file as any client would."""
 from __future__ import annotations
 
 import gzip
-import secrets
 import shutil
 import subprocess
 import time
@@ -18,6 +17,7 @@ import pytest
 
 from producers.content_coding import zstd
 from tests.conftest import eventually
+from tests.seed import org_with_every_target
 
 TS = 1718884800000
 WAIT = {"Prefer": "wait=15"}
@@ -27,25 +27,7 @@ MiB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def org(stack) -> dict:
-    """A fresh org with a Double metric, a type, a site, a thing of the type, a template, a
-    stream, a data source and a harbor: a target for every dialect."""
-    with httpx.Client(base_url=stack.url, headers={"X-Api-Key": stack.settings.admin_key}, timeout=30) as root:
-        made = created(root.post("/v2/orgs", json={"name": f"zipped {secrets.token_hex(3)}"}))
-    key = made["adminKey"]["key"]
-    with httpx.Client(base_url=stack.url, headers={"X-Api-Key": key}, timeout=30) as api:
-        metric = created(api.post("/v2/definitions/metrics", json={
-            "name": "level", "dataType": "Double", "defaultAggregation": "Last"}))["id"]
-        kind = created(api.post("/v2/definitions/thing-types", json={"displayName": "Tank", "metricIds": [metric]}))
-        site = created(api.post("/v2/sites", json={"name": "Depot"}))["id"]
-        thing = created(api.post(f"/v2/sites/{site}/things", json={"thingName": "Tank 1", "thingTypeId": kind["id"]}))
-        template = created(api.post("/v2/templates", json={
-            "name": "samples", "target": "ThingData", "records": "samples",
-            "timestamp": {"path": "t", "format": "epochMillis"}, "metrics": {"level": "v"}}))["id"]
-        created(api.post("/v2/streams", json={"name": "tanks"}))
-        datasource = created(api.post("/v2/datasources", json={"name": "Depot log"}))["id"]
-        harbor = created(api.post("/v2/harbors", json={"name": "Port", "autoProvision": True}))["id"]
-    return {"key": key, "metric": metric, "thing": thing["id"], "template": template, "datasource": datasource,
-            "harbor": harbor}
+    return org_with_every_target(stack.url, stack.settings.admin_key, "zipped")
 
 
 @pytest.fixture()

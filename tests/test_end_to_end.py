@@ -68,6 +68,12 @@ def test_unknown_thing_is_404_and_missing_key_is_401(api, stack):
         assert reply.status_code == 401 and "invalid" in reply.json()["error"]["message"]
     bearer = {"Authorization": f"Bearer {stack.settings.admin_key}"}
     assert httpx.get(f"{stack.url}/v2/things/thg_nope/latest-event", headers=bearer).status_code == 404
+    # Two keys at once name no one caller: refused, whichever of them is valid; the same key twice is one.
+    both = {**bearer, "X-Api-Key": "slk_not-a-key"}
+    reply = httpx.get(f"{stack.url}/v2/things/thg_nope/latest-event", headers=both)
+    assert reply.status_code == 401 and "different keys" in reply.json()["error"]["message"]
+    both = {**bearer, "X-Api-Key": stack.settings.admin_key}
+    assert httpx.get(f"{stack.url}/v2/things/thg_nope/latest-event", headers=both).status_code == 404
 
 
 def test_unknown_routes_answer_in_the_error_shape(api):

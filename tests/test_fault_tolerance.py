@@ -10,9 +10,8 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import eventually, session_settings
+from tests.conftest import eventually, session_settings, stack_with_battery
 from tests.warehouse_probe import optimized
-from tests.seed import register_battery, register_battery_type
 
 REQUESTS = 300
 METRICS = 5  # every request carries one frame of five readings
@@ -21,16 +20,9 @@ METRICS = 5  # every request carries one frame of five readings
 @pytest.fixture()
 def faulty(kafka_bootstrap, tmp_path):
     """A stack of its own (small batches, so a crash always leaves work uncommitted)."""
-    from sluice.stack import Stack
-
-    stack = Stack(session_settings(kafka_bootstrap, tmp_path, processor_batch=10, sink_batch_messages=20,
-                                   rate_limit=0.0))
-    stack.start()
-    try:
-        with httpx.Client(base_url=stack.url, headers={"X-Api-Key": stack.settings.admin_key}, timeout=30) as api:
-            yield stack, api, register_battery(api, *register_battery_type(api))
-    finally:
-        stack.stop()
+    with stack_with_battery(session_settings(kafka_bootstrap, tmp_path, processor_batch=10, sink_batch_messages=20,
+                                             rate_limit=0.0)) as running:
+        yield running
 
 
 def send_all(url: str, key: str, thing: str, progress: list[int]) -> None:

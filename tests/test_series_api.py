@@ -53,6 +53,8 @@ def test_history_pages_and_aggregates_from_rollups_and_raw_agree(api, battery):
     assert [ts for ts, _, _ in seen] == sorted(ts for ts, _, _ in seen)  # by timestamp (then metric id)
     assert [v for _, m, v in seen if m == "moduleVoltage"] == voltage
     assert [v for _, m, v in seen if m == "status"] == [i % 3 for i in range(120)]
+    past = _get(api, f"/v2/things/{battery}/history", cursor=f"{T0 + HOUR}:mdef_")  # any position is a cursor
+    assert past["items"] == [] and past["nextCursor"] is None
     newest = _get(api, f"/v2/things/{battery}/history", order="desc", limit=1, metrics="moduleSoC")["items"]
     assert [(r["timestamp"], r["value"]) for r in newest] == [(T0 + 119 * 30_000, 90 - 119 * 0.125)]
 
@@ -88,8 +90,9 @@ def test_history_pages_and_aggregates_from_rollups_and_raw_agree(api, battery):
     assert off_grid["source"] == "raw"
     recent = _get(api, f"/v2/things/{battery}/aggregates", interval="1h", metrics="status")  # the last 100 hours
     assert recent["source"] == "rollup_1h" and recent["to"] % HOUR == 0 and recent["to"] - recent["from"] == 100 * HOUR
-    assert _get(api, f"/v2/things/{battery}/aggregates", 400, interval="1m", metrics="nope", **{
-        "from": T0, "to": T0 + HOUR})["error"]["details"]["field"] == "metrics"
+    # A metric that names nothing is not found, like an id in the path.
+    assert _get(api, f"/v2/things/{battery}/aggregates", 404, interval="1m", metrics="nope", **{
+        "from": T0, "to": T0 + HOUR})["error"]["details"] == {"field": "metrics", "id": "nope"}
 
 
 def test_a_sites_latest_respects_key_filters_and_orgs(stack, api, battery_type):

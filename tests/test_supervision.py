@@ -400,3 +400,79 @@ def test_readiness_fails_while_no_processor_takes_requests_and_recovers(supervis
         processor.send_signal(signal.SIGCONT)
     ready_again(stack.url, timeout=60)
     print(f"\n/readyz named the stopped processor after {noticed:.1f} s")
+
+
+def test_a_watchdog_that_fired_exits_hard_when_the_graceful_stop_hangs(tmp_path):
+    from bus.health import Health
+    from bus.watchdog import EXIT_UNHEALTHY, Watchdog
+
+    registry = Health()
+    loop = registry.component("sink-readings")
+    loop.ok()
+    heartbeat = tmp_path / "edge.heartbeat"
+    exits: list[int] = []
+    asked: list[dict] = []
+    watchdog = Watchdog(registry, asked.append, interval=0.05, heartbeat=heartbeat, exit_grace=0.5,
+                        hard_exit=exits.append)  # on_fatal only asks: the "graceful stop" never comes
+    watchdog.start()
+    eventually(heartbeat.exists, timeout=5, interval=0.05)
+    loop.dead("consumer gone")
+    eventually(lambda: asked, timeout=5, interval=0.05)
+    beaten_at = heartbeat.stat().st_mtime
+    assert exits == []  # the graceful stop has its grace first
+    eventually(lambda: exits == [EXIT_UNHEALTHY], timeout=5, interval=0.05)
+    assert heartbeat.stat().st_mtime == beaten_at  # no beats once it fired: a supervisor sees it stale
+
+
+def test_the_supervisor_kills_and_restarts_a_child_whose_heartbeat_went_stale(tmp_path):
+    from sluice.supervisor import RestartPolicy, Supervisor, Watched
+
+    heartbeat = tmp_path / "child.heartbeat"
+    spawned: list[subprocess.Popen] = []
+
+    def spawn() -> None:
+        heartbeat.touch()
+        # Alive to the OS, silent to its supervisor: what a process wedged in native code looks like.
+        spawned.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]))
+
+    spawn()
+    supervisor = Supervisor(RestartPolicy(backoff_s=0.1, liveness_timeout_s=1.0), status_path=tmp_path / "status.json")
+    supervisor.watch(Watched("wedged", alive=lambda: spawned[-1].poll() is None, restart=spawn,
+                             describe_exit=lambda: f"exited with code {spawned[-1].poll()}",
+                             silent_for=lambda: time.time() - heartbeat.stat().st_mtime,
+                             kill=lambda: spawned[-1].kill()))
+    try:
+        supervisor.check()
+        assert len(spawned) == 1  # its heartbeat is fresh
+        time.sleep(1.2)
+        eventually(lambda: supervisor.check() == [] and len(spawned) == 2, timeout=10, interval=0.05)
+        assert spawned[0].poll() == -signal.SIGKILL
+        reported = json.loads((tmp_path / "status.json").read_text())["children"]["wedged"]
+        assert "no heartbeat" in reported["last_exit"] and reported["restarts"] == 1, reported
+    finally:
+        for process in spawned:
+            process.kill()
+            process.wait()
+
+
+def test_a_wedged_processor_is_killed_and_restarted_by_sluice_ups_supervisor(kafka_bootstrap, tmp_path):
+    """SIGSTOP: the process exists, so its exit code says nothing; its heartbeat stops, and the
+    supervisor kills and restarts it within the liveness timeout."""
+    stack, api, thing = start_stack(session_settings(kafka_bootstrap, tmp_path, rate_limit=0.0,
+                                                     liveness_timeout_s=5.0))
+    try:
+        processor = next(c for c in stack.children if c.name == "processor").process
+        eventually(lambda: (stack.settings.state_dir / "run" / "processor.heartbeat").exists(), timeout=30)
+        processor.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        eventually(lambda: status(stack)["processor"]["restarts"] == 1, timeout=30, interval=0.2)
+        restarted = time.monotonic() - stopped
+        assert "no heartbeat" in status(stack)["processor"]["last_exit"], status(stack)["processor"]
+        assert processor.wait(5) == -signal.SIGKILL
+        body = {"frames": [{"timestamp": 1718884800000, "metrics": {"moduleSoC": 1.0}}]}
+        eventually(lambda: api.post(f"/v2/thing/{thing}/data", json=body, headers={"Prefer": "wait=20"},
+                                    timeout=30).status_code == 200, timeout=90, interval=0.5)
+        print(f"\nthe wedged processor was killed and restarted {restarted:.1f} s after it stopped")
+    finally:
+        api.close()
+        stack.stop()

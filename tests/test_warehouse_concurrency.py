@@ -7,6 +7,7 @@ close tests can check that the folder is free afterwards.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import threading
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from warehouse import WarehouseError, WarehouseUnavailable
+from warehouse import QueryLimits, WarehouseError, WarehouseUnavailable
 from warehouse.embedded import ChdbWarehouse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,23 +113,26 @@ def test_a_stream_held_open_does_not_block_other_statements(wh):
         stream.close()
 
 
-def test_statements_wait_for_a_free_session_beyond_the_bound(folder):
-    with ChdbWarehouse(folder, "default", sessions=2) as wh:
-        streams = [wh.readonly_stream("SELECT number FROM numbers(10000000)", "CSVWithNames") for _ in range(2)]
-        for stream in streams:
-            next(stream)
-        thread, out = _in_thread(lambda: wh.query("SELECT 3").rows)
-        thread.join(timeout=1)
-        assert thread.is_alive() and out == []  # both sessions are streaming
-        streams[0].close()
+def test_writes_wait_for_a_free_session_of_their_lane_beyond_its_bound(folder):
+    database = f"sluice_test_{uuid.uuid4().hex[:12]}"
+    with ChdbWarehouse(folder, database, sessions=2) as wh:
+        wh.command(f"CREATE DATABASE {database}")
+        wh.command(f"CREATE TABLE {database}.t (n UInt32, v UInt64) ENGINE = MergeTree ORDER BY tuple()")
+        inserts = [_slow_insert(wh), _slow_insert(wh)]  # both sessions of the writes lane
+        thread, out = _in_thread(lambda: wh.command(f"INSERT INTO {database}.t VALUES (3, 3)"))
+        thread.join(timeout=0.5)
+        assert thread.is_alive() and out == []  # waits for a session of its lane ...
+        assert wh.query("SELECT 4").rows == [(4,)]  # ... while a read, on a lane of its own, does not
+        assert all(insert.is_alive() for insert in inserts)
         thread.join(timeout=30)
-        assert out == [[(3,)]]
-        streams[1].close()
+        assert out == [None]
+        for insert in inserts:
+            insert.join()
 
 
 def test_every_session_uses_the_database_migrate_created(folder):
     database = f"sluice_test_{uuid.uuid4().hex[:12]}"
-    with ChdbWarehouse(folder, database) as wh:
+    with ChdbWarehouse(folder, database, limits=dataclasses.replace(QueryLimits.from_settings(), concurrency=4)) as wh:
         def hold_all_sessions() -> list:
             # Streams hold their sessions, so four at once are four sessions.
             return [wh.readonly_stream("SELECT currentDatabase() AS db FROM numbers(1000000)", "CSVWithNames")
@@ -193,11 +197,12 @@ def test_engine_settings_reach_every_session(tmp_path):
     # In a process of its own: chDB reads server settings when its engine starts, and this
     # process's engine may already be running for another test's folder.
     script = f"""
+from warehouse.backend import AnalystSql
 from warehouse.embedded import ChdbWarehouse
 w = ChdbWarehouse({str(tmp_path / "chdb")!r}, "sluice", sessions=3,
                   engine_settings="memory_worker_purge_dirty_pages_threshold_ratio=0.005")
 sql = "SELECT value FROM system.server_settings WHERE name = 'memory_worker_purge_dirty_pages_threshold_ratio'"
-held = [w._stream(sql, "CSV") for _ in range(2)]
+held = [w._stream(AnalystSql(sql, sql, "t"), "CSV") for _ in range(2)]
 seen = [next(stream).decode().strip() for stream in held]  # each now holds a session open
 seen.append(w.query(sql).rows[0][0])  # so this one runs on a third
 for stream in held:

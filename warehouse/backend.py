@@ -18,12 +18,16 @@ import abc
 import dataclasses
 import datetime as dt
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 
 from warehouse.ddl import identifier
+from warehouse.limits import QueryLimits, settings_clause
+from warehouse.literals import quote_string
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +58,81 @@ class ReadOnlyError(WarehouseError):
     """readonly_query was given something other than one SELECT statement."""
 
 
+@dataclasses.dataclass(frozen=True)
+class AnalystSql:
+    """An analyst's query as it runs: `text`; `empty`, the same with LIMIT 0 (its
+    columns without its work); `tag`, its log_comment, which finds it for KILL QUERY."""
+
+    text: str
+    empty: str
+    tag: str
+
+
+class WarehouseBusy(WarehouseError):
+    """As many analyst queries as QueryLimits.concurrency allows are running: try again shortly."""
+
+
+class QueryStream:
+    """A running analyst query's output, chunk by chunk as the engine produces it.
+
+    Iterate it from one thread at a time. close() (from that thread, while no
+    next() runs) ends the query and frees its slot; so does the last chunk or an
+    error. cancel() may be called from any thread, also while another blocks in
+    next(): it stops the query in the engine (KILL QUERY), and that next() then
+    raises WarehouseError (QUERY_WAS_CANCELLED) within about a second.
+    """
+
+    def __init__(self, chunks: Iterator[bytes], cancel: Callable[[], None], release: Callable[[], None]):
+        self._chunks = chunks
+        self._cancel = cancel
+        self._release = release
+        self._closed = False
+
+    def __iter__(self) -> "QueryStream":
+        return self
+
+    def __next__(self) -> bytes:
+        if self._closed:
+            raise StopIteration
+        try:
+            return next(self._chunks)
+        except BaseException:
+            self.close()
+            raise
+
+    def cancel(self) -> None:
+        """Stop the query in the engine; may block briefly (one small statement). Raises WarehouseError."""
+        if not self._closed:
+            self._cancel()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._chunks.close()  # type: ignore[attr-defined]
+        finally:
+            self._release()
+
+    def __del__(self) -> None:  # a stream dropped unclosed must not keep its slot
+        self.close()
+
+
 #: `sluice sql --format` names -> the ClickHouse output format streamed for it.
 STREAM_FORMATS = {"csv": "CSVWithNames", "json": "JSONEachRow", "compact": "JSONCompactEachRowWithNames"}
+
+
+def lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The non-empty lines of a streamed line format (CSV, JSON lines), without their
+    newlines, out of chunks that may split them anywhere."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        yield from (line for line in complete if line)
+    if pending:
+        yield pending
+
 
 _CODE = re.compile(r"Code: (\d+)")
 _UNKNOWN_TABLE, _UNKNOWN_DATABASE = 60, 81
@@ -73,9 +150,11 @@ Column = Sequence[Any] | pa.Array | pa.ChunkedArray
 class Warehouse(abc.ABC):
     """ClickHouse behind one interface; unqualified table names mean `database`."""
 
-    def __init__(self, database: str):
+    def __init__(self, database: str, limits: QueryLimits | None = None):
         self.database = identifier(database)
+        self.limits = limits or QueryLimits.from_settings()
         self._column_types: dict[str, dict[str, str]] = {}
+        self._analyst_slots = threading.BoundedSemaphore(self.limits.concurrency)
 
     @abc.abstractmethod
     def migrate(self) -> None:
@@ -109,35 +188,63 @@ class Warehouse(abc.ABC):
     # --- shared behaviour, written once on top of query() ---
 
     def readonly_query(self, sql: str) -> QueryResult:
-        """Run a user's single SELECT (or WITH ... SELECT) with readonly=1.
+        """Run a user's single SELECT (or WITH ... SELECT) with readonly=1, within
+        the analyst limits (self.limits) and on one of their few slots.
 
         Raises ReadOnlyError for anything else (INSERT, DROP, SHOW, several
-        statements, SETTINGS, functions reaching files or URLs, ...) and
-        WarehouseError for a syntax error or when the SELECT tries something
-        readonly forbids.
+        statements, SETTINGS, functions reaching files or URLs, ...),
+        WarehouseBusy at once when every slot is taken, and WarehouseError for a
+        syntax error, a bound exceeded (limits.TIMEOUT_EXCEEDED, ...), or when
+        the SELECT tries something readonly forbids.
         """
-        return self.query(self._readonly_sql(sql))
+        wrapped = self._readonly_sql(sql)
+        release = self._take_analyst_slot()
+        try:
+            return self._analyst_query(wrapped.text)
+        finally:
+            release()
 
-    def readonly_stream(self, sql: str, fmt: str) -> Iterator[bytes]:
-        """readonly_query's checks, then the result in ClickHouse output format `fmt`
-        (one of STREAM_FORMATS' values) as chunks of bytes, as the engine produces them.
+    def readonly_stream(self, sql: str, fmt: str) -> QueryStream:
+        """readonly_query's checks, limits and slot, then the result in ClickHouse
+        output format `fmt` (one of STREAM_FORMATS' values) as a QueryStream.
 
-        The checks run (and raise ReadOnlyError / WarehouseError) before this
-        returns; the engine's own refusals and later failures raise WarehouseError
-        from next(). Close the iterator to stop
-        early. Embedded chDB holds one of its few sessions until the iterator is
-        exhausted or closed.
+        The checks run (and raise ReadOnlyError / WarehouseError / WarehouseBusy)
+        before this returns; the engine's own refusals and later failures raise
+        WarehouseError from next(). The slot (and on embedded chDB its session)
+        is held until the stream is exhausted, fails or is closed.
         """
         if fmt not in STREAM_FORMATS.values():
             raise ValueError(f"unknown stream format {fmt!r}")
-        return self._stream(self._readonly_sql(sql, output=True), fmt)
+        wrapped = self._readonly_sql(sql, output=True)
+        release = self._take_analyst_slot()
+        try:
+            chunks = self._stream(wrapped, fmt)
+        except BaseException:
+            release()
+            raise
+        return QueryStream(chunks, lambda: self._kill(wrapped.tag), release)
 
-    def _stream(self, sql: str, fmt: str) -> Iterator[bytes]:
-        """The result of `sql` in format `fmt`, chunk by chunk (may block, raises WarehouseError)."""
+    def _take_analyst_slot(self) -> Callable[[], None]:
+        if not self._analyst_slots.acquire(blocking=False):
+            raise WarehouseBusy(f"{self.limits.concurrency} analyst queries are running, as many as run at once; "
+                                "try again when one has finished")
+        return self._analyst_slots.release
+
+    def _stream(self, sql: "AnalystSql", fmt: str) -> Iterator[bytes]:
+        """The result of `sql` in format `fmt`, chunk by chunk, a *WithNames format's
+        header even for no rows (may block, raises WarehouseError)."""
         raise NotImplementedError
 
-    def _readonly_sql(self, sql: str, output: bool = False) -> str:
-        """The user's query wrapped to run with readonly=1; raises ReadOnlyError."""
+    def _analyst_query(self, sql: str) -> QueryResult:
+        """Run an analyst's wrapped statement (it carries its own settings)."""
+        return self.query(sql)
+
+    def _kill(self, tag: str) -> None:
+        """Stop the analyst query tagged `tag` wherever it runs (ASYNC: does not wait for it to end)."""
+        self.command(f"KILL QUERY WHERE Settings['log_comment'] = {quote_string(tag)} ASYNC")
+
+    def _readonly_sql(self, sql: str, output: bool = False) -> "AnalystSql":
+        """The user's query wrapped to run with readonly=1 within the analyst limits; raises ReadOnlyError."""
         from warehouse.guard import check_readonly
 
         check_readonly(sql)  # our reading of the text: clear refusals, no engine round trip
@@ -162,10 +269,14 @@ class Warehouse(abc.ABC):
         # As a subquery it cannot carry FORMAT / INTO OUTFILE, and the outer
         # SETTINGS makes the whole query readonly (inner SETTINGS cannot undo it;
         # readonly = 1, not 2: 2 lets table functions such as file() through).
-        # Output settings come first: once readonly = 1 applies, none can change.
+        # Output settings and the limits come first: once readonly = 1 applies, none can change.
         output_settings = ("output_format_json_quote_64bit_integers = 0, "
                            "output_format_json_quote_denormals = 1, " if output else "")
-        return f"SELECT * FROM (\n{canonical}\n) SETTINGS {output_settings}readonly = 1"
+        tag = f"sluice-sql:{uuid.uuid4().hex}"
+        limits = settings_clause({**self.limits.for_analysts(), "log_comment": tag})
+        tail = f"SETTINGS {output_settings}{limits}, readonly = 1"
+        return AnalystSql(f"SELECT * FROM (\n{canonical}\n) {tail}",
+                          f"SELECT * FROM (\n{canonical}\n) LIMIT 0 {tail}", tag)
 
     def describe(self, table: str) -> dict[str, str]:
         """Column name -> ClickHouse type of `table`, in table order; cached per table

@@ -3,7 +3,10 @@
 Uses clickhouse_connect without a server session, so one client is safe to
 share between threads (each call is its own HTTP request). Every method blocks
 on the network; connection failures raise WarehouseUnavailable, refusals
-WarehouseError.
+WarehouseError. Reads carry the deadline and memory cap of
+QueryLimits.for_reads() as per-query settings; an analyst's query carries its
+limits in its own SETTINGS clause (Warehouse._readonly_sql), and is stopped by
+KILL QUERY, sent as another request.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
 from warehouse import arrowconv, ddl, migrations
+from warehouse.limits import QueryLimits
 from warehouse.backend import (
+    AnalystSql,
     Column,
     QueryResult,
     Warehouse,
@@ -59,8 +64,9 @@ class ServerWarehouse(Warehouse):
     """A ClickHouse server at `url` (see connect()); `client` replaces the
     connection made from the URL (tests, or a caller with special TLS needs)."""
 
-    def __init__(self, url: str, database: str, *, client: Client | None = None):
-        super().__init__(database)
+    def __init__(self, url: str, database: str, *, client: Client | None = None,
+                 limits: QueryLimits | None = None):
+        super().__init__(database, limits)
         self._client = client if client is not None else connect(url)
         # Sent with every request as the default database; the database need
         # not exist until migrate(), whose DDL is fully qualified.
@@ -83,16 +89,23 @@ class ServerWarehouse(Warehouse):
                    database=self.database, settings=settings)
 
     def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> QueryResult:
+        return self._query(sql, parameters, self.limits.for_reads())
+
+    def _analyst_query(self, sql: str) -> QueryResult:
+        return self._query(sql, None, None)  # its settings are in its text, which ends readonly
+
+    def _query(self, sql: str, parameters: Mapping[str, Any] | None, settings: dict | None) -> QueryResult:
         result = self._call(self._client.query_arrow, sql, parameters=normalize_parameters(parameters) or None,
-                            use_strings=True)
+                            use_strings=True, settings=settings)
         names, rows = arrowconv.to_rows(result)
         return QueryResult(names, rows)
 
     def command(self, sql: str) -> None:
         self._call(self._client.command, sql)
 
-    def _stream(self, sql: str, fmt: str) -> Iterator[bytes]:
-        stream = self._call(self._client.raw_stream, sql, fmt=fmt)
+    def _stream(self, sql: AnalystSql, fmt: str) -> Iterator[bytes]:
+        # A server writes a *WithNames format's header even when there are no rows.
+        stream = self._call(self._client.raw_stream, sql.text, fmt=fmt)
         try:
             while True:
                 data = self._call(stream.read, 1 << 16) if hasattr(stream, "read") else next(stream, b"")

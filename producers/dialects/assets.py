@@ -33,7 +33,9 @@ ROUTE, BATCH_ROUTE = "asset_data", "asset_batch"
 SECTIONS = ("machineInsights", "locations", "advancedSensors")
 
 TIME = {"type": ["string", "integer"], "description": "ISO 8601 date-time (UTC without an offset) or epoch ms"}
-BODY = {"type": "object", "additionalProperties": False, "minProperties": 1, "properties": {
+# At least one entry, in any section.
+SOME_ENTRY = [{"required": [section], "properties": {section: {"minItems": 1}}} for section in SECTIONS]
+BODY = {"type": "object", "additionalProperties": False, "anyOf": SOME_ENTRY, "properties": {
     "machineInsights": {"type": "array", "items": {"type": "object", "required": ["time", "name", "value"],
                         "properties": {"time": TIME, "name": {"type": "string", "description":
                                        "an ISO 15143-3 insight, e.g. CumulativeOperatingHours"}, "value": {}}}},
@@ -47,7 +49,7 @@ BODY = {"type": "object", "additionalProperties": False, "minProperties": 1, "pr
                                        "a metric id (mdef_…) of the asset's type"}, "value": {}}}}}}
 BATCH_BODY = {"type": "object", "required": ["assets"], "additionalProperties": False, "properties": {
     "assets": {"type": "array", "minItems": 1, "items": {
-        "type": "object", "required": ["assetId"], "additionalProperties": False,
+        "type": "object", "required": ["assetId"], "additionalProperties": False, "anyOf": SOME_ENTRY,
         "properties": {"assetId": {"type": "string", "minLength": 1}, **BODY["properties"]}}}}}
 COUNTS = {"machineInsights": {"type": "integer"}, "locations": {"type": "integer"},
           "advancedSensors": {"type": "integer"}}

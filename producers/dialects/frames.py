@@ -27,10 +27,14 @@ router = APIRouter(prefix="/v2", tags=["ingest"])
 FRAMES_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
     "type": "object", "required": ["frames"], "properties": {"frames": {"type": "array", "minItems": 1, "items": {
         "type": "object", "required": ["timestamp"], "description": "a frame needs metrics or a location",
+        "anyOf": [{"required": ["metrics"], "properties": {"metrics": {"type": "object"}}},
+                  {"required": ["location"], "properties": {"location": {"type": "object"}}}],
         "properties": {
             "timestamp": {"type": "integer", "minimum": 0, "description": "event time, epoch ms UTC"},
             # null is as good as absent for both.
-            "metrics": {"type": ["object", "null"], "additionalProperties": {}, "description": "metric name → scalar"},
+            "metrics": {"type": ["object", "null"], "minProperties": 1,
+                        "additionalProperties": {"type": ["number", "boolean", "string"]},
+                        "description": "metric name → scalar"},
             "location": {"type": ["object", "null"], "required": ["latitude", "longitude"], "properties": {
                 "latitude": {"type": "number", "minimum": -90, "maximum": 90},
                 "longitude": {"type": "number", "minimum": -180, "maximum": 180},
