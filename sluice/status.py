@@ -9,7 +9,6 @@ operator sees is what Prometheus would scrape.
 
 from __future__ import annotations
 
-import collections
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -105,7 +104,7 @@ class Status:
         if not self.bootstrap:
             return None
         try:
-            return describe(self.bootstrap, timeout=3)
+            return describe(self.bootstrap, self.prefix, timeout=3)
         except KafkaException:
             return None
 
@@ -162,11 +161,11 @@ class Status:
         controller = snap.controller
         kafka.add_row("controller", "—" if controller is None else f"node {controller}",
                       "the KRaft quorum's leader" if controller is not None else "known for a local cluster only")
-        for name, partitions in (("under-replicated", view.under_replicated(self.prefix)),
-                                 ("offline", view.offline(self.prefix))):
-            per_topic = collections.Counter(topic.removeprefix(self.prefix) for topic, _ in partitions)
-            kafka.add_row(name, f"{len(partitions)} partitions",
-                          ", ".join(f"{topic} {count}" for topic, count in sorted(per_topic.items())))
+        for index, name in enumerate(("under-replicated", "offline")):
+            per_topic = {topic.removeprefix(self.prefix): counts[index]
+                         for topic, counts in sorted(view.health.items()) if counts[index]}
+            kafka.add_row(name, f"{sum(per_topic.values())} partitions",
+                          ", ".join(f"{topic} {count}" for topic, count in per_topic.items()))
         return kafka
 
     def _where(self) -> str:

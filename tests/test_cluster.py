@@ -95,12 +95,12 @@ def back_in_sync(stack, node_id: int, killed_pid: int) -> bool:
 
 
 def in_sync(stack, bootstrap: str | None = None) -> bool:
-    """Every broker up, and every replica of every partition (internal topics too) in sync."""
+    """Every broker up, and every replica of Sluice's topics and the consumer offsets in sync."""
     try:
-        view = describe(bootstrap or stack.settings.kafka_bootstrap, timeout=3)
+        view = describe(bootstrap or stack.settings.kafka_bootstrap, stack.settings.topic_prefix, timeout=3)
     except KafkaException:
         return False
-    return len(view.brokers) == BROKERS and not view.under_replicated() and not view.offline()
+    return len(view.brokers) == BROKERS and view.in_sync
 
 
 def ready(url: str) -> bool:
@@ -174,7 +174,7 @@ def test_sluice_status_shows_the_brokers_the_controller_and_partitions_out_of_sy
 def test_sigkill_of_the_broker_leading_the_raw_topic_costs_clients_nothing(cluster):
     stack = cluster.stack
     raw = f"{stack.settings.topic_prefix}raw"
-    leaders = describe(stack.settings.kafka_bootstrap).leaders(raw)
+    leaders = describe(stack.settings.kafka_bootstrap, raw).leaders_of(raw)
     victim = collections.Counter(leaders.values()).most_common(1)[0][0]
     thing, load = cluster.load()
     killed, pid = time.monotonic(), stack.kafka.node(victim).pid
@@ -184,7 +184,7 @@ def test_sigkill_of_the_broker_leading_the_raw_topic_costs_clients_nothing(clust
 
     def led_by_others() -> bool:
         try:
-            now = describe(stack.settings.kafka_bootstrap, timeout=2).leaders(raw)
+            now = describe(stack.settings.kafka_bootstrap, raw, timeout=2).leaders_of(raw)
         except KafkaException:
             return False
         return all(leader not in (-1, victim) for leader in now.values())

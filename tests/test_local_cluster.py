@@ -4,11 +4,12 @@ runs a real one.)"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
-from bus.cluster import ClusterView, Partition
+from bus.cluster import ClusterView
 from sluice.local_cluster import LocalKafkaCluster
 from sluice.local_kafka import LocalKafka, LocalKafkaError
 
@@ -73,15 +74,11 @@ def test_the_active_controller_is_the_leader_of_the_newest_epoch_the_nodes_recor
     assert cluster.active_controller() == 3
 
 
-def test_a_cluster_view_names_brokers_down_and_partitions_out_of_sync():
-    view = ClusterView(brokers={1: "h:1", 3: "h:3"}, partitions={
-        ("s.raw", 0): Partition(1, (1, 2, 3), (1, 3)),
-        ("s.raw", 1): Partition(3, (3, 1, 2), (3, 1, 2)),
-        ("s.frames", 0): Partition(-1, (2,), (2,)),
-        ("other", 0): Partition(1, (1, 2), (1,)),
-    })
+def test_a_cluster_view_names_the_brokers_down_and_whether_all_is_in_sync():
+    view = ClusterView(brokers={1: "h:1", 3: "h:3"}, leaders={("s.raw", 0): 1, ("s.raw", 1): 3},
+                       replicas={("s.raw", 0): (1, 2, 3), ("s.raw", 1): (3, 1, 2)},
+                       health={"s.raw": (1, 0), "__consumer_offsets": (0, 0)})
     assert view.known_brokers == [1, 2, 3] and view.down == [2]
-    assert view.under_replicated("s.") == [("s.raw", 0)]
-    assert view.under_replicated() == [("other", 0), ("s.raw", 0)]
-    assert view.offline("s.") == [("s.frames", 0)]
-    assert view.leaders("s.raw") == {0: 1, 1: 3}
+    assert view.leaders_of("s.raw") == {0: 1, 1: 3}
+    assert not view.in_sync
+    assert dataclasses.replace(view, health={"s.raw": (0, 0)}).in_sync
