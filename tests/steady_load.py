@@ -62,6 +62,17 @@ class SteadyLoad:
         self._thread.join(timeout)
         self.stopped_at = time.monotonic()
 
+    def wait_caught_up(self, timeout: float = 60) -> None:
+        """Wait until the workers are back on schedule (less than 0.2 s behind): after a stall every
+        worker was held by a slow answer, and the requests due meanwhile are still to be sent."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._behind() > self.rate / 5:
+            time.sleep(0.05)
+
+    def _behind(self) -> float:
+        """Requests due by now that no worker has taken yet."""
+        return (time.monotonic() - self.started_at) * self.rate - self._next
+
     def wait_accepted(self, count: int, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while len(self.accepted) < count and time.monotonic() < deadline:

@@ -33,7 +33,7 @@ from tests.warehouse_probe import optimized
 BROKERS = 3
 RATE = 250  # requests/s offered, spread over both edges
 WARM_UP_S = 10
-DOWN_S = 12  # how long the raw topic's leader stays down after its SIGKILL
+DOWN_S = 25  # how long the raw topic's leader stays down after its SIGKILL (sluice status looks meanwhile)
 
 
 @dataclasses.dataclass
@@ -53,8 +53,10 @@ class Cluster:
         return thing, load
 
     def finish(self, load: SteadyLoad, what: str) -> None:
-        """Let the load run a moment past the recovery, stop it, and print what happened with its figures."""
+        """Let the load run a moment past the recovery and catch up with its schedule, stop it, and print
+        what happened with its figures."""
         time.sleep(2)
+        load.wait_caught_up()
         load.stop()
         print(f"\n{what}; {load.summary()}")
 
