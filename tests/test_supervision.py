@@ -370,9 +370,12 @@ def test_after_each_of_five_broker_restarts_a_new_reading_lands_within_30_s(tmp_
                 "ingest_log": f"SELECT count() FROM {db}.ingest_log FINAL WHERE request_id = '{request_id}'",
                 "things": f"SELECT count() FROM {db}.things FINAL WHERE thing_id = '{new_thing}'",
             }
+            def landed(sql: str) -> bool:
+                reply = api.post("/v2/admin/sql", json={"sql": sql})
+                return reply.status_code == 200 and reply.json()["rows"] == [[1]]
+
             for name, sql in checks.items():
-                eventually(lambda: api.post("/v2/admin/sql", json={"sql": sql}).json()["rows"] == [[1]],
-                           timeout=max(1.0, 30 - (time.monotonic() - sent)), interval=0.5)
+                eventually(lambda: landed(sql), timeout=max(1.0, 30 - (time.monotonic() - sent)), interval=0.5)
             print(f"\nrestart {round_ + 1}: reading, verdict and new thing landed {time.monotonic() - sent:.1f} s "
                   "after the 202")
     finally:
