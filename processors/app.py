@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: IdempotencyStore) -> faust.App:
     topics = schemas.Topics(settings.topic_prefix)
     app = faust.App(
-        f"{settings.topic_prefix}processors",
+        topics.processors_group,
         broker=f"kafka://{bootstrap}",
         value_serializer="raw",
         key_serializer="raw",

@@ -56,6 +56,11 @@ class Topics:
         return f"{self.prefix}{logical}"
 
     @property
+    def processors_group(self) -> str:
+        """The processors' consumer group (the Faust app's id), which the edge's processor watch reads."""
+        return f"{self.prefix}processors"
+
+    @property
     def catalog(self) -> str:
         return self.name(CATALOG)
 

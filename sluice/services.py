@@ -69,7 +69,7 @@ def run_edge(settings: Settings) -> None:
         thread.start()
     probe = BrokerProbe(settings.kafka_bootstrap, health())  # readiness: not ready while the broker is away
     probe.start()
-    processor_watch = ProcessorWatch(settings.kafka_bootstrap, f"{settings.topic_prefix}processors",
+    processor_watch = ProcessorWatch(settings.kafka_bootstrap, Topics(settings.topic_prefix).processors_group,
                                      settings.topic_prefix, health())
     processor_watch.start()  # readiness: not ready while no processor takes the raw requests
     watchdog = watchdog_for(settings, _terminate_self)
