@@ -9,6 +9,10 @@ gets its verdict and dead letter like any other refusal and the next request goe
 Rulebooks whose work is linear in the body (bounded by the edge's body limit) need no
 checks; the template mapper runs user-written JMESPath, whose cost is not, and
 evaluates it through `BudgetedSearch`, which checks every 1,024 steps.
+
+The budget is the thread's CPU time, so a garbage collection that runs between two checks
+(a full one walks the whole process's heap) is charged to the request under way and can
+carry it past its budget by that pause.
 """
 
 from __future__ import annotations
