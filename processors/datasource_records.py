@@ -12,7 +12,7 @@ Schema rules (catalog.datasources has the types):
 - no declared schema: a field's type is set by the first accepted value it has,
   and a later request may add fields (never change a type). A request that adds
   fields returns the new schema as an Outcome.catalog entity, which the processor
-  writes to the catalog on a view caught up to the catalog's end (processors.app),
+  writes to the catalog on a view caught up to the catalog's end (processors.handling),
   so two processors never infer two schemas for one data source.
 In both, a field may be absent or null in any record.
 

@@ -6,7 +6,8 @@ have decided it before (the previous owner of the raw partition, before a
 rebalance), so such a decision is taken only on a view caught up to the catalog's
 end: a request that decides one on a view not known to be there raises
 StaleCatalog, and the processor catches up (CatalogView.catch_up_to_end) and
-judges it again. Requests for one data source share a raw partition, so while
+judges it again; if the view cannot get there in time the catalog is `lagging` for
+the rest of the batch and such requests get a retryable verdict (processors.judge). Requests for one data source share a raw partition, so while
 this processor judges a batch nobody else decides for them.
 
 Decided entities that change (a schema) carry a `version`; the larger of the
@@ -29,6 +30,7 @@ class DecidingCatalog:
     def __init__(self, view: CatalogView) -> None:
         self.view = view
         self.fresh = False  # the view was caught up to the catalog's end during this batch
+        self.lagging = False  # the view could not be caught up to the catalog's end during this batch
         self._decided: dict[tuple[str, str], tuple[str, dict]] = {}  # (kind, id) -> (org, body)
 
     def get(self, kind: str, entity_id: str, org_id: str | None = None) -> dict | None:
@@ -40,6 +42,15 @@ class DecidingCatalog:
             del self._decided[(kind, entity_id)]  # the view has it now
             return viewed
         return decided[1] if org_id is None or decided[0] == org_id else viewed
+
+    @property
+    def applied_offset(self) -> int:
+        """Offset of the last catalog record the view applied."""
+        return self.view.applied_offset
+
+    def begin_batch(self) -> None:
+        """A new batch: whether the view is at the catalog's end is not known yet."""
+        self.fresh = self.lagging = False
 
     def resolution(self, type_version_id: str) -> ResolutionTable | None:
         return self.view.resolution(type_version_id)

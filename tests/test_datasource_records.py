@@ -8,7 +8,7 @@ import pytest
 
 import schemas
 from catalog.datasources import SCHEMA_KIND, timestamp_ms
-from processors.app import request_messages
+from processors.judge import request_messages
 from processors.datasource_records import judge_records
 from processors.deciding_catalog import DecidingCatalog, StaleCatalog
 from schemas.topics import CATALOG, MessageLimits

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 import schemas
-from processors.app import request_messages
+from processors.judge import request_messages
 from processors.outcome import MAX_FIELD_CHARS, MAX_MESSAGE_CHARS
 from processors.splitting import encode_frame_batch
 from schemas import frames
