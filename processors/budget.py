@@ -92,4 +92,11 @@ class OrgCosts:
         """`requests` cheapest org first; as they were when no org cost anything lately."""
         if not self._costs:
             return requests
-        return sorted(requests, key=lambda request: self.cost(org_of(request)))
+        # Each org's cost read once: it decays as the clock moves, so reading it again for a later request
+        # of the same org would sort that one ahead of the org's earlier ones.
+        costs: dict[str | None, float] = {}
+        for request in requests:
+            org = org_of(request)
+            if org not in costs:
+                costs[org] = self.cost(org)
+        return sorted(requests, key=lambda request: costs[org_of(request)])

@@ -83,16 +83,17 @@ class BatchHandler:
         await self.producer.acked(pending)
 
     async def _judge(self, requests: list[Request], catalog: DecidingCatalog, pending: list) -> None:
-        waiting = self.judge.order(requests)
-        while waiting:
-            judged, waiting = self.judge.until_stale(waiting, catalog)
-            for messages in judged:
-                await self._send(messages, pending)
-            if waiting:  # its first decides a catalog entity: judge it again on the catalog's end
+        # Each request's messages are queued as soon as it is judged: librdkafka sends them while the
+        # next is judged.
+        for request in self.judge.order(requests):
+            messages = self.judge.one(request, catalog)
+            if messages is None:  # it decides a catalog entity: judge it again on the catalog's end
                 if await self.wait.end():
                     catalog.fresh = True
                 else:
                     catalog.lagging = True
+                messages = self.judge.one(request, catalog)
+            await self._send(messages, pending)
 
     async def _send(self, messages: list[Message], pending: list) -> None:
         """Queue `messages`, adding their acks to `pending`; decided catalog entities first, acked

@@ -59,23 +59,20 @@ class Judge:
         """`requests` in the order they are judged: cheapest org first (processors.budget)."""
         return self.costs.order(requests, org_of)
 
-    def until_stale(self, requests: list[Request],
-                    catalog: DecidingCatalog) -> tuple[list[list[Message]], list[Request]]:
-        """Each request's messages, in order, up to the first that decides a catalog entity on
-        a view not known to be at the catalog's end; returns (messages per judged request,
-        that request and those after it). The caller catches the view up (or marks it
-        lagging) and passes the rest again. Never raises for a request."""
-        judged = []
-        for at, request in enumerate(requests):
-            started = time.thread_time()
-            try:
-                judged.append(self.messages(request, catalog))
-            except StaleCatalog:
-                if not catalog.lagging:
-                    return judged, requests[at:]
-                judged.append(self.behind(request, "had not reached the catalog's end"))
-            self.costs.spent(org_of(request), time.thread_time() - started)
-        return judged, []
+    def one(self, request: Request, catalog: DecidingCatalog) -> list[Message] | None:
+        """One request's messages, its judging charged to its org; None when it decides a
+        catalog entity on a view neither known to be at the catalog's end nor known to be
+        lagging: the caller catches the view up, sets `catalog.fresh` or `catalog.lagging`,
+        and asks again (then it never is None). Never raises for a request."""
+        started = time.thread_time()
+        try:
+            messages = self.messages(request, catalog)
+        except StaleCatalog:
+            if not catalog.lagging:
+                return None
+            messages = self.behind(request, "had not reached the catalog's end")
+        self.costs.spent(org_of(request), time.thread_time() - started)
+        return messages
 
     def messages(self, request: Request, catalog: DecidingCatalog) -> list[Message]:
         """One request's messages; raises StaleCatalog as `request_messages` does."""
