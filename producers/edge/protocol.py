@@ -27,13 +27,13 @@ import logging
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bus import metrics
-from catalog.errors import SluiceError
+from producers.edge.errors import ApiError
 from config import Settings
 
 log = logging.getLogger(__name__)
 
 
-def error_bytes(error: SluiceError, headers: dict[str, str] | None = None) -> bytes:
+def error_bytes(error: ApiError, headers: dict[str, str] | None = None) -> bytes:
     """A complete HTTP/1.1 error response that closes the connection."""
     body = json.dumps(error.body()).encode()
     head = [f"HTTP/1.1 {error.status} {_REASONS.get(error.status, '')}", "content-type: application/json",
@@ -65,9 +65,9 @@ def edge_protocol(settings: Settings) -> type[HttpToolsProtocol]:
             ip = self.client[0] if self.client else None
             if ip is not None and self.max_per_ip and open_per_ip[ip] >= self.max_per_ip:
                 log.warning("refused a connection from %s: it already holds %d", ip, self.max_per_ip)
-                self._refuse(SluiceError(429, "TOO_MANY_CONNECTIONS",
-                                         f"at most {self.max_per_ip} open connections per client",
-                                         limit=self.max_per_ip), {"Retry-After": "1"})
+                self._refuse(ApiError(429, "TOO_MANY_CONNECTIONS",
+                                      f"at most {self.max_per_ip} open connections per client",
+                                      limit=self.max_per_ip), {"Retry-After": "1"})
                 return
             if ip is not None:
                 open_per_ip[ip] += 1
@@ -135,10 +135,10 @@ def edge_protocol(settings: Settings) -> type[HttpToolsProtocol]:
             if in_flight and cycle.response_started:
                 self._close(cycle)  # too late for an error reply
                 return
-            self._refuse(SluiceError(408, "REQUEST_TIMEOUT", f"request {part} not complete within {seconds:g} s",
-                                     timeout_s=seconds), cycle=cycle if in_flight else None)
+            self._refuse(ApiError(408, "REQUEST_TIMEOUT", f"request {part} not complete within {seconds:g} s",
+                                  timeout_s=seconds), cycle=cycle if in_flight else None)
 
-        def _refuse(self, error: SluiceError, headers: dict[str, str] | None = None, cycle=None) -> None:
+        def _refuse(self, error: ApiError, headers: dict[str, str] | None = None, cycle=None) -> None:
             metrics.HTTP_REJECTS.labels(str(error.status)).inc()  # never reaches the app's middleware
             self.transport.write(error_bytes(error, headers))
             self._close(cycle)

@@ -41,7 +41,8 @@ from starlette.requests import Request
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from catalog.errors import SluiceError
+from catalog.errors import CatalogError
+from producers.edge.errors import ApiError, from_catalog
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +161,8 @@ class FastIngest:
         try:
             try:
                 response = await self._call(fast, params, query, request)
-            except SluiceError as exc:
-                if exc.status not in (401, 404) or body_read or not await self._caught_up(scope["app"]):
+            except (ApiError, CatalogError) as exc:
+                if _status(exc) not in (401, 404) or body_read or not await self._caught_up(scope["app"]):
                     raise
                 response = await self._call(fast, params, query, request)
         except Exception as exc:
@@ -202,3 +203,7 @@ def _handler_for(handlers: dict, exc: Exception) -> Callable | None:
         if cls in handlers:
             return handlers[cls]
     return None
+
+
+def _status(error: ApiError | CatalogError) -> int:
+    return error.status if isinstance(error, ApiError) else from_catalog(error).status
