@@ -11,6 +11,7 @@ import contextlib
 import logging
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.routing import APIRoute
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
@@ -28,7 +29,7 @@ from producers.api import (access, admin, datasources, definitions, harbors, ing
                            streams, templates)
 from producers.edge import error_handlers
 from producers.edge.auth import undeclared_writes
-from producers.edge.fast_ingest import FastIngest, fast_routes
+from producers.edge.fast_ingest import FastIngest, FastRoute, fast_routes
 from producers.edge.limits import BodyLimit
 from producers.edge.metrics import RequestMetrics, metrics_endpoint
 from producers.edge.rate_limit import RateLimiter
@@ -93,7 +94,7 @@ def reads_and_operations() -> list[APIRouter]:
             streams.router]  # seed 002: streams, the per-key log
 
 
-def ingest_routes() -> list:
+def ingest_routes() -> list[APIRoute]:
     """Every dialect's ingest routes: what producers.edge.fast_ingest dispatches."""
     return [route for dialect in dialects.registered() for route in dialect.router.routes]
 
@@ -119,10 +120,6 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
     app.state.topics = schemas.Topics(settings.topic_prefix)
     app.state.warehouse = warehouse
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
-    # Innermost: ingest POSTs skip FastAPI's router and dependency resolution (producers.edge.fast_ingest).
-    app.add_middleware(FastIngest, routes=lambda: fast_routes(ingest_routes(), app.openapi()["paths"]))
-    app.add_middleware(BodyLimit, ingest_limit=settings.max_body_bytes, other_limit=settings.max_api_body_bytes)
-    app.add_middleware(RequestMetrics)  # added last: outside every other, so it sees their answers too
     app.openapi = lambda: document(app)  # type: ignore[method-assign]
     for router in [*control_plane(), *(dialect.router for dialect in dialects.registered()), *reads_and_operations()]:
         app.include_router(router)
@@ -132,7 +129,21 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
         raise RuntimeError(f"write routes that declare nothing they write (producers.edge.auth's guards): {missing}")
     error_handlers.install(app, QueryLimits.from_settings(settings))
     add_operations(app)
+    # Innermost: ingest POSTs skip FastAPI's router and dependency resolution (producers.edge.fast_ingest).
+    app.add_middleware(FastIngest, routes=fast_ingest_routes(app))
+    app.add_middleware(BodyLimit, ingest_limit=settings.max_body_bytes, other_limit=settings.max_api_body_bytes)
+    app.add_middleware(RequestMetrics)  # added last: outside every other, so it sees their answers too
     return app
+
+
+def fast_ingest_routes(app: FastAPI) -> tuple[FastRoute, ...]:
+    """Every ingest route in its fast form; raises if one has none (it would drop to FastAPI's slower path)."""
+    routes = ingest_routes()
+    fast = fast_routes(routes, app.openapi()["paths"])
+    dispatched = {id(f.route) for f in fast}
+    if slow := [f"{','.join(sorted(r.methods))} {r.path}" for r in routes if id(r) not in dispatched]:
+        raise RuntimeError(f"ingest routes the fast path cannot dispatch (producers.edge.fast_ingest): {slow}")
+    return fast
 
 
 def add_operations(app: FastAPI) -> None:
