@@ -4,7 +4,7 @@ Keys are shown once at creation and stored hashed; revoking one rewrites its
 record, and every service's view drops its hash as soon as it applies it.
 A key acts on other keys only when they are no broader than itself
 (`keys.broader`). The platform-admin key is not stored here at all: the edge
-checks it against its settings (producers.auth), so no catalog write can grant,
+checks it against its settings (producers.edge.auth), so no catalog write can grant,
 revoke or re-create it.
 """
 

@@ -7,7 +7,7 @@ the edge at most the limit in memory, never what the bomb would inflate to.
 Everything behind the edge (the route's outline check, the raw topic, the
 processors, dead letters, replay) sees the plain body.
 
-Pure: no I/O; errors are SluiceErrors the edge answers in the route's dialect
+Pure: no I/O; errors are ApiErrors the edge answers in the route's dialect
 (415 for a coding it does not speak, 413 past the limit, 400 for a body that
 does not decode).
 """

@@ -3,7 +3,7 @@
 A dialect's route authenticates, checks its body's outline, then calls
 `submit`: rate limit, Idempotency-Key bounds, the raw envelope, the produce
 that answers only after the broker's ack, and (when the caller asked to wait)
-the processor's verdict from the results topic. Errors are SluiceErrors, which
+the processor's verdict from the results topic. Errors are ApiErrors, which
 the app renders in the dialect's own shape.
 """
 
