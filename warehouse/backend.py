@@ -25,9 +25,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from warehouse import guard
 from warehouse.ddl import identifier
 from warehouse.errors import ReadOnlyError, WarehouseBusy, WarehouseError, WarehouseUnavailable
-from warehouse.guard import check_readonly
 from warehouse.limits import QueryLimits, settings_clause
 from warehouse.literals import quote_string
 
@@ -227,7 +227,7 @@ class Warehouse(abc.ABC):
 
     def _readonly_sql(self, sql: str, output: bool = False) -> "AnalystSql":
         """The user's query wrapped to run with readonly=1 within the analyst limits; raises ReadOnlyError."""
-        check_readonly(sql)  # our reading of the text: clear refusals, no engine round trip
+        guard.check_readonly(sql)  # our reading of the text: clear refusals, no engine round trip
         # Then ClickHouse parses the text itself: formatQuery rejects several
         # statements (chDB would otherwise run them all) and gives back one
         # canonical statement without comments, whose first keyword is reliable.
@@ -242,7 +242,7 @@ class Warehouse(abc.ABC):
             keyword = "SELECT"  # a parenthesized SELECT / UNION is the only statement opening with "("
         if keyword not in ("SELECT", "WITH"):
             raise ReadOnlyError(f"only a single SELECT statement is allowed here, not {keyword or 'nothing'}")
-        check_readonly(canonical)  # the engine's reading of it, checked the same way
+        guard.check_readonly(canonical)  # the engine's reading of it, checked the same way
         # Top-level clauses start unindented lines of the canonical text.
         if any(line.startswith(("FORMAT ", "INTO OUTFILE ")) for line in canonical.splitlines()):
             raise ReadOnlyError("leave out FORMAT and INTO OUTFILE: results come back as rows")
