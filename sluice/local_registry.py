@@ -38,7 +38,7 @@ from pathlib import Path
 import httpx
 
 from sluice.child_jvm import ChildJvm, port_is_free, raise_keyboard_interrupt, size, tail
-from sluice.local_kafka import default_cache_dir
+from sluice.kafka_jars import default_cache_dir
 from sluice.state_lock import StateLock, StateLocked
 
 log = logging.getLogger(__name__)
