@@ -24,6 +24,7 @@ from tests.registry_fixture import schema_registry  # noqa: F401  (a session fix
 from tests.seed import register_battery, register_battery_type
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by the markers
 def pytest_collection_modifyitems(items) -> None:
     """Put each test in its lane (tests/lanes.py): `unit` needs no service, `e2e` does."""
     for item in items:
