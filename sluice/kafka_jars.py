@@ -1,21 +1,21 @@
-"""The Kafka broker's jars, resolved once from Maven Central and cached for every clone.
+"""The Kafka broker's jars, resolved once from Maven Central.
 
 The pom (``sluice/kafka/pom.xml``) pins the Kafka version; Maven copies its runtime jars
-into ``<cache>/kafka-<version>/libs`` (``~/.cache/sluice`` unless ``SLUICE_CACHE_DIR`` or
-``XDG_CACHE_HOME`` says otherwise), shared by every clone and CI run. The schema registry's
-download (sluice.local_registry) lives in the same cache.
+into ``<cache>/kafka-<version>/libs`` of the download cache (sluice.download_cache:
+``~/.cache/sluice`` by default), shared by every clone and CI run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 import subprocess
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+from sluice.download_cache import fill_once
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +42,6 @@ def kafka_version(pom: Path = POM_PATH) -> str:
     if node is None or not (node.text or "").strip():
         raise LocalKafkaError(f"{pom} does not define the kafka.version property")
     return node.text.strip()
-
-
-def default_cache_dir() -> Path:
-    """Where resolved jars are kept: $SLUICE_CACHE_DIR, else ~/.cache/sluice."""
-    override = os.environ.get("SLUICE_CACHE_DIR")
-    if override:
-        return Path(override).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "sluice"
 
 
 def require_tool(name: str, install_hint: str) -> str:
@@ -100,22 +91,16 @@ def ensure_jars(cache_dir: Path) -> Path:
     instant once cached) and while another process holds the lock.
     Raises LocalKafkaError if `mvn` is missing or Maven fails.
     """
-    import fcntl  # POSIX only; imported here so the module still imports elsewhere
-
     version = kafka_version()
     base = Path(cache_dir).expanduser() / f"kafka-{version}"
     libs = base / "libs"
     digest = _pom_digest(POM_PATH)
-    if _jars_complete(libs, digest):
-        return libs
 
-    base.mkdir(parents=True, exist_ok=True)
-    with open(base / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _jars_complete(libs, digest):  # another process finished meanwhile
-            return libs
+    def resolve() -> None:
         _resolve_jars(libs)
         (libs / _JARS_MARKER).write_text(digest + "\n")
+
+    fill_once(base, lambda: _jars_complete(libs, digest), resolve)
     return libs
 
 

@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 
 from sluice.child_jvm import ChildJvm, port_is_free, raise_keyboard_interrupt, size, tail
-from sluice.kafka_jars import KAFKA_RESOURCES, LocalKafkaError, default_cache_dir, ensure_jars, require_java
+from sluice.download_cache import default_cache_dir
+from sluice.kafka_jars import KAFKA_RESOURCES, LocalKafkaError, ensure_jars, require_java
 from sluice.kafka_quorum import Quorum, cluster_configs, new_cluster_id, replication_configs
 from sluice.state_lock import StateLock, StateLocked
 
