@@ -24,8 +24,8 @@ from catalog.view import CatalogView
 from catalog.writer import CatalogWriter
 from config import Settings
 from producers import (access_routes, admin_routes, datasource_routes, definitions_routes, dialects,
-                       harbor_routes, ingest_log_routes, read_routes, registry_routes, series_routes,
-                       streams_routes, templates_routes)
+                       harbor_routes, ingest_log_routes, integration_routes, read_routes, registry_routes,
+                       series_routes, streams_routes, templates_routes)
 from producers.auth import undeclared_writes
 from producers.fast_ingest import FastIngest, fast_routes
 from producers.limits import BodyLimit
@@ -111,7 +111,8 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
                read_routes.router,
                series_routes.router,  # history, aggregates, a place's latest
                ingest_log_routes.router, admin_routes.router,
-               streams_routes.router]  # seed 002: streams, the per-key log
+               streams_routes.router,  # seed 002: streams, the per-key log
+               integration_routes.router]  # seed 001: integrations (mqtt, webhook, http_poll)
     for router in routers:
         app.include_router(router)
     # Every control-plane write route declares what it writes; the dialects write data, checked by their targets.
