@@ -54,6 +54,10 @@ class Settings:
         "SLUICE_SCHEMA_REGISTRY_URL is configured; `--with-registry` too.")
     registry_port: int = setting(
         "SLUICE_REGISTRY_PORT", 8081, "Loopback port of the local schema registry.")
+    with_mqtt: bool = setting(
+        "SLUICE_WITH_MQTT", False, "`sluice up` also starts a local MQTT broker (Mosquitto, which must be "
+        "installed) for MQTT integrations; `--with-mqtt` too.")
+    mqtt_port: int = setting("SLUICE_MQTT_PORT", 1883, "Loopback port of the local MQTT broker.")
     topic_prefix: str = setting(
         "SLUICE_TOPIC_PREFIX", "sluice.", "Physical topic names are prefix + logical name (raw, frames, ...).",
         empty_ok=True)
@@ -161,6 +165,9 @@ class Settings:
         "SLUICE_INTEGRATIONS_SESSION_TIMEOUT_MS", 6000, "How long the integrations stage's consumer group waits "
         "for a silent instance before giving its integrations to the others: the bound on a takeover after "
         "an instance dies (a restarted one with the same SLUICE_INSTANCE_ID gets them back at once).")
+    integrations_metrics_port: int = setting(
+        "SLUICE_INTEGRATIONS_METRICS_PORT", 9466, "Where the integrations stage serves its Prometheus metrics "
+        "(`/metrics`, on the edge's host); 0: none.")
     integrations_status_interval_s: float = setting(
         "SLUICE_INTEGRATIONS_STATUS_INTERVAL_S", 5.0, "How often, at most, the integrations stage writes an "
         "integration's changed status (GET /v2/integrations/{id}/status) to the catalog.")
