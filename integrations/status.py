@@ -1,7 +1,8 @@
 """What each running integration reports (state, last success, last error with its reason,
 messages in and out), and the reporter that makes it readable: a catalog entity
 `integration_status/{id}` (GET /v2/integrations/{id}/status), written when it changed and at
-most every `interval` seconds, so a busy integration costs the catalog little.
+most every `interval` seconds for its counters (at once for a new state or error), so a busy
+integration costs the catalog little.
 """
 
 from __future__ import annotations
@@ -58,11 +59,15 @@ class StatusReporter:
         self._lock = threading.Lock()
 
     def report(self, integration_id: str, org_id: str, status: RunnerStatus, force: bool = False) -> None:
-        """Write the status if it changed and the last write is `interval` old (or `force`)."""
+        """Write the status if it changed: at once when its state or last error did (or `force`),
+        else once the last write is `interval` old (counters)."""
         body = status.body(integration_id, self._instance)
         with self._lock:
             when, what = self._written.get(integration_id, (0.0, None))
-            if what == body or (not force and time.monotonic() - when < self._interval):
+            if what == body:
+                return
+            news = what is None or (what["state"], what["lastError"]) != (body["state"], body["lastError"])
+            if not (force or news) and time.monotonic() - when < self._interval:
                 return
             self._written[integration_id] = (time.monotonic(), body)
         try:

@@ -94,12 +94,14 @@ def resume_integration(integration_id: str, request: Request,
 
 @router.get("/integrations/{integration_id}/status", responses=errors(404))
 def integration_status(integration_id: str, request: Request, who: Principal = Depends(principal)) -> dict:
-    """State (paused, or as the integrations stage last reported it), last success, last error
-    and counters, as the stage instance running it reported them."""
+    """State (paused; a webhook's receiving; else as the integrations stage last reported it), last
+    success, last error and counters, as the stage instance running it reported them."""
     who.require("read")
     integration = _catalog(request).integration(who.org_id, integration_id)
     reported = _catalog(request).view.get(STATUS_KIND, integration_id, who.org_id) or {}
-    state = "paused" if integration["paused"] else reported.get("state", "pending")
+    # A webhook is received by the edge itself: nothing to connect, so it is receiving unless paused.
+    waiting = "receiving" if integration["kind"] == "webhook" else "pending"
+    state = "paused" if integration["paused"] else reported.get("state", waiting)
     return {"id": integration_id, "kind": integration["kind"], "state": state,
             **{k: v for k, v in reported.items() if k not in ("id", "state")}}
 

@@ -8,6 +8,7 @@ import email.utils
 from integrations.envelope import partition_of, raw_envelope
 from integrations.poll import BACKOFF_MAX_S, RETRY_AFTER_MAX_S, initial_cursor, next_request, retry_delay
 from integrations.stage import fingerprint
+from integrations.status import RunnerStatus, StatusReporter
 
 CURSOR = {"in": "query", "name": "version", "path": "toVersion", "initial": "0"}
 
@@ -58,3 +59,32 @@ def test_a_runner_restarts_for_its_connection_not_for_its_mapping():
     assert fingerprint(body) == fingerprint({**body, "things": {}, "templateId": "tmpl_2"})
     assert fingerprint(body) != fingerprint({**body, "secrets": {"password": "q"}})
     assert fingerprint(body) != fingerprint({**body, "paused": True})
+
+
+class Writes:
+    """A stand-in for the catalog writer: what was put."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+
+    def put(self, kind, entity_id, org_id, body, timeout=15.0) -> dict:
+        self.bodies.append(body)
+        return body
+
+
+def test_a_status_is_written_at_once_when_its_state_changes_and_its_counters_at_an_interval():
+    writes = Writes()
+    reporter = StatusReporter(writes, "integrations", interval=3600)
+    status = RunnerStatus()
+    reporter.report("intg_1", "org_a", status)
+    reporter.report("intg_1", "org_a", status)  # unchanged: not written again
+    status.state = "running"
+    reporter.report("intg_1", "org_a", status)
+    status.succeeded()  # a counter only: waits for the interval
+    reporter.report("intg_1", "org_a", status)
+    status.failed("sending", "the broker is away")
+    reporter.report("intg_1", "org_a", status)
+    assert [(b["state"], b["messagesOut"]) for b in writes.bodies] == [("starting", 0), ("running", 0),
+                                                                       ("failing", 1)]
+    assert writes.bodies[-1]["lastError"]["reason"] == "the broker is away"
+    assert writes.bodies[-1]["instance"] == "integrations"

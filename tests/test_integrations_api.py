@@ -72,6 +72,7 @@ def test_an_integration_is_a_catalog_entity_whose_secret_is_shown_once(client, o
     assert ok(client.post(f"/v2/integrations/{created['id']}/pause"))["paused"] is True
     assert ok(client.get(f"/v2/integrations/{created['id']}/status"))["state"] == "paused"
     assert ok(client.post(f"/v2/integrations/{created['id']}/resume"))["paused"] is False
+    assert ok(client.get(f"/v2/integrations/{created['id']}/status"))["state"] == "receiving"
     ok(client.delete(f"/v2/integrations/{created['id']}"), 204)
     assert client.get(f"/v2/integrations/{created['id']}").status_code == 404
 
