@@ -27,7 +27,7 @@ from bench.common import Context, Row, Stat
 from bench.loadgen import Bodies, drive
 from bench.stack_setup import BenchStack
 from catalog.ids import request_id
-from producers.raw_producer import PRODUCER_CONFIG
+from producers.edge.raw_producer import PRODUCER_CONFIG
 
 SHAPES = ((100, 10), (1, 10))
 CONCURRENCY = 64
@@ -104,7 +104,7 @@ def _rows(shape: str, values_per_request: int, loads: list[dict], bare: list[flo
 def bare_producer(bench: BenchStack, things: list[str], frames: int, metrics: int, seconds: float) -> float:
     """Metric values/s the broker acknowledged from one producer sending as fast as it can."""
     settings = bench.settings
-    # The edge's producer settings (producers/raw_producer.py), without its asyncio face.
+    # The edge's producer settings (producers/edge/raw_producer.py), without its asyncio face.
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, **PRODUCER_CONFIG})
     topic = schemas.Topics(settings.topic_prefix).raw
     bodies = Bodies(frames, metrics)

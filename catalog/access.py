@@ -4,14 +4,14 @@ Keys are shown once at creation and stored hashed; revoking one rewrites its
 record, and every service's view drops its hash as soon as it applies it.
 A key acts on other keys only when they are no broader than itself
 (`keys.broader`). The platform-admin key is not stored here at all: the edge
-checks it against its settings (producers.auth), so no catalog write can grant,
+checks it against its settings (producers.edge.auth), so no catalog write can grant,
 revoke or re-create it.
 """
 
 from __future__ import annotations
 
 from catalog import keys
-from catalog.errors import SluiceError, not_found
+from catalog.errors import Forbidden, not_found
 from catalog.ids import new_id
 from catalog.models import ApiKeyIn, OrgIn
 from catalog.store import Store, now_ms
@@ -111,7 +111,7 @@ class Access(Store):
     def _require_no_broader(self, other: dict, holder: dict | None, org_id: str, verb: str) -> None:
         reason = None if holder is None else keys.broader(other, holder, self._place_of(org_id))
         if reason is not None:
-            raise SluiceError(403, "FORBIDDEN", f"this key may not {verb} that key: {reason}")
+            raise Forbidden(f"this key may not {verb} that key: {reason}")
 
 
 def authenticate(view: CatalogView, secret: str) -> tuple[str, dict] | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from catalog.errors import SluiceError, not_found
+from catalog.errors import Conflict, not_found
 from catalog.ids import new_id
 from catalog.models import DataSourceIn
 from catalog.store import Store, now_ms, ordered
@@ -96,8 +96,8 @@ def schema_of(get: Lookup, org_id: str, datasource: dict) -> Schema:
 class DataSources(Store):
     def create_datasource(self, org_id: str, spec: DataSourceIn) -> dict:
         if spec.externalId is not None and self.view.datasource_by_external_id(org_id, spec.externalId):
-            raise SluiceError(409, "CONFLICT", f"a data source with externalId {spec.externalId!r} already exists",
-                              field="externalId")
+            raise Conflict(f"a data source with externalId {spec.externalId!r} already exists",
+                           field="externalId")
         datasource_id = new_id("datasource")
         body = {"id": datasource_id, **spec.model_dump(mode="json", by_alias=True, exclude_none=True),
                 "createdAt": now_ms()}

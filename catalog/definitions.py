@@ -8,7 +8,7 @@ bound to.
 
 from __future__ import annotations
 
-from catalog.errors import SluiceError, not_found
+from catalog.errors import Conflict, Invalid, NotFound, not_found
 from catalog.ids import new_id
 from catalog.models import MetricDefinitionIn, MetricPatch, ThingTypeIn, ThingTypeVersionIn
 from catalog.store import Store, now_ms, ordered
@@ -19,9 +19,9 @@ class Definitions(Store):
 
     def create_metric(self, org_id: str, spec: MetricDefinitionIn) -> dict:
         if self.view.metric_id_by_name(org_id, spec.name) is not None:
-            raise SluiceError(409, "CONFLICT", f"a metric named {spec.name!r} already exists", field="name")
+            raise Conflict(f"a metric named {spec.name!r} already exists", field="name")
         if spec.enumValues is not None and spec.dataType.value != "String":
-            raise SluiceError(400, "INVALID_PAYLOAD", "enumValues require dataType String", field="enumValues")
+            raise Invalid("enumValues require dataType String", field="enumValues")
         metric_id = new_id("metric")
         body = {"id": metric_id, **spec.model_dump(mode="json"), "createdAt": now_ms()}
         return self.writer.put("metric", metric_id, org_id, body)
@@ -38,12 +38,12 @@ class Definitions(Store):
         changes = patch.model_dump(mode="json", exclude_unset=True)
         if "enumValues" in changes:
             if current.get("enumValues") is None:
-                raise SluiceError(400, "INVALID_PAYLOAD", "only enum-shaped metrics have enumValues",
-                                  field="enumValues")
+                raise Invalid("only enum-shaped metrics have enumValues",
+                              field="enumValues")
             missing = set(current["enumValues"]) - set(changes["enumValues"] or [])
             if missing:
-                raise SluiceError(400, "INVALID_PAYLOAD", f"enum values cannot be removed: {sorted(missing)}",
-                                  field="enumValues")
+                raise Invalid(f"enum values cannot be removed: {sorted(missing)}",
+                              field="enumValues")
         return self.writer.put("metric", metric_id, org_id, {**current, **changes, "updatedAt": now_ms()})
 
     # ----- thing types and their versions
@@ -106,7 +106,7 @@ class Definitions(Store):
     def thing_type_version(self, org_id: str, type_id: str, version_id: str) -> dict:
         version = self._get("thing_type_version", version_id, org_id, "thing type version")
         if version["thingTypeId"] != type_id:
-            raise SluiceError(404, "NOT_FOUND", f"thing type version {version_id!r} not found", id=version_id)
+            raise NotFound(f"thing type version {version_id!r} not found", id=version_id)
         return version
 
     def _with_latest(self, org_id: str, thing_type: dict) -> dict:

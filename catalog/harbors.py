@@ -19,7 +19,7 @@ from the org's own metric definitions.
 
 from __future__ import annotations
 
-from catalog.errors import SluiceError, not_found
+from catalog.errors import Conflict, not_found
 from catalog.ids import derived_id, new_id
 from catalog.models import CargoIn, HarborIn, HarborPatch, ShipIn
 from catalog.store import Store, now_ms, ordered
@@ -74,7 +74,7 @@ class Harbors(Store):
         self.harbor(org_id, harbor_id)
         body = ship_thing(org_id, harbor_id, spec.shipId, now_ms(), spec.thingName)
         if self.view.get("thing", body["id"], org_id) is not None:
-            raise SluiceError(409, "CONFLICT", f"ship {spec.shipId!r} is already registered", field="shipId")
+            raise Conflict(f"ship {spec.shipId!r} is already registered", field="shipId")
         return self.writer.put("thing", body["id"], org_id, body)
 
     def register_cargo(self, org_id: str, harbor_id: str, spec: CargoIn) -> dict:
@@ -83,7 +83,7 @@ class Harbors(Store):
         descriptive = spec.model_dump(mode="json", exclude={"cargoId"}, exclude_none=True)
         body = cargo_metric(org_id, harbor_id, spec.cargoId, now_ms(), **descriptive)
         if self.view.get("metric", body["id"], org_id) is not None:
-            raise SluiceError(409, "CONFLICT", f"cargo {spec.cargoId!r} is already registered", field="cargoId")
+            raise Conflict(f"cargo {spec.cargoId!r} is already registered", field="cargoId")
         return self.writer.put("metric", body["id"], org_id, body)
 
     def ships(self, org_id: str, harbor_id: str) -> list[dict]:

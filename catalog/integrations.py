@@ -19,7 +19,7 @@ from typing import Annotated, Literal, Union
 import orjson
 from pydantic import Field, StringConstraints, ValidationError
 
-from catalog.errors import SluiceError, not_found
+from catalog.errors import Invalid, NotFound, not_found
 from catalog.ids import new_id
 from catalog.models import EntityId, Expression, Name, Text, _Body
 from catalog.store import Store, now_ms, ordered
@@ -152,20 +152,20 @@ def split_secrets(kind: str, config: dict) -> tuple[dict, dict]:
 class Integrations(Store):
     def _check_integration(self, org_id: str, template_id: str, resource: dict, things: dict[str, str]) -> None:
         if self.view.get("template", template_id, org_id) is None:
-            raise SluiceError(404, "TEMPLATE_NOT_FOUND", f"template {template_id!r} not found", field="templateId")
+            raise NotFound(f"template {template_id!r} not found", field="templateId", code="TEMPLATE_NOT_FOUND")
         try:
             compile_expression("resource.expression", resource["expression"])
         except TemplateCompileError as exc:
-            raise SluiceError(400, "INVALID_EXPRESSION", str(exc), field=exc.field, expression=exc.expression,
-                              reason=exc.reason) from None
+            raise Invalid(str(exc), field=exc.field, code="INVALID_EXPRESSION", expression=exc.expression,
+                          reason=exc.reason) from None
         for external_id, thing_id in things.items():
             self._check_thing(org_id, external_id, thing_id)
 
     def _check_thing(self, org_id: str, external_id: str, thing_id: str) -> None:
         # An integration writes only to its org's things: another org's is as unknown as none.
         if self.view.get("thing", thing_id, org_id) is None:
-            raise SluiceError(404, "THING_NOT_FOUND", f"things.{external_id}: thing {thing_id!r} not found",
-                              field=f"things.{external_id}")
+            raise NotFound(f"things.{external_id}: thing {thing_id!r} not found", field=f"things.{external_id}",
+                           code="THING_NOT_FOUND")
 
     def create_integration(self, org_id: str, spec: _IntegrationIn) -> dict:
         """The new integration, as the API shows it; a webhook's answer alone carries its `secret`."""
@@ -202,7 +202,7 @@ class Integrations(Store):
             except ValidationError as exc:
                 first = exc.errors()[0]
                 field = ".".join(["config", *(str(p) for p in first["loc"])])
-                raise SluiceError(400, "INVALID_PAYLOAD", f"{field}: {first['msg']}", field=field) from None
+                raise Invalid(f"{field}: {first['msg']}", field=field) from None
             body["config"], fresh = split_secrets(current["kind"], config)
             kept = {k: v for k, v in current["secrets"].items() if k not in fresh}
             body["secrets"] = {**kept, **fresh}
@@ -217,8 +217,8 @@ class Integrations(Store):
         self._check_thing(org_id, external_id, thing_id)
         things = {**current["things"], external_id: thing_id}
         if len(things) > THINGS_MAX:
-            raise SluiceError(400, "TOO_MANY_THINGS", f"an integration maps at most {THINGS_MAX} external ids",
-                              field="things")
+            raise Invalid(f"an integration maps at most {THINGS_MAX} external ids", field="things",
+                          code="TOO_MANY_THINGS")
         self._put_integration(org_id, {**current, "things": things})
         return {"externalId": external_id, "thingId": thing_id}
 
@@ -233,6 +233,8 @@ class Integrations(Store):
         current = self.integration(org_id, integration_id)
         # Soft: every view forgets it (the stage stops running it); secrets are not kept on the topic.
         self.writer.put(KIND, integration_id, org_id, {**public(current), "deleted": True, "deletedAt": now_ms()})
+        if self.view.get(STATUS_KIND, integration_id, org_id) is not None:
+            self.writer.put(STATUS_KIND, integration_id, org_id, {"id": integration_id, "deleted": True})
 
     def _put_integration(self, org_id: str, body: dict) -> dict:
         return self.writer.put(KIND, body["id"], org_id, {**body, "updatedAt": now_ms()})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from catalog.errors import SluiceError, not_found
+from catalog.errors import CatalogError, Invalid, NotFound, not_found
 from catalog.ids import new_id
 from catalog.models import PlaceIn, ThingIn, ThingPatch
 from catalog.properties import check_properties
@@ -27,7 +27,7 @@ class Places(Store):
     def place(self, org_id: str, place_id: str, kind: str | None = None) -> dict:
         body = self._get("place", place_id, org_id, kind or "place")
         if kind is not None and body["kind"] != kind:
-            raise SluiceError(404, "NOT_FOUND", f"{kind} {place_id!r} not found", id=place_id)
+            raise NotFound(f"{kind} {place_id!r} not found", id=place_id)
         return body
 
     def places(self, org_id: str, kind: str) -> list[dict]:
@@ -39,7 +39,7 @@ class Places(Store):
         """The version a thing of `type_id` is bound to (the latest), after checking its properties."""
         if type_id is None:
             if properties:
-                raise SluiceError(400, "INVALID_PAYLOAD", "properties need a thingTypeId", field="properties")
+                raise Invalid("properties need a thingTypeId", field="properties")
             return None
         thing_type = self.view.get("thing_type", type_id, org_id)
         if thing_type is None:
@@ -57,22 +57,21 @@ class Places(Store):
                 "thingTypeVersionId": version_id, "createdAt": now_ms()}
         return self.writer.put("thing", thing_id, org_id, body)
 
-    def create_things(self, org_id: str, place_id: str, place_kind: str, items: list[object]) -> list[dict]:
-        """Register many; one report per item, in order: {index, status, id | error}."""
+    def create_things(self, org_id: str, place_id: str, place_kind: str,
+                      items: list[object]) -> list[str | CatalogError]:
+        """Register many; one outcome per item, in order: the new thing's id, or why it was refused."""
         self.place(org_id, place_id, place_kind)
-        report = []
-        for index, item in enumerate(items):
+        outcomes: list[str | CatalogError] = []
+        for item in items:
             try:
-                thing = self.create_thing(org_id, place_id, place_kind, ThingIn.model_validate(item))
-                report.append({"index": index, "status": 201, "id": thing["id"]})
+                outcomes.append(self.create_thing(org_id, place_id, place_kind, ThingIn.model_validate(item))["id"])
             except ValidationError as exc:
                 first = exc.errors()[0]
                 field = ".".join(str(p) for p in first["loc"])
-                report.append({"index": index, "status": 400, "error": {
-                    "code": "INVALID_PAYLOAD", "message": f"{field}: {first['msg']}", "details": {"field": field}}})
-            except SluiceError as exc:
-                report.append({"index": index, "status": exc.status, **exc.body()})
-        return report
+                outcomes.append(Invalid(f"{field}: {first['msg']}", field=field))
+            except CatalogError as exc:
+                outcomes.append(exc)
+        return outcomes
 
     def update_thing(self, org_id: str, thing_id: str, patch: ThingPatch) -> dict:
         """Apply a partial update. A new thingTypeId binds that type's latest version

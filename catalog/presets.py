@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from catalog.errors import SluiceError
+from catalog.errors import Conflict, NotFound
 from catalog.ids import derived_id, new_id
 from catalog.store import Store, now_ms
 
@@ -99,8 +99,8 @@ def _version_id(org_id: str, preset: str, metric_ids: list[str]) -> str:
 def preset_or_404(name: str) -> Preset:
     preset = PRESETS.get(name)
     if preset is None:
-        raise SluiceError(404, "NOT_FOUND", f"no preset named {name[:64]!r}; known: {sorted(PRESETS)}",
-                          field="preset")
+        raise NotFound(f"no preset named {name[:64]!r}; known: {sorted(PRESETS)}",
+                       field="preset")
     return preset
 
 
@@ -117,8 +117,8 @@ class Presets(Store):
         taken = [i.name for i, metric_id in zip(preset.insights, ids)
                  if (owner := self.view.metric_id_by_name(org_id, i.name)) is not None and owner != metric_id]
         if taken:
-            raise SluiceError(409, "CONFLICT", f"metrics named {taken} already exist in this org and are not "
-                              f"the preset's; rename them to install {preset.name}", field="name", names=taken)
+            raise Conflict(f"metrics named {taken} already exist in this org and are not "
+                           f"the preset's; rename them to install {preset.name}", field="name", names=taken)
         created = []
         for insight, metric_id in zip(preset.insights, ids):
             if self.view.get("metric", metric_id, org_id) is None:

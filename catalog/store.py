@@ -7,7 +7,7 @@ import bisect
 import re
 import time
 
-from catalog.errors import SluiceError, not_found
+from catalog.errors import Invalid, not_found
 from catalog.view import CatalogView
 from catalog.writer import CatalogWriter
 
@@ -44,8 +44,8 @@ def cursor_at(number: int, item_id: str) -> str:
 def position(cursor: str) -> tuple[int, str]:
     """(number, id) of a cursor; 400 for a string that is not one."""
     if _CURSOR.match(cursor) is None:
-        raise SluiceError(400, "INVALID_PAYLOAD", "cursor: <number>:<id>, as a page's nextCursor gives it",
-                          field="cursor")
+        raise Invalid("cursor: <number>:<id>, as a page's nextCursor gives it",
+                      field="cursor")
     number, item_id = cursor.split(":", 1)
     return int(number), item_id
 
@@ -53,7 +53,7 @@ def position(cursor: str) -> tuple[int, str]:
 def page(items: list[dict], limit: int, cursor: str | None) -> dict:
     """One page of `items` (in `ordered`'s order) after the position `cursor`."""
     if not 1 <= limit <= MAX_PAGE:
-        raise SluiceError(400, "INVALID_PAYLOAD", f"limit must be 1–{MAX_PAGE}", field="limit")
+        raise Invalid(f"limit must be 1–{MAX_PAGE}", field="limit")
     start = bisect.bisect_right([_order(item) for item in items], position(cursor)) if cursor else 0
     chosen = items[start:start + limit]
     more = start + limit < len(items)

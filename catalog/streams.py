@@ -7,7 +7,7 @@ Nothing else about a stream is checked when items arrive: items are schemaless.
 
 from __future__ import annotations
 
-from catalog.errors import SluiceError, not_found
+from catalog.errors import Conflict, not_found
 from catalog.ids import PREFIXES, new_id
 from catalog.models import StreamIn
 from catalog.store import Store, now_ms, ordered
@@ -17,7 +17,7 @@ class Streams(Store):
     def create_stream(self, org_id: str, spec: StreamIn) -> dict:
         """A new stream; 409 CONFLICT when the org already has one of that name."""
         if self.view.stream_id_by_name(org_id, spec.name) is not None:
-            raise SluiceError(409, "CONFLICT", f"a stream named {spec.name!r} already exists", field="name")
+            raise Conflict(f"a stream named {spec.name!r} already exists", field="name")
         stream_id = new_id("stream")
         body = {"id": stream_id, **spec.model_dump(mode="json"), "createdAt": now_ms()}
         return self.writer.put("stream", stream_id, org_id, body)

@@ -25,7 +25,7 @@ import jmespath
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
 
-from catalog.errors import SluiceError, not_found
+from catalog.errors import Invalid, not_found
 from catalog.ids import new_id
 from catalog.models import TemplateIn
 from catalog.store import Store, now_ms, ordered
@@ -147,13 +147,13 @@ class Templates(Store):
         try:
             compile_revision({"id": "", "revision": 0, **spec.model_dump(mode="json")})
         except TemplateCompileError as exc:
-            raise SluiceError(400, "INVALID_TEMPLATE", str(exc), field=exc.field, expression=exc.expression,
-                              reason=exc.reason) from None
+            raise Invalid(str(exc), field=exc.field, code="INVALID_TEMPLATE", expression=exc.expression,
+                          reason=exc.reason) from None
         for name, expression in spec.metrics.items():
             if self.view.metric_id_by_name(org_id, name) is None:
-                raise SluiceError(400, "UNKNOWN_METRIC", f"metrics.{name}: expression {expression!r} feeds metric "
-                                  f"{name!r}, which is not defined in this organization", field=f"metrics.{name}",
-                                  expression=expression)
+                raise Invalid(f"metrics.{name}: expression {expression!r} feeds metric "
+                              f"{name!r}, which is not defined in this organization", field=f"metrics.{name}",
+                              code="UNKNOWN_METRIC", expression=expression)
 
     def _write_revision(self, org_id: str, template_id: str, revision: int, spec: TemplateIn,
                         created_at: int) -> dict:

@@ -103,7 +103,8 @@ class Stage:
     def _stop(self, integration_id: str, failed: bool = False) -> None:
         _, runner = self._runners.pop(integration_id)
         runner.stop()
-        self._reporter.report(integration_id, runner.org_id, runner.status, force=True)
+        if self._view.get(KIND, integration_id) is not None:  # a deleted one leaves no status behind
+            self._reporter.report(integration_id, runner.org_id, runner.status, force=True)
         if failed:
             _, failures = self._not_before.get(integration_id, (0, 0))
             delay = min(2.0 ** failures, RESTART_BACKOFF_MAX_S)

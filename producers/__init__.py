@@ -1,2 +1,3 @@
-"""The HTTP edge: auth, limits, catalog and ingest routes; ingest produces to the
-raw topic (imports catalog, warehouse, schemas)."""
+"""The HTTP edge (imports catalog, warehouse, schemas): the catalog, read and admin API
+(api/), the ingestion dialects (dialects/), and the HTTP layer they share (edge/);
+ingest produces to the raw topic."""

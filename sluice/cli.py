@@ -224,8 +224,34 @@ def _topics(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sluice", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    args = parser().parse_args(argv)
+    if getattr(args, "finds_stack", False):  # a client of the running stack: its recorded endpoints first
+        from sluice.endpoints import client_settings
+
+        settings = client_settings()
+    else:  # `up` and the services it runs: the environment only
+        settings = Settings.from_env()
+    from bus.logs import console_handler
+
+    # A no-op when the process has configured logging already (sluice embedded in a program or a test).
+    logging.basicConfig(level=logging.INFO, handlers=[console_handler(settings.log_repeat_window_s)])
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the output
+    return args.run(settings, args)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line: each command's arguments, and in `run` the function that runs it."""
+    command_line = argparse.ArgumentParser(prog="sluice", description=__doc__)
+    commands = command_line.add_subparsers(dest="command", required=True)
+    _add_stack_commands(commands)
+    _add_query_commands(commands)
+    _add_helper_commands(commands)
+    _add_import_command(commands)
+    return command_line
+
+
+def _add_stack_commands(commands) -> None:
+    """`up` (the whole local stack) and the services it runs, one by one."""
     up = commands.add_parser("up", help="start the whole local stack and wait for Ctrl-C")
     up.add_argument("--port", type=int, help="HTTP port of the edge (default 8080 or SLUICE_HTTP_PORT)")
     up.add_argument("--brokers", type=int, choices=range(1, 10), metavar="N",
@@ -243,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
                        ("edge-worker", "one more edge process on the port (SLUICE_EDGE_WORKERS > 1)"),
                        ("integrations", "run the integrations stage (MQTT subscriptions, HTTP polls)")):
         commands.add_parser(name, help=text).set_defaults(run=_service(name.replace("-", "_")))
+
+
+def _add_query_commands(commands) -> None:
+    """The clients of a running stack: sql, plot, topics, status, replay."""
     sql = commands.add_parser("sql", help="run a read-only query against the warehouse")
     sql.add_argument("query")
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table",
@@ -269,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--since", metavar="TIME", help="only rejected at or after this ISO 8601 time or epoch ms")
     replay.add_argument("--dry-run", action="store_true", help="count what matches; produce nothing")
     replay.set_defaults(run=_replay, finds_stack=True)
+
+
+def _add_helper_commands(commands) -> None:
+    """`catalog preset` and `monitoring prometheus-config`."""
     catalog = commands.add_parser("catalog", help="catalog helpers").add_subparsers(dest="catalog", required=True)
     preset = catalog.add_parser("preset", help="install a standard metric set in an org (iso15143-3)")
     preset.add_argument("name", help="the preset: iso15143-3 (ISO 15143-3 / AEMP 2.0 machine insights)")
@@ -287,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
                             help="an alert rule file (repeatable; default: deploy/alerts.yml of this checkout)")
     prometheus.add_argument("--out", metavar="FILE", help="write the config here instead of printing it")
     prometheus.set_defaults(run=_prometheus_config, finds_stack=True)
+
+
+def _add_import_command(commands) -> None:
+    """`import`: historical readings from a file, through the edge."""
     imports = commands.add_parser("import", help="bulk-import historical readings (NDJSON, CSV, Parquet) "
                                   "through the edge, resumable")
     imports.add_argument("file", help="rows of thing_id, timestamp, metric, value (or one column per metric)")
@@ -306,19 +344,6 @@ def main(argv: list[str] | None = None) -> int:
     imports.add_argument("--restart", action="store_true", help="ignore the checkpoint; import from the start")
     imports.add_argument("--quiet", action="store_true", help="no progress bar")
     imports.set_defaults(run=_import, finds_stack=True)
-    args = parser.parse_args(argv)
-    if getattr(args, "finds_stack", False):  # a client of the running stack: its recorded endpoints first
-        from sluice.endpoints import client_settings
-
-        settings = client_settings()
-    else:  # `up` and the services it runs: the environment only
-        settings = Settings.from_env()
-    from bus.logs import console_handler
-
-    # A no-op when the process has configured logging already (sluice embedded in a program or a test).
-    logging.basicConfig(level=logging.INFO, handlers=[console_handler(settings.log_repeat_window_s)])
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the output
-    return args.run(settings, args)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-from sluice.local_kafka import (LocalKafka, LocalKafkaError, Quorum, min_insync_replicas, new_cluster_id,
-                                replication_factor)
+from sluice.kafka_quorum import Quorum, min_insync_replicas, new_cluster_id, replication_factor
+from sluice.local_kafka import LocalKafka, LocalKafkaError
 
 SINGLE_HEAP = "512m"
 NODE_HEAP = "256m"  # each of several nodes: three JVMs share a laptop with the pipeline

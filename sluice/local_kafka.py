@@ -1,11 +1,12 @@
 """Run a real single-node Apache Kafka broker locally, without Docker.
 
 Sluice's dev loop and tests need a genuine Kafka (not a mock) but must not
-depend on a Docker engine. This module resolves the official broker jars from
-Maven Central once (cached under ``~/.cache/sluice`` and shared by every clone
-and CI run), then starts ``kafka.Kafka`` as a child JVM in KRaft mode
-(combined broker + controller, node id 1) bound to 127.0.0.1. A node can also
-be one of several in a quorum (``Quorum``): sluice.local_cluster runs those.
+depend on a Docker engine. This module takes the official broker jars
+(sluice.kafka_jars resolves them from Maven Central once, cached under
+``~/.cache/sluice`` and shared by every clone and CI run), then starts
+``kafka.Kafka`` as a child JVM in KRaft mode (combined broker + controller,
+node id 1) bound to 127.0.0.1. A node can also be one of several in a quorum
+(sluice.kafka_quorum): sluice.local_cluster runs those.
 
 Typical use::
 
@@ -21,158 +22,23 @@ on PATH, and network access to Maven Central the first time.
 from __future__ import annotations
 
 import argparse
-import base64
-import dataclasses
-import hashlib
 import logging
-import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-import uuid
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from sluice.child_jvm import ChildJvm, port_is_free, raise_keyboard_interrupt, size, tail
+from sluice.download_cache import default_cache_dir
+from sluice.kafka_jars import KAFKA_RESOURCES, LocalKafkaError, ensure_jars, require_java
+from sluice.kafka_quorum import Quorum, cluster_configs, new_cluster_id, replication_configs
 from sluice.state_lock import StateLock, StateLocked
 
 log = logging.getLogger(__name__)
 
-KAFKA_RESOURCES = Path(__file__).resolve().parent / "kafka"
-POM_PATH = KAFKA_RESOURCES / "pom.xml"
 LOG4J_CONFIG = KAFKA_RESOURCES / "log4j2.properties"
-
-# Written into the libs dir only after mvn succeeded; holds the pom's hash so
-# an interrupted download or an edited pom triggers a fresh resolve.
-_JARS_MARKER = ".sluice-jars-complete"
-
-
-class LocalKafkaError(RuntimeError):
-    """Raised when the local broker cannot be prepared, started or reached."""
-
-
-# ---------------------------------------------------------------------------
-# Jars
-# ---------------------------------------------------------------------------
-
-
-def kafka_version(pom: Path = POM_PATH) -> str:
-    """Return the ``kafka.version`` property pinned in ``pom``.
-
-    The pom is the single source of truth for the version. Raises
-    LocalKafkaError if the property is missing.
-    """
-    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
-    node = ET.parse(pom).getroot().find("m:properties/m:kafka.version", ns)
-    if node is None or not (node.text or "").strip():
-        raise LocalKafkaError(f"{pom} does not define the kafka.version property")
-    return node.text.strip()
-
-
-def default_cache_dir() -> Path:
-    """Where resolved jars are kept: $SLUICE_CACHE_DIR, else ~/.cache/sluice."""
-    override = os.environ.get("SLUICE_CACHE_DIR")
-    if override:
-        return Path(override).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "sluice"
-
-
-def require_tool(name: str, install_hint: str) -> str:
-    """Return the absolute path of executable ``name`` or raise LocalKafkaError."""
-    path = shutil.which(name)
-    if path is None:
-        raise LocalKafkaError(f"`{name}` was not found on PATH; {install_hint}")
-    return path
-
-
-def _require_java() -> str:
-    return require_tool(
-        "java",
-        "install a Java 17+ runtime, e.g. `apt-get install openjdk-17-jre-headless` "
-        "or `brew install openjdk@17`.",
-    )
-
-
-def _require_mvn() -> str:
-    return require_tool(
-        "mvn",
-        "install Apache Maven (used once to fetch the Kafka jars), e.g. "
-        "`apt-get install maven` or `brew install maven`.",
-    )
-
-
-def _pom_digest(pom: Path) -> str:
-    return hashlib.sha256(pom.read_bytes()).hexdigest()
-
-
-def _jars_complete(libs: Path, digest: str) -> bool:
-    marker = libs / _JARS_MARKER
-    return marker.is_file() and marker.read_text().strip() == digest
-
-
-def ensure_jars(cache_dir: Path) -> Path:
-    """Make sure the Kafka broker jars are in ``cache_dir`` and return the libs dir.
-
-    The jars land in ``<cache_dir>/kafka-<version>/libs``. Maven runs only when
-    that folder is missing, was left incomplete by an interrupted run, or was
-    resolved from a different pom. Concurrent callers (parallel CI jobs, xdist
-    workers) are serialised with a file lock so they do not download into the
-    same folder at once.
-
-    Blocks while Maven runs (~45 MB from Maven Central on a cold ~/.m2: a few
-    seconds on a fast link, minutes on a slow one; ~2 s when ~/.m2 is warm;
-    instant once cached) and while another process holds the lock.
-    Raises LocalKafkaError if `mvn` is missing or Maven fails.
-    """
-    import fcntl  # POSIX only; imported here so the module still imports elsewhere
-
-    version = kafka_version()
-    base = Path(cache_dir).expanduser() / f"kafka-{version}"
-    libs = base / "libs"
-    digest = _pom_digest(POM_PATH)
-    if _jars_complete(libs, digest):
-        return libs
-
-    base.mkdir(parents=True, exist_ok=True)
-    with open(base / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _jars_complete(libs, digest):  # another process finished meanwhile
-            return libs
-        _resolve_jars(libs)
-        (libs / _JARS_MARKER).write_text(digest + "\n")
-    return libs
-
-
-def _resolve_jars(libs: Path) -> None:
-    """Run Maven to copy every runtime jar into a fresh ``libs`` folder."""
-    mvn = _require_mvn()
-    # Start clean: leftovers from an older pom would end up on the classpath.
-    shutil.rmtree(libs, ignore_errors=True)
-    cmd = [
-        mvn, "-q", "-B", "dependency:copy-dependencies",
-        f"-DoutputDirectory={libs}", "-f", str(POM_PATH),
-    ]
-    log.info("resolving Kafka jars into %s (first run only)", libs)
-    started = time.monotonic()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stdout.splitlines()[-40:])
-        raise LocalKafkaError(
-            f"Maven could not resolve the Kafka jars (exit {proc.returncode}):\n"
-            f"  {' '.join(cmd)}\n{tail}"
-        )
-    if not any(libs.glob("kafka_*.jar")):
-        raise LocalKafkaError(f"Maven succeeded but no kafka_*.jar appeared in {libs}")
-    log.info("Kafka jars resolved in %.1fs", time.monotonic() - started)
-
-
-# ---------------------------------------------------------------------------
-# Small helpers
-# ---------------------------------------------------------------------------
 
 
 def _can_connect(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -181,80 +47,6 @@ def _can_connect(host: str, port: int, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
-
-
-def new_cluster_id() -> str:
-    """A Kafka-style cluster id (base64url of 16 random bytes, no padding).
-
-    Generated in Python to save a JVM start (StorageTool random-uuid); like
-    Kafka, avoid ids starting with '-' since they read as CLI flags.
-    """
-    while True:
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        if not cid.startswith("-"):
-            return cid
-
-
-# ---------------------------------------------------------------------------
-# The broker
-# ---------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Quorum:
-    """The KRaft quorum a node belongs to: every node is a broker and a voter.
-
-    ``voters`` is ``controller.quorum.voters`` (``id@host:port`` of each node);
-    ``size`` decides how the internal topics replicate (``replication_configs``).
-    """
-
-    voters: str
-    size: int
-    cluster_id: str | None = None  # formatted into a fresh log dir; None: a new one
-
-
-def replication_factor(nodes: int) -> int:
-    """The replication factor of every topic on a cluster of ``nodes``: up to three copies."""
-    return min(3, nodes)
-
-
-def min_insync_replicas(nodes: int) -> int:
-    """Copies that must have a write before acks=all answers: two once there are three, so one node
-    may be lost without a write being lost or refused."""
-    return 2 if replication_factor(nodes) >= 3 else 1
-
-
-def replication_configs(nodes: int) -> dict[str, str]:
-    """Broker settings for the internal topics' replication (consumer offsets, transactions, share state)."""
-    factor, min_isr = str(replication_factor(nodes)), str(min_insync_replicas(nodes))
-    return {
-        "offsets.topic.replication.factor": factor,
-        "transaction.state.log.replication.factor": factor,
-        "transaction.state.log.min.isr": min_isr,
-        "share.coordinator.state.topic.replication.factor": factor,
-        "share.coordinator.state.topic.min.isr": min_isr,
-    }
-
-
-def cluster_configs(nodes: int) -> dict[str, str]:
-    """What a node of a cluster of several sets beyond a single node's settings."""
-    return {
-        "default.replication.factor": str(replication_factor(nodes)),
-        "min.insync.replicas": str(min_insync_replicas(nodes)),
-        # A replica that fell out of sync never becomes leader: that would drop acknowledged writes.
-        "unclean.leader.election.enable": "false",
-        # A dead node's partitions get new leaders once the active controller fences it, after the
-        # broker session timeout (9 s by default); when the dead node was the active controller too,
-        # the voters first notice (fetch timeout, 2 s by default) and elect another. All of it must fit
-        # well inside the edge's 10 s delivery timeout, so that a request in flight when a leader dies
-        # is still delivered, not answered 503. Measured on 2 cores at 250 acks=all messages/s, the
-        # active controller SIGKILLed: leaders again after 3.1-4.5 s with these, 5.1-5.9 s with a 3 s
-        # session and Kafka's default quorum timeouts.
-        "broker.session.timeout.ms": "2000",
-        "broker.heartbeat.interval.ms": "500",
-        "controller.quorum.fetch.timeout.ms": "1000",
-        "controller.quorum.election.backoff.max.ms": "500",
-    }
 
 
 class LocalKafka(ChildJvm):
@@ -341,7 +133,7 @@ class LocalKafka(ChildJvm):
     def prepare(self) -> tuple[str, Path]:
         """Check the ports, fetch the jars, write the config and format a fresh log dir (a short JVM
         run); returns (java, libs) for ``spawn``. Blocks; raises LocalKafkaError."""
-        java = _require_java()
+        java = require_java()
         self._check_ports_free()
         libs = ensure_jars(default_cache_dir())
         self._write_config()

@@ -38,7 +38,7 @@ from pathlib import Path
 import httpx
 
 from sluice.child_jvm import ChildJvm, port_is_free, raise_keyboard_interrupt, size, tail
-from sluice.local_kafka import default_cache_dir
+from sluice.download_cache import default_cache_dir, fill_once
 from sluice.state_lock import StateLock, StateLocked
 
 log = logging.getLogger(__name__)
@@ -79,17 +79,10 @@ def ensure_app(cache_dir: Path, url: str = APP_URL, sha256: str = APP_SHA256) ->
     the first time, and while another process holds the lock. Raises
     LocalRegistryError if the download fails or its checksum does not match.
     """
-    import fcntl  # POSIX only; imported here so the module still imports elsewhere
-
     base = Path(cache_dir).expanduser() / f"apicurio-registry-{APICURIO_VERSION}"
     app = base / "app"
-    if _app_complete(app, sha256):
-        return app
-    base.mkdir(parents=True, exist_ok=True)
-    with open(base / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _app_complete(app, sha256):  # another process finished meanwhile
-            return app
+
+    def fetch() -> None:
         for leftover in base.glob(".download-*"):  # a killed earlier run's; we hold the lock
             shutil.rmtree(leftover, ignore_errors=True)
         with tempfile.TemporaryDirectory(dir=base, prefix=".download-") as scratch:
@@ -105,6 +98,8 @@ def ensure_app(cache_dir: Path, url: str = APP_URL, sha256: str = APP_SHA256) ->
             shutil.rmtree(app, ignore_errors=True)
             unpacked.rename(app)
         (app / _APP_MARKER).write_text(sha256 + "\n")
+
+    fill_once(base, lambda: _app_complete(app, sha256), fetch)
     return app
 
 

@@ -21,7 +21,7 @@ import schemas
 from bus.tail import TopicTail
 from config import Settings
 from processors.outcome import NOT_A_REQUEST
-from producers.submit import Target
+from producers.edge.submit import Target
 from schemas.topics import MessageLimits
 
 log = logging.getLogger(__name__)

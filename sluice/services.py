@@ -5,7 +5,7 @@ in a thread, because chDB's data folder belongs to one process.
 `edge-worker` is one more edge process on the same port (`SLUICE_EDGE_WORKERS`),
 or on a port of its own (a second edge): it serves the ingest routes itself and
 forwards every other request to the `edge` process, the only one holding the
-warehouse (producers.forward).
+warehouse (producers.edge.forward).
 `processor` is the Faust worker. `sink` is the readings sink on its own, for a
 ClickHouse server. `integrations` runs the MQTT subscriptions and HTTP polls of
 integrations (seed 001).
@@ -44,9 +44,9 @@ from integrations.status import StatusReporter
 from processors.app import ProcessorWorker, create_app as create_processor_app
 from processors.idempotency import IdempotencyStore
 from producers.app import create_app as create_edge_app
-from producers.forward import ForwardToPrimary, PrimaryProbe
-from producers.http_protocol import edge_protocol
-from producers.listeners import http_socket, primary_socket, primary_socket_path
+from producers.edge.forward import ForwardToPrimary, PrimaryProbe
+from producers.edge.listeners import http_socket, primary_socket, primary_socket_path
+from producers.edge.protocol import edge_protocol
 from schemas import Topics
 from schemas.topics import MessageLimits
 from sinks.registry import warehouse_sinks
@@ -129,7 +129,7 @@ def run_edge_worker(settings: Settings) -> None:
 
 
 def _serve(app, settings: Settings, sockets: list) -> None:
-    # Sockets are bound, not listening: uvicorn listens after the app's start-up (producers.listeners).
+    # Sockets are bound, not listening: uvicorn listens after the app's start-up (producers.edge.listeners).
     config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="warning",
                             access_log=False, timeout_graceful_shutdown=10, http=edge_protocol(settings))
     uvicorn.Server(config).run(sockets=sockets)

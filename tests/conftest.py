@@ -19,8 +19,17 @@ import pytest
 from config import Settings
 from tests.clickhouse_fixture import clickhouse_url_for_tests
 from tests.kafka_fixture import free_port, kafka_bootstrap_for_tests
+from tests.lanes import lane
 from tests.registry_fixture import schema_registry  # noqa: F401  (a session fixture, registered by import)
 from tests.seed import register_battery, register_battery_type
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by the markers
+def pytest_collection_modifyitems(items) -> None:
+    """Put each test in its lane (tests/lanes.py): `unit` needs no service, `e2e` does."""
+    for item in items:
+        name, _ = lane(item)
+        item.add_marker(getattr(pytest.mark, name))
 
 
 @pytest.fixture(scope="session")

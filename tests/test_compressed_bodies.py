@@ -15,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from producers.content_coding import zstd
+from producers.edge.content_coding import zstd
 from tests.conftest import eventually
 from tests.seed import org_with_every_target
 

@@ -1,4 +1,4 @@
-"""producers.content_coding alone: which codings a Content-Encoding names, and inflating a body
+"""producers.edge.content_coding alone: which codings a Content-Encoding names, and inflating a body
 chunk by chunk without ever producing more than its limit."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import gzip
 
 import pytest
 
-from catalog.errors import SluiceError
-from producers.content_coding import Inflater, coding_of, zstd
+from producers.edge.content_coding import Inflater, coding_of, zstd
+from producers.edge.errors import ApiError
 
 BODY = b'{"frames": [{"timestamp": 1718884800000, "metrics": {"level": 1.5}}]}' * 200
 COMPRESS = {"gzip": gzip.compress, "zstd": zstd.compress}
@@ -32,7 +32,7 @@ def test_the_coding_a_content_encoding_names(value, coding):
     ("br", "'br' is not supported"), ("deflate", "'deflate' is not supported"),
     ("gzip, zstd", "one content coding at most"), ("gzip, gzip", "one content coding at most")])
 def test_another_coding_or_two_of_them_are_415(value, reason):
-    with pytest.raises(SluiceError) as refused:
+    with pytest.raises(ApiError) as refused:
         coding_of(value)
     assert (refused.value.status, refused.value.code) == (415, "UNSUPPORTED_CONTENT_ENCODING")
     assert reason in refused.value.message and refused.value.details["supported"] == ["gzip", "zstd"]
@@ -56,7 +56,7 @@ def test_the_limit_is_on_the_inflated_size_and_holds_while_inflating(coding):
     assert inflate(coding, COMPRESS[coding](BODY), limit=len(BODY)) == BODY  # exactly the limit: fine
     bomb = COMPRESS[coding](b"\0" * (64 << 20))  # 64 MiB of zeros, a few KiB compressed
     inflater = Inflater(coding, 1 << 20)
-    with pytest.raises(SluiceError) as refused:
+    with pytest.raises(ApiError) as refused:
         inflater.feed(bomb)  # in one chunk: the cap, not the chunk size, bounds what is made
     assert (refused.value.status, refused.value.details["limit"]) == (413, 1 << 20)
     assert inflater.size == (1 << 20) + 1  # stopped one byte past the limit
@@ -71,7 +71,7 @@ def test_the_limit_is_on_the_inflated_size_and_holds_while_inflating(coding):
     ("gzip", b"", "truncated"),
 ])
 def test_bytes_not_of_the_coding_are_400_saying_why(coding, data, reason):
-    with pytest.raises(SluiceError) as refused:
+    with pytest.raises(ApiError) as refused:
         inflate(coding, data)
     assert (refused.value.status, refused.value.code, refused.value.details["field"]) == (400, "INVALID_PAYLOAD",
                                                                                          "body")
@@ -82,6 +82,6 @@ def test_a_zstd_frame_wanting_a_window_over_8_mib_is_refused():
     # RFC 9659: a zstd body never needs more; a frame asking for 128 MiB would get the memory.
     compressor = zstd.ZstdCompressor(options={zstd.CompressionParameter.window_log: 27})
     data = compressor.compress(BODY) + compressor.flush()  # streamed: no content size, the window stands
-    with pytest.raises(SluiceError) as refused:
+    with pytest.raises(ApiError) as refused:
         inflate("zstd", data)
     assert refused.value.status == 400

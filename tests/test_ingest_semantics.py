@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from producers.raw_producer import ProducerUnavailable, RawProducer
+from producers.edge.raw_producer import ProducerUnavailable, RawProducer
 from tests.conftest import eventually, session_settings
 from tests.kafka_fixture import free_port
 from tests.seed import SEED_FRAMES, register_battery, register_battery_type

@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from producers.webhook_signature import header_value
+from producers.edge.webhook_signature import header_value
 from sluice.replay import replay_dead_letters
 from tests.conftest import eventually
 from tests.seed import org_with_every_target
@@ -75,6 +75,7 @@ def test_an_integration_is_a_catalog_entity_whose_secret_is_shown_once(client, o
     assert ok(client.get(f"/v2/integrations/{created['id']}/status"))["state"] == "receiving"
     ok(client.delete(f"/v2/integrations/{created['id']}"), 204)
     assert client.get(f"/v2/integrations/{created['id']}").status_code == 404
+    assert client.get(f"/v2/integrations/{created['id']}/status").status_code == 404
 
 
 def test_an_mqtt_password_is_never_shown(client, org):

@@ -100,8 +100,8 @@ def test_mqtt_messages_land_exactly_once_through_a_sigkilled_stage_and_a_restart
         eventually(lambda: publish(devices, 0, base - 1, -1.0) and readings(stack, ids[:1], base - 1), timeout=60,
                    interval=1)
         status = eventually(lambda: (s := ok(client.get(f"/v2/integrations/{integration['id']}/status")))
-                            ["state"] == "running" and s, timeout=30)
-        assert status["instance"] == "integrations" and status["messagesOut"] >= 1, status
+                            ["state"] == "running" and s["messagesOut"] >= 1 and s, timeout=30)
+        assert status["instance"] == "integrations" and status["lastSuccessAt"], status
 
         sent: list[paho.MQTTMessageInfo] = []
 

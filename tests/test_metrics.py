@@ -12,6 +12,7 @@ import sys
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from schemas import Topics
 from tests.conftest import eventually
 from tests.seed import SEED_FRAMES
 
@@ -29,45 +30,57 @@ def total(families: dict, name: str, **labels) -> float:
                and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
-def test_edge_and_processor_metrics_move_after_an_ingest(api, stack, battery):
+def test_edge_and_processor_metrics_count_an_ingest_exactly_once(api, stack, battery):
+    """Three requests of five readings move each counter by exactly their share: a count
+    made twice (or skipped) anywhere on the way fails here."""
     edge_url = f"{stack.url}/metrics"
     processor_url = f"http://{stack.settings.http_host}:{stack.settings.processor_metrics_port}/metrics"
     route = "/v2/thing/{thing_id}/data"
+    readings = 3 * len(SEED_FRAMES["frames"][0]["metrics"])
+    eventually(lambda: pipeline_settled(stack, committed=False))  # what earlier tests sent is all counted
     before_edge, before_processor = scrape(edge_url), scrape(processor_url)
     for _ in range(3):
         assert api.post(f"/v2/thing/{battery}/data", json=SEED_FRAMES).status_code == 202
+    eventually(lambda: gained(before_edge, scrape(edge_url), "sluice_table_rows_inserted", table="readings"))
+    eventually(lambda: pipeline_settled(stack, committed=True))  # ... and ours: nothing is left to count twice
+    edge, processor = scrape(edge_url), scrape(processor_url)
 
-    edge = scrape(edge_url)
-    assert total(edge, "sluice_http_requests", route=route, method="POST", status="202") \
-        == total(before_edge, "sluice_http_requests", route=route, method="POST", status="202") + 3
+    assert gained(before_edge, edge, "sluice_http_requests", route=route, method="POST", status="202") == 3
     assert not any(battery in str(s.labels) for samples in edge.values() for s in samples), "a thing id as label"
     assert any(s.labels.get("route") == route for s in edge["sluice_http_request_duration_seconds"])
-
-    def processed():
-        now = scrape(processor_url)
-        gained = total(now, "sluice_processor_verdicts", status="ingested") \
-            - total(before_processor, "sluice_processor_verdicts", status="ingested")
-        return now if gained >= 3 else None
-
-    processor = eventually(processed)
-    assert total(processor, "sluice_processor_messages") >= total(before_processor, "sluice_processor_messages") + 3
-    assert total(processor, "sluice_processor_items_ingested") > total(before_processor,
-                                                                       "sluice_processor_items_ingested")
+    assert gained(before_processor, processor, "sluice_processor_messages") == 3
+    assert gained(before_processor, processor, "sluice_processor_verdicts", status="ingested") == 3
+    assert gained(before_processor, processor, "sluice_processor_items_ingested") == 3  # one frame each
 
     # In embedded mode the sinks are threads of the edge: their rows show at the edge's /metrics.
-    rows_before = total(before_edge, "sluice_sink_rows_inserted")
-    readings_before = total(before_edge, "sluice_table_rows_inserted", table="readings")
-    # ... and by table: the readings the requests carried (each sink inserts on its own cadence,
-    # so the ingest log's rows may show before the readings').
-    final = eventually(lambda: (now := scrape(edge_url)) and
-                       total(now, "sluice_table_rows_inserted", table="readings") >= readings_before + 3 and now)
-    assert total(final, "sluice_sink_rows_inserted") >= rows_before + 3
-    assert total(final, "sluice_sink_bytes") > total(before_edge, "sluice_sink_bytes")
-    assert "sluice_edge_produce_queue_messages" in final
-    states = {s.labels["component"]: s.value for s in final["sluice_component_up"]}
+    assert gained(before_edge, edge, "sluice_table_rows_inserted", table="readings") == readings
+    assert gained(before_edge, edge, "sluice_sink_rows_inserted", sink="sink-readings") == readings
+    assert gained(before_edge, edge, "sluice_table_rows_inserted", table="ingest_log") == 3
+    assert gained(before_edge, edge, "sluice_sink_bytes") > 0
+    assert "sluice_edge_produce_queue_messages" in edge
+    states = {s.labels["component"]: s.value for s in edge["sluice_component_up"]}
     assert states and all(value == 1.0 for value in states.values()), states
     # `sluice up`'s restart counts (its run/status.json), per child, through the edge.
-    assert {s.labels["child"] for s in final["sluice_supervisor_restarts"]} >= {"edge", "processor"}
+    assert {s.labels["child"] for s in edge["sluice_supervisor_restarts"]} >= {"edge", "processor"}
+
+
+def gained(before: dict, now: dict, name: str, **labels) -> float:
+    """How much counter `name` (where its labels include `labels`) moved from `before` to `now`."""
+    return total(now, name, **labels) - total(before, name, **labels)
+
+
+def pipeline_settled(stack, committed: bool) -> bool:
+    """The processor and the readings and ingest-log sinks have committed all there is (a group that
+    never committed has no lag yet: `committed` asks that all three have)."""
+    prefix, topics = stack.settings.topic_prefix, Topics(stack.settings.topic_prefix)
+    wanted = {(topics.processors_group, topics.raw), (f"{prefix}sink-readings", topics.frames),
+              (f"{prefix}sink-ingest-log", topics.results)}
+    lags: dict[tuple, float] = {}
+    for sample in scrape(f"{stack.url}/metrics").get("sluice_consumer_lag", ()):
+        key = (sample.labels["group"], sample.labels["topic"])
+        if key in wanted:
+            lags[key] = lags.get(key, 0) + sample.value
+    return (set(lags) == wanted or not committed) and not any(lags.values())
 
 
 def test_a_refused_request_is_counted_by_status(api, stack):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from producers.sql_answers import rows_document
+from producers.api.sql_answers import rows_document
 from warehouse import QueryLimits, WarehouseBusy, WarehouseError, guard
 from warehouse.limits import (MEMORY_LIMIT_EXCEEDED, QUERY_WAS_CANCELLED, TIMEOUT_EXCEEDED, TOO_MANY_ROWS_OR_BYTES,
                               settings_clause)

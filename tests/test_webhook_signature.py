@@ -7,7 +7,7 @@ import hmac
 
 import pytest
 
-from producers.webhook_signature import BadSignature, SeenSignatures, header_value, verify
+from producers.edge.webhook_signature import BadSignature, SeenSignatures, header_value, verify
 
 SECRET = "whsec_test"
 BODY = b'{"device":"d1","temp":21.5}'

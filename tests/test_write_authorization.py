@@ -19,7 +19,7 @@ import httpx
 import pytest
 from fastapi import APIRouter, Depends
 
-from producers.auth import Principal, org_wide, principal, undeclared_writes
+from producers.edge.auth import Principal, org_wide, principal, undeclared_writes
 
 SYNC = {"Prefer": "wait=10"}
 FILTER_KINDS = ("places", "things", "streams")

@@ -6,15 +6,8 @@ Imports only the standard library, third-party packages and `config`.
 from __future__ import annotations
 
 from config import Settings
-from warehouse.backend import (
-    QueryResult,
-    QueryStream,
-    ReadOnlyError,
-    Warehouse,
-    WarehouseBusy,
-    WarehouseError,
-    WarehouseUnavailable,
-)
+from warehouse.backend import QueryResult, QueryStream, Warehouse
+from warehouse.errors import ReadOnlyError, WarehouseBusy, WarehouseError, WarehouseUnavailable
 from warehouse.limits import QueryLimits
 
 __all__ = [

@@ -1,8 +1,8 @@
 """The Warehouse interface that both backends (chDB, ClickHouse server) implement.
 
-Also the result type and the errors every backend raises, so callers never see
-chdb or clickhouse_connect exceptions. Every Warehouse method may block (on the
-engine, on the network, or for one of the embedded engine's sessions).
+Also the result type. The errors every backend raises are in warehouse.errors
+(importable from here too). Every Warehouse method may block (on the engine, on
+the network, or for one of the embedded engine's sessions).
 
 Row values are Python objects converted from ClickHouse's Arrow output, the same
 way on both backends: DateTime64 -> datetime aware in UTC (tzinfo=timezone.utc),
@@ -25,7 +25,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from warehouse import guard
 from warehouse.ddl import identifier
+from warehouse.errors import ReadOnlyError, WarehouseBusy, WarehouseError, WarehouseUnavailable
 from warehouse.limits import QueryLimits, settings_clause
 from warehouse.literals import quote_string
 
@@ -42,22 +44,6 @@ class QueryResult:
         return [dict(zip(self.column_names, row)) for row in self.rows]
 
 
-class WarehouseError(Exception):
-    """ClickHouse refused or failed a statement. `code` is its error code, if known."""
-
-    def __init__(self, message: str, code: int | None = None):
-        super().__init__(message)
-        self.code = code
-
-
-class WarehouseUnavailable(WarehouseError):
-    """The warehouse could not be reached or opened (network, data folder locked)."""
-
-
-class ReadOnlyError(WarehouseError):
-    """readonly_query was given something other than one SELECT statement."""
-
-
 @dataclasses.dataclass(frozen=True)
 class AnalystSql:
     """An analyst's query as it runs: `text`; `empty`, the same with LIMIT 0 (its
@@ -66,10 +52,6 @@ class AnalystSql:
     text: str
     empty: str
     tag: str
-
-
-class WarehouseBusy(WarehouseError):
-    """As many analyst queries as QueryLimits.concurrency allows are running: try again shortly."""
 
 
 class QueryStream:
@@ -245,9 +227,7 @@ class Warehouse(abc.ABC):
 
     def _readonly_sql(self, sql: str, output: bool = False) -> "AnalystSql":
         """The user's query wrapped to run with readonly=1 within the analyst limits; raises ReadOnlyError."""
-        from warehouse.guard import check_readonly
-
-        check_readonly(sql)  # our reading of the text: clear refusals, no engine round trip
+        guard.check_readonly(sql)  # our reading of the text: clear refusals, no engine round trip
         # Then ClickHouse parses the text itself: formatQuery rejects several
         # statements (chDB would otherwise run them all) and gives back one
         # canonical statement without comments, whose first keyword is reliable.
@@ -262,7 +242,7 @@ class Warehouse(abc.ABC):
             keyword = "SELECT"  # a parenthesized SELECT / UNION is the only statement opening with "("
         if keyword not in ("SELECT", "WITH"):
             raise ReadOnlyError(f"only a single SELECT statement is allowed here, not {keyword or 'nothing'}")
-        check_readonly(canonical)  # the engine's reading of it, checked the same way
+        guard.check_readonly(canonical)  # the engine's reading of it, checked the same way
         # Top-level clauses start unindented lines of the canonical text.
         if any(line.startswith(("FORMAT ", "INTO OUTFILE ")) for line in canonical.splitlines()):
             raise ReadOnlyError("leave out FORMAT and INTO OUTFILE: results come back as rows")

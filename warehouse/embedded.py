@@ -37,11 +37,10 @@ from warehouse.backend import (
     Column,
     QueryResult,
     Warehouse,
-    WarehouseError,
-    WarehouseUnavailable,
     error_code,
     normalize_parameters,
 )
+from warehouse.errors import WarehouseError, WarehouseUnavailable
 from warehouse.limits import QueryLimits, settings_clause
 
 #: Sessions of the writes lane. A session costs next to nothing (about a

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from warehouse.backend import ReadOnlyError
+from warehouse.errors import ReadOnlyError
 
 # One token at a time; order matters (comments before operators, strings before words).
 _TOKEN = re.compile(r"""

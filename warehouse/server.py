@@ -26,11 +26,10 @@ from warehouse.backend import (
     Column,
     QueryResult,
     Warehouse,
-    WarehouseError,
-    WarehouseUnavailable,
     error_code,
     normalize_parameters,
 )
+from warehouse.errors import WarehouseError, WarehouseUnavailable
 
 
 def connect(url: str) -> Client:

@@ -2,7 +2,7 @@
 
 A dialect is its routes, its paths (which take the ingest body limit), and the
 shape its errors answer in; everything after the route (auth, rate, envelope,
-raw topic, verdicts) is shared, in producers.submit. Registering a dialect here
+raw topic, verdicts) is shared, in producers.edge.submit. Registering a dialect here
 is all the rest of the edge needs to know of it.
 """
 
@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter
 
-from catalog.errors import SluiceError
+from producers.edge.errors import ApiError
 
 # An error as one dialect's clients expect it: the JSON body (status and headers are shared).
-ErrorShape = Callable[[SluiceError], dict]
+ErrorShape = Callable[[ApiError], dict]
 
 
-def sluice_error_body(error: SluiceError) -> dict:
+def sluice_error_body(error: ApiError) -> dict:
     """Sluice's own shape: {"error": {"code", "message", "details"}}."""
     return error.body()
 
@@ -56,7 +56,7 @@ def dialect_for(path: str) -> Dialect | None:
     return None
 
 
-def error_body(path: str, error: SluiceError) -> dict:
+def error_body(path: str, error: ApiError) -> dict:
     """`error` in the shape the client of `path` expects."""
     dialect = dialect_for(path)
     return dialect.error_body(error) if dialect else error.body()

@@ -22,11 +22,11 @@ import secrets
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from catalog.errors import SluiceError
-from producers.auth import Principal, principal
 from producers.dialects import Dialect
+from producers.edge.auth import Principal, principal
+from producers.edge.errors import ApiError
+from producers.edge.submit import Target, check_rate, json_document, requested_wait, submit
 from producers.openapi import ERROR_REF
-from producers.submit import Target, check_rate, json_document, requested_wait, submit
 
 router = APIRouter(prefix="/v1/assets", tags=["assets"])
 ROUTE, BATCH_ROUTE = "asset_data", "asset_batch"
@@ -96,7 +96,7 @@ def _openapi(body: dict, reply: dict) -> dict:
     }
 
 
-def asset_error_body(error: SluiceError) -> dict:
+def asset_error_body(error: ApiError) -> dict:
     """`{"status", "code", "message"}`, `violations` when a field is named, `requestId` / `limit` when known."""
     body = {"status": error.status, "code": error.code.lower(), "message": error.message}
     if error.details.get("field"):
@@ -105,8 +105,8 @@ def asset_error_body(error: SluiceError) -> dict:
     return body
 
 
-def _invalid(reason: str, field: str = "body") -> SluiceError:
-    return SluiceError(400, "INVALID_PAYLOAD", reason, field=field)
+def _invalid(reason: str, field: str = "body") -> ApiError:
+    return ApiError(400, "INVALID_PAYLOAD", reason, field=field)
 
 
 def _document(body: bytes) -> dict:
@@ -159,7 +159,7 @@ def visible_asset(request: Request, who: Principal, asset_id: str, field: str = 
     """The asset, if the key sees it; 404 alike for missing and invisible (check the scope first)."""
     asset = request.app.state.catalog.view.get("thing", asset_id, who.org_id)
     if asset is None or not who.may_use_thing(asset):
-        raise SluiceError(404, "ASSET_NOT_FOUND", f"asset {asset_id[:64]!r} not found", field=field)
+        raise ApiError(404, "ASSET_NOT_FOUND", f"asset {asset_id[:64]!r} not found", field=field)
     return asset
 
 
@@ -171,8 +171,8 @@ def verdict_response(verdict: dict, summary: dict) -> JSONResponse:
     if verdict["http_status"] == 200:
         return JSONResponse({"requestId": verdict["request_id"], **summary, "status": "ingested"}, headers=headers)
     first = verdict["errors"][0] if verdict["errors"] else {"code": "REJECTED", "message": "rejected"}
-    error = SluiceError(verdict["http_status"], first["code"], first["message"], field=first.get("field"),
-                        requestId=verdict["request_id"])
+    error = ApiError(verdict["http_status"], first["code"], first["message"], field=first.get("field"),
+                     requestId=verdict["request_id"])
     return JSONResponse(asset_error_body(error), status_code=verdict["http_status"], headers=headers)
 
 
@@ -196,7 +196,7 @@ async def post_assets_data(request: Request, who: Principal = Depends(principal)
     """Seed 000's data ingest for several assets at once, judged whole."""
     who.require("write")
     check_rate(request, who)
-    body = await request.body()  # producers.limits stops it at the ingest limit, while it streams
+    body = await request.body()  # producers.edge.limits stops it at the ingest limit, while it streams
     asset_ids, counts = outline_batch(body)
     for index, asset_id in enumerate(asset_ids):
         visible_asset(request, who, asset_id, f"assets[{index}].assetId")
@@ -213,7 +213,7 @@ async def post_asset_data(asset_id: str, request: Request, who: Principal = Depe
     who.require("write")
     visible_asset(request, who, asset_id)
     check_rate(request, who)
-    body = await request.body()  # producers.limits stops it at the ingest limit, while it streams
+    body = await request.body()  # producers.edge.limits stops it at the ingest limit, while it streams
     counts = count_entries(body)
     return await _send(request, who, Target(ROUTE, thing_id=asset_id), body, wait, {"assetId": asset_id, **counts})
 

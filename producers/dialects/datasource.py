@@ -22,11 +22,11 @@ import re
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from catalog.errors import SluiceError
-from producers.auth import Principal, principal
 from producers.dialects import Dialect
+from producers.edge.auth import Principal, principal
+from producers.edge.errors import ApiError
+from producers.edge.submit import DEFAULT_WAIT_S, Target, check_rate, json_document, outline_error, requested_wait, submit
 from producers.openapi import DESCRIPTIONS, RETRY_AFTER
-from producers.submit import DEFAULT_WAIT_S, Target, check_rate, json_document, outline_error, requested_wait, submit
 
 router = APIRouter(tags=["ingest"])
 
@@ -34,7 +34,7 @@ INSERTED = "Data successfully inserted"
 _RECORD_FIELD = re.compile(r"data\[(\d+)\]")
 
 
-def error_body(error: SluiceError) -> dict:
+def error_body(error: ApiError) -> dict:
     """The seed's error shape: a descriptive `message` first, then the code and details."""
     body: dict = {"message": error.message, "error": error.code}
     if error.details:
@@ -118,17 +118,17 @@ async def insert_records(request: Request, who: Principal = Depends(principal)) 
     """Insert records into a data source (seed 004)."""
     who.require("write")
     check_rate(request, who)
-    body = await request.body()  # producers.limits stops it at the ingest limit, while it streams
+    body = await request.body()  # producers.edge.limits stops it at the ingest limit, while it streams
     reference = check_structure(body)
     catalog = request.app.state.catalog
     datasource = catalog.view.get("datasource", reference, who.org_id) or \
         catalog.view.datasource_by_external_id(who.org_id, reference)
     if datasource is None:
-        raise SluiceError(404, "DATASOURCE_NOT_FOUND", f"data source {reference[:64]!r} not found",
-                          field="datasource_id")
+        raise ApiError(404, "DATASOURCE_NOT_FOUND", f"data source {reference[:64]!r} not found",
+                       field="datasource_id")
     if not may_use(who, datasource):
-        raise SluiceError(403, "FORBIDDEN", f"this key may not write data source {reference[:64]!r}",
-                          field="datasource_id")
+        raise ApiError(403, "FORBIDDEN", f"this key may not write data source {reference[:64]!r}",
+                       field="datasource_id")
     max_wait = request.app.state.settings.max_wait_s
     wait_s = requested_wait(request, False, max_wait) or min(DEFAULT_WAIT_S, max_wait)
     done = await submit(request, who, Target("datasource_insert", stream=datasource["id"]), body, wait_s)

@@ -1,7 +1,7 @@
 """Sluice's own dialect (seed 001): `POST /v2/thing/{thingId}/data` with a `frames` body.
 
 The edge checks only what it must (key, scope, rate, that the thing is the
-caller's, and the body's outline; its size is producers.limits'); the
+caller's, and the body's outline; its size is producers.edge.limits'); the
 processors hold the rulebook. By default it answers 202 once
 Kafka has the request durably. With `Prefer: wait=N` or `?wait=true` it holds
 the request until the processor's verdict arrives (200, or the 4xx of the
@@ -15,13 +15,17 @@ import re
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from catalog.errors import SluiceError
-from producers.auth import Principal, principal, thing_for
 from producers.dialects import Dialect
+from producers.edge.auth import Principal, principal, thing_for
+from producers.edge.errors import ApiError
+from producers.edge.submit import Target, check_rate, json_document, outline_error, requested_wait, submit
 from producers.openapi import errors
-from producers.submit import Target, check_rate, json_document, outline_error, requested_wait, submit
 
 router = APIRouter(prefix="/v2", tags=["ingest"])
+
+# The route key this dialect's envelopes carry (processors/rulebooks.py picks the frames rulebook by it). It is
+# on the raw topic and in the stored ingest log, so it keeps its first name while the module is "frames".
+ROUTE = "thing_data"
 
 # The rulebook's contract (processors/normalize.py), for the document; the edge checks only its outline.
 FRAMES_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
@@ -66,8 +70,8 @@ def verdict_response(verdict: dict) -> JSONResponse:
                              "metrics": verdict["metrics"], "requestId": verdict["request_id"]},
                             status_code=200, headers=headers)
     first = verdict["errors"][0] if verdict["errors"] else {"code": "REJECTED", "message": "rejected"}
-    error = SluiceError(verdict["http_status"], first["code"], first["message"], field=first.get("field"),
-                        requestId=verdict["request_id"], errors=verdict["errors"])
+    error = ApiError(verdict["http_status"], first["code"], first["message"], field=first.get("field"),
+                     requestId=verdict["request_id"], errors=verdict["errors"])
     return JSONResponse(error.body(), status_code=verdict["http_status"], headers=headers)
 
 
@@ -80,10 +84,10 @@ async def post_thing_data(thing_id: str, request: Request, who: Principal = Depe
                           ) -> JSONResponse:
     thing_for(request, who, thing_id, "write")
     check_rate(request, who)
-    body = await request.body()  # producers.limits stops it at the ingest limit, while it streams
+    body = await request.body()  # producers.edge.limits stops it at the ingest limit, while it streams
     check_structure(body)
     wait_s = requested_wait(request, wait, request.app.state.settings.max_wait_s)
-    done = await submit(request, who, Target("thing_data", thing_id=thing_id), body, wait_s)
+    done = await submit(request, who, Target(ROUTE, thing_id=thing_id), body, wait_s)
     if done.verdict is not None:
         reply = verdict_response(done.verdict)
         reply.headers["Preference-Applied"] = f"wait={done.waited_s:g}"
@@ -92,4 +96,4 @@ async def post_thing_data(thing_id: str, request: Request, who: Principal = Depe
                         headers={"X-Request-Id": done.request_id})
 
 
-DIALECT = Dialect("sluice", router, re.compile(r"^/v2/thing/[^/]+/data(?:/|$)"))
+DIALECT = Dialect("frames", router, re.compile(r"^/v2/thing/[^/]+/data(?:/|$)"))

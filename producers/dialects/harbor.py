@@ -23,11 +23,11 @@ import secrets
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from catalog.errors import SluiceError
 from catalog.harbors import KIND
-from producers.auth import Principal, principal
 from producers.dialects import Dialect
-from producers.submit import Target, check_rate, json_document, requested_wait, submit
+from producers.edge.auth import Principal, principal
+from producers.edge.errors import ApiError
+from producers.edge.submit import Target, check_rate, json_document, requested_wait, submit
 
 router = APIRouter(prefix="/api/v1/ingest", tags=["harbor"])
 ROUTE = "harbor_points"
@@ -69,15 +69,15 @@ OPENAPI = {
 }
 
 
-def harbor_error_body(error: SluiceError) -> dict:
+def harbor_error_body(error: ApiError) -> dict:
     """This dialect's error: `{"detail", "code", "field"}`, and `requestId` / `limit` when known."""
     body = {"detail": error.message, "code": error.code, "field": error.details.get("field")}
     body.update((k, error.details[k]) for k in ("requestId", "limit") if k in error.details)
     return body
 
 
-def invalid(reason: str) -> SluiceError:
-    return SluiceError(400, "INVALID_PAYLOAD", reason, field="body")
+def invalid(reason: str) -> ApiError:
+    return ApiError(400, "INVALID_PAYLOAD", reason, field="body")
 
 
 def count_points(body: bytes, batch: bool) -> int:
@@ -109,10 +109,10 @@ async def _ingest(harbor_id: str, request: Request, who: Principal, wait: bool, 
     who.require("write")
     harbor = request.app.state.catalog.view.get("place", harbor_id, who.org_id)
     if harbor is None or harbor.get("kind") != KIND:
-        raise SluiceError(404, "HARBOR_NOT_FOUND", f"harbor {harbor_id!r} not found", field="harbor_id")
+        raise ApiError(404, "HARBOR_NOT_FOUND", f"harbor {harbor_id!r} not found", field="harbor_id")
     who.require_place(harbor_id)
     check_rate(request, who)
-    body = await request.body()  # producers.limits stops it at the ingest limit, while it streams
+    body = await request.body()  # producers.edge.limits stops it at the ingest limit, while it streams
     points = count_points(body, batch)
     wait_s = requested_wait(request, wait, request.app.state.settings.max_wait_s)
     # Spread over partitions; an Idempotency-Key's repeats share one (their scope is this harbor).

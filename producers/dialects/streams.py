@@ -27,25 +27,25 @@ from fastapi.routing import APIRouter
 
 from catalog import keys
 from catalog.brief import brief
-from catalog.errors import SluiceError
 from catalog.models import NAME_MAX
-from producers.auth import Principal, principal
 from producers.dialects import Dialect
+from producers.edge.auth import Principal, principal
+from producers.edge.errors import ApiError
+from producers.edge.submit import Target, check_rate, json_document, submit
 from producers.openapi import RETRY_AFTER
-from producers.submit import Target, check_rate, json_document, submit
 
 router = APIRouter(tags=["ingest"])
 
 ROUTE = "stream_items"  # the processors' rulebook (processors/items.py)
 
 
-def error_body(error: SluiceError) -> dict:
+def error_body(error: ApiError) -> dict:
     """The seed's error shape."""
     return {"success": False, "error": {"code": error.code, "message": error.message, "details": error.details}}
 
 
-def invalid(field: str, message: str, **details: object) -> SluiceError:
-    return SluiceError(400, "INVALID_PAYLOAD", message, field=field, **details)
+def invalid(field: str, message: str, **details: object) -> ApiError:
+    return ApiError(400, "INVALID_PAYLOAD", message, field=field, **details)
 
 
 def check_structure(body: bytes) -> int:
@@ -86,7 +86,7 @@ def target_stream(request: Request, who: Principal, query: str | None) -> str:
                           "to exactly one stream")
         named = scoped[0]
     if not who.may_use_stream(named) or request.app.state.catalog.stream_named(who.org_id, named) is None:
-        raise SluiceError(404, "STREAM_NOT_FOUND", f"stream {brief(named)} does not match the ingest key")
+        raise ApiError(404, "STREAM_NOT_FOUND", f"stream {brief(named)} does not match the ingest key")
     return named
 
 
@@ -150,7 +150,7 @@ async def ingest(request: Request, who: Principal = Depends(principal),
     who.require("write")
     name = target_stream(request, who, stream)
     check_rate(request, who)
-    body = await request.body()  # producers.limits stops it at the ingest limit, while it streams
+    body = await request.body()  # producers.edge.limits stops it at the ingest limit, while it streams
     count = check_structure(body)
     field = item_key_field(request)
     document = b'{"itemKey":' + orjson.dumps(field) + b',"items":' + body + b"}"

@@ -22,13 +22,13 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from catalog.errors import SluiceError
 from catalog.templates import revision_id
-from producers.auth import Principal, principal, thing_for
 from producers.dialects import Dialect
 from producers.dialects.frames import verdict_response as frames_verdict_response
+from producers.edge.auth import Principal, principal, thing_for
+from producers.edge.errors import ApiError
+from producers.edge.submit import DEFAULT_WAIT_S, Target, check_rate, json_document, requested_wait, submit
 from producers.openapi import errors
-from producers.submit import DEFAULT_WAIT_S, Target, check_rate, json_document, requested_wait, submit
 
 router = APIRouter(prefix="/v2", tags=["ingest"])
 
@@ -93,9 +93,9 @@ async def post_template_data(thing_id: str, template_id: str, request: Request,
     thing_for(request, who, thing_id, "write")
     template = request.app.state.catalog.view.get("template", template_id, who.org_id)
     if template is None:
-        raise SluiceError(404, "TEMPLATE_NOT_FOUND", f"template {template_id[:64]!r} not found", field="templateId")
+        raise ApiError(404, "TEMPLATE_NOT_FOUND", f"template {template_id[:64]!r} not found", field="templateId")
     check_rate(request, who)
-    body = await request.body()  # producers.limits stops it at the ingest limit, while it streams
+    body = await request.body()  # producers.edge.limits stops it at the ingest limit, while it streams
     check_json(body)
     wait_s = _wait(request)
     route = "thing_template_preview" if preview_only else "thing_template"
@@ -111,4 +111,4 @@ async def post_template_data(thing_id: str, template_id: str, request: Request,
 
 
 # The frames dialect's paths already cover this route (its error shape, the ingest body limit).
-DIALECT = Dialect("sluice-templates", router, re.compile(r"^/v2/thing/[^/]+/data/template(?:/|$)"))
+DIALECT = Dialect("templates", router, re.compile(r"^/v2/thing/[^/]+/data/template(?:/|$)"))

@@ -4,7 +4,7 @@ Each query runs within the analyst limits (SLUICE_SQL_*: deadline, memory,
 result rows and bytes), on one of SLUICE_SQL_CONCURRENCY slots whose warehouse
 sessions are never the sinks' or the read API's; with every slot taken the
 answer is 429 at once. A client that goes away stops its query
-(producers.sql_answers). `format` "csv", "json" (JSON lines) and "compact" (JSON
+(producers.api.sql_answers). `format` "csv", "json" (JSON lines) and "compact" (JSON
 lines of arrays, the column names first) stream the engine's output as it comes;
 "rows" (the default) is one JSON document built from the same compact stream,
 refused past SLUICE_SQL_ROWS_MAX_BYTES, so the edge never holds more of a result.
@@ -19,11 +19,11 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from catalog.errors import SluiceError
 from config import Settings
-from producers.auth import Principal, platform_admin
+from producers.api.sql_answers import Streamed, Watched, rows_document
+from producers.edge.auth import Principal, platform_admin
+from producers.edge.errors import ApiError
 from producers.openapi import ERROR_REF, errors
-from producers.sql_answers import Streamed, Watched, rows_document
 from warehouse import WarehouseBusy, WarehouseError, limits
 from warehouse.backend import STREAM_FORMATS
 
@@ -62,8 +62,8 @@ async def readonly_sql(spec: SqlIn, request: Request, who: Principal = Depends(p
     try:
         stream = await run_in_threadpool(request.app.state.warehouse.readonly_stream, spec.sql, wire)
     except WarehouseBusy as exc:
-        raise SluiceError(429, "TOO_MANY_QUERIES", str(exc), limit=settings.sql_concurrency,
-                          retry_after=RETRY_AFTER_S) from None
+        raise ApiError(429, "TOO_MANY_QUERIES", str(exc), limit=settings.sql_concurrency,
+                       retry_after=RETRY_AFTER_S) from None
     except Exception as exc:
         raise refused(exc, settings) from None
     source = Watched(request, stream)
@@ -74,7 +74,7 @@ async def readonly_sql(spec: SqlIn, request: Request, who: Principal = Depends(p
         return Response(await _document(source, first, settings.sql_rows_max_bytes), media_type="application/json")
     except Exception as exc:
         await source.aclose()
-        if isinstance(exc, (SluiceError, WarehouseError)):
+        if isinstance(exc, (ApiError, WarehouseError)):
             raise refused(exc, settings) from None
         raise
 
@@ -84,9 +84,9 @@ async def _document(source: Watched, first: bytes, limit: int) -> bytes:
     while chunk:
         size += len(chunk)
         if size > limit:
-            raise SluiceError(422, "RESULT_TOO_LARGE", f"the result passes {limit} bytes, the most the `rows` "
-                              "format answers: add a LIMIT, or ask for csv, json or compact, which stream",
-                              field="sql", setting="SLUICE_SQL_ROWS_MAX_BYTES", limit=limit)
+            raise ApiError(422, "RESULT_TOO_LARGE", f"the result passes {limit} bytes, the most the `rows` "
+                           "format answers: add a LIMIT, or ask for csv, json or compact, which stream",
+                           field="sql", setting="SLUICE_SQL_ROWS_MAX_BYTES", limit=limit)
         chunks.append(chunk)
         chunk = await source.next()
     await source.aclose()
@@ -98,15 +98,15 @@ _BOUND_CODES = {limits.TIMEOUT_EXCEEDED: "QUERY_TIMEOUT", limits.MEMORY_LIMIT_EX
                 limits.TOO_MANY_ROWS_OR_BYTES: "RESULT_TOO_LARGE"}
 
 
-def refused(exc: Exception, settings: Settings) -> SluiceError:
+def refused(exc: Exception, settings: Settings) -> ApiError:
     """The answer to a query the warehouse refused or failed: 422 naming the bound it ran
     into, else 400 INVALID_QUERY with the engine's reason."""
-    if isinstance(exc, SluiceError):
+    if isinstance(exc, ApiError):
         return exc
     code = getattr(exc, "code", None)
     bound = limits.QueryLimits.from_settings(settings).exceeded(code, str(exc))
     if bound is None:
-        return SluiceError(400, "INVALID_QUERY", str(exc), field="sql")
+        return ApiError(400, "INVALID_QUERY", str(exc), field="sql")
     setting, words = bound
-    return SluiceError(422, _BOUND_CODES[code], f"{words} ({setting}); the engine said: {exc}", field="sql",
-                       setting=setting)
+    return ApiError(422, _BOUND_CODES[code], f"{words} ({setting}); the engine said: {exc}", field="sql",
+                    setting=setting)

@@ -5,7 +5,7 @@ with SO_REUSEPORT and the kernel spreads new connections over them. A socket is
 bound here but not listened on: the server listens once its app has started
 (catalog caught up), so a worker that is still starting is never handed a
 connection. The primary worker also serves a Unix socket in the state folder,
-which only the other workers use (producers.forward): local, and no port to
+which only the other workers use (producers.edge.forward): local, and no port to
 choose or collide on.
 """
 

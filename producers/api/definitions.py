@@ -14,9 +14,9 @@ from fastapi.responses import JSONResponse
 from catalog.models import MetricDefinitionIn, MetricPatch, ThingTypeIn, ThingTypeVersionIn
 from catalog.service import Catalog
 from catalog.store import page
-from producers.auth import Principal, org_wide, principal
+from producers.api.paging import PageCursor, PageLimit
+from producers.edge.auth import Principal, org_wide, principal
 from producers.openapi import errors
-from producers.paging import PageCursor, PageLimit
 
 router = APIRouter(prefix="/v2/definitions", tags=["catalog"])
 

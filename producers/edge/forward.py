@@ -1,6 +1,6 @@
 """A secondary edge worker's hand-off: what it does not serve itself goes to the primary.
 
-With several edge workers on one port (producers.listeners) only the primary
+With several edge workers on one port (producers.edge.listeners) only the primary
 holds the warehouse (embedded chDB locks its folder; it also runs the sinks
 there), so only it serves the reads, the catalog and admin API and the docs. A
 secondary worker serves the ingest routes (POST on a dialect's paths), its own
@@ -22,8 +22,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bus.health import Health
-from catalog.errors import SluiceError
 from producers import dialects
+from producers.edge.errors import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,12 @@ class ForwardToPrimary:
             reply = await self.client().send(request, stream=True)
         except httpx.LocalProtocolError as exc:
             # A request the primary could not be sent as is (say, a control character in a header).
-            error = SluiceError(400, "INVALID_REQUEST", f"the request cannot be forwarded: {exc}")
+            error = ApiError(400, "INVALID_REQUEST", f"the request cannot be forwarded: {exc}")
             await JSONResponse(dialects.error_body(scope["path"], error), status_code=400)(scope, receive, send)
             return
         except httpx.HTTPError as exc:
             log.warning("the primary edge worker did not answer %s %s: %s", scope["method"], scope["path"], exc)
-            error = SluiceError(503, "UNAVAILABLE", "the edge's primary worker is unavailable", retry_after=1)
+            error = ApiError(503, "UNAVAILABLE", "the edge's primary worker is unavailable", retry_after=1)
             await JSONResponse(dialects.error_body(scope["path"], error), status_code=503,
                                headers={"Retry-After": "1"})(scope, receive, send)
             return

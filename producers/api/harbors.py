@@ -14,9 +14,9 @@ from fastapi import APIRouter, Depends, Request
 from catalog.models import CargoIn, HarborIn, HarborPatch, ShipIn
 from catalog.service import Catalog
 from catalog.store import page
-from producers.auth import Principal, in_place, org_wide, principal
+from producers.api.paging import PageCursor, PageLimit
+from producers.edge.auth import Principal, in_place, org_wide, principal
 from producers.openapi import errors
-from producers.paging import PageCursor, PageLimit
 
 router = APIRouter(prefix="/v2/harbors", tags=["catalog"])
 

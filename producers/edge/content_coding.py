@@ -7,7 +7,7 @@ the edge at most the limit in memory, never what the bomb would inflate to.
 Everything behind the edge (the route's outline check, the raw topic, the
 processors, dead letters, replay) sees the plain body.
 
-Pure: no I/O; errors are SluiceErrors the edge answers in the route's dialect
+Pure: no I/O; errors are ApiErrors the edge answers in the route's dialect
 (415 for a coding it does not speak, 413 past the limit, 400 for a body that
 does not decode).
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import zlib
 
-from catalog.errors import SluiceError
+from producers.edge.errors import ApiError
 
 try:
     from compression import zstd  # Python 3.14+
@@ -48,9 +48,9 @@ def coding_of(content_encoding: str) -> str | None:
     return named[0]
 
 
-def unsupported(reason: str) -> SluiceError:
-    return SluiceError(415, "UNSUPPORTED_CONTENT_ENCODING", f"{reason}; send {' or '.join(CODINGS)}, or identity",
-                       field="Content-Encoding", supported=list(CODINGS))
+def unsupported(reason: str) -> ApiError:
+    return ApiError(415, "UNSUPPORTED_CONTENT_ENCODING", f"{reason}; send {' or '.join(CODINGS)}, or identity",
+                    field="Content-Encoding", supported=list(CODINGS))
 
 
 def _decompressor(coding: str):
@@ -63,7 +63,7 @@ class Inflater:
     """One body's decoder: `feed` each chunk as it arrives, then `end`.
 
     Concatenated gzip members and zstd frames are one body, as the formats allow.
-    Raises SluiceError 413 once the inflated body passes `limit` bytes (having
+    Raises ApiError 413 once the inflated body passes `limit` bytes (having
     produced at most one byte more), 400 when the bytes are not of the coding.
     """
 
@@ -87,8 +87,8 @@ class Inflater:
                 raise self._corrupt(str(exc)) from None
             self.size += len(piece)
             if self.size > self.limit:
-                raise SluiceError(413, "PAYLOAD_TOO_LARGE", f"the {self.coding} body inflates to more than "
-                                  f"{self.limit} bytes", limit=self.limit)
+                raise ApiError(413, "PAYLOAD_TOO_LARGE", f"the {self.coding} body inflates to more than "
+                               f"{self.limit} bytes", limit=self.limit)
             pieces.append(piece)
             # Below the cap, the decompressor took all the input it could: what it left
             # over belongs to the next member, if this one ended.
@@ -100,6 +100,6 @@ class Inflater:
         if not self._decompressor.eof:
             raise self._corrupt("truncated, the body ends before its compressed data does")
 
-    def _corrupt(self, reason: str) -> SluiceError:
-        return SluiceError(400, "INVALID_PAYLOAD", f"body: not valid {self.coding} data: {reason[:200]}",
-                           field="body", reason=f"not valid {self.coding} data")
+    def _corrupt(self, reason: str) -> ApiError:
+        return ApiError(400, "INVALID_PAYLOAD", f"body: not valid {self.coding} data: {reason[:200]}",
+                        field="body", reason=f"not valid {self.coding} data")

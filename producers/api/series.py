@@ -14,12 +14,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from catalog.errors import SluiceError, not_found
 from catalog.models import Aggregation
 from catalog.store import cursor_at, position
-from producers.auth import Principal, principal, thing_for
+from producers.api.paging import PageCursor, PageLimit
+from producers.edge.auth import Principal, principal, thing_for
+from producers.edge.errors import ApiError, not_found
 from producers.openapi import errors
-from producers.paging import PageCursor, PageLimit
 from warehouse import series
 
 router = APIRouter(prefix="/v2", tags=["read"])
@@ -51,9 +51,9 @@ def _ms(value: str | None, field: str, default: int) -> int:
                 parsed = parsed.replace(tzinfo=dt.timezone.utc)
             ms = int(parsed.timestamp() * 1000)
     except (ValueError, OverflowError):
-        raise SluiceError(400, "INVALID_PAYLOAD", f"{field}: epoch milliseconds or ISO 8601", field=field) from None
+        raise ApiError(400, "INVALID_PAYLOAD", f"{field}: epoch milliseconds or ISO 8601", field=field) from None
     if not 0 <= ms <= MAX_MS:
-        raise SluiceError(400, "INVALID_PAYLOAD", f"{field}: out of range (1970–2200)", field=field)
+        raise ApiError(400, "INVALID_PAYLOAD", f"{field}: out of range (1970–2200)", field=field)
     return ms
 
 
@@ -64,7 +64,7 @@ def _range(from_: str | None, to: str | None, default_span: int | None, step: in
     end = _ms(to, "to", -(-now // step) * step)
     start = _ms(from_, "from", 0 if default_span is None else max(0, end - default_span))
     if start >= end:
-        raise SluiceError(400, "INVALID_PAYLOAD", "from must be before to", field="from")
+        raise ApiError(400, "INVALID_PAYLOAD", "from must be before to", field="from")
     return start, end
 
 
@@ -124,21 +124,21 @@ async def get_aggregates(thing_id: str, request: Request, interval: Interval, me
     thing_for(request, who, thing_id, "read")
     match = _INTERVAL.match(interval)
     if match is None:  # the pattern above already refuses it; this keeps the types honest
-        raise SluiceError(400, "INVALID_PAYLOAD", "interval: N s|m|h|d", field="interval")
+        raise ApiError(400, "INVALID_PAYLOAD", "interval: N s|m|h|d", field="interval")
     step = int(match.group(1)) * _UNIT_MS[match.group(2)]
     chosen = _metrics(request, who.org_id, metrics)
     if not chosen:
-        raise SluiceError(400, "INVALID_PAYLOAD", "metrics: name at least one metric", field="metrics")
+        raise ApiError(400, "INVALID_PAYLOAD", "metrics: name at least one metric", field="metrics")
     start, end = _range(from_, to, 100 * step, step)
     if (end - start) // step > MAX_BUCKETS:
-        raise SluiceError(400, "INVALID_PAYLOAD", f"more than {MAX_BUCKETS} buckets: widen the interval or "
+        raise ApiError(400, "INVALID_PAYLOAD", f"more than {MAX_BUCKETS} buckets: widen the interval or "
                                                   f"narrow the range", field="interval")
     how = {}
     for metric_id, body in chosen.items():
         how[metric_id] = (aggregation.value if aggregation else body.get("defaultAggregation")) or "Last"
         if body.get("dataType") == "String" and how[metric_id] != "Count":
-            raise SluiceError(400, "INVALID_PAYLOAD", f"metric {body['name']!r} holds text: only Count applies",
-                              field="aggregation")
+            raise ApiError(400, "INVALID_PAYLOAD", f"metric {body['name']!r} holds text: only Count applies",
+                           field="aggregation")
     used, buckets = await run_in_threadpool(series.aggregates, request.app.state.warehouse, who.org_id, thing_id,
                                             how, start, end, step, source=source)
     return {
@@ -177,7 +177,7 @@ def _place_latest(kind: str, plural: str) -> None:
             who.require_place(place_id)
         chosen = _metrics(request, who.org_id, metric.replace(",", " "), "metric")  # one name, commas and all
         if not chosen:
-            raise SluiceError(400, "INVALID_PAYLOAD", "metric: name one metric", field="metric")
+            raise ApiError(400, "INVALID_PAYLOAD", "metric: name one metric", field="metric")
         ((metric_id, body),) = chosen.items()
         latest = await run_in_threadpool(series.latest_of_metric, request.app.state.warehouse, who.org_id,
                                          [t["id"] for t in things], metric_id)

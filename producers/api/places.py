@@ -15,9 +15,10 @@ from fastapi import APIRouter, Body, Depends, Request, Response
 from catalog.models import PlaceIn, ThingIn, ThingPatch
 from catalog.service import Catalog
 from catalog.store import page
-from producers.auth import Principal, in_place, on_thing, org_wide, principal, thing_for
+from producers.api.paging import PageCursor, PageLimit
+from producers.edge.auth import Principal, in_place, on_thing, org_wide, principal, thing_for
+from producers.edge.errors import from_catalog
 from producers.openapi import errors
-from producers.paging import PageCursor, PageLimit
 
 router = APIRouter(prefix="/v2", tags=["catalog"])
 
@@ -56,7 +57,9 @@ def _place_routes(kind: str, plural: str) -> None:
     def create_things(place_id: str, request: Request, who: Principal = Depends(in_place("place_id")),
                       items: list[Any] = Body(..., description="an array of thing bodies")) -> dict:
         """Register many things; 207 with one report per item ({index, status, id | error})."""
-        report = _catalog(request).create_things(who.org_id, place_id, kind, items)
+        report = [{"index": index, "status": 201, "id": outcome} if isinstance(outcome, str) else
+                  {"index": index, "status": (error := from_catalog(outcome)).status, **error.body()}
+                  for index, outcome in enumerate(_catalog(request).create_things(who.org_id, place_id, kind, items))]
         return {"created": sum(1 for r in report if r["status"] == 201), "failed":
                 sum(1 for r in report if r["status"] != 201), "items": report}
 

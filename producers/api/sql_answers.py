@@ -21,7 +21,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from catalog.errors import SluiceError
+from producers.edge.errors import ApiError
 from warehouse import QueryStream
 from warehouse.backend import lines
 
@@ -72,13 +72,13 @@ class Streamed(Response):
     """A 200 sending `first` and then the rest of `source` as it comes (no Content-Length).
 
     A failure after the first chunk can no longer change the status: the body then
-    ends with one line `{"error": {...}}` (`error_of` makes the SluiceError from the
+    ends with one line `{"error": {...}}` (`error_of` makes the ApiError from the
     exception) and the connection is closed without the body's end, so no client
     takes the cut result for a whole one.
     """
 
     def __init__(self, source: Watched, first: bytes, media_type: str,
-                 error_of: Callable[[Exception], SluiceError]):
+                 error_of: Callable[[Exception], ApiError]):
         self.status_code = 200
         self.media_type = media_type
         self.background = None

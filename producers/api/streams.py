@@ -12,13 +12,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from catalog.errors import SluiceError
 from catalog.models import StreamIn
 from catalog.service import Catalog
 from catalog.store import cursor_at, page, position
-from producers.auth import Principal, org_wide, principal
+from producers.api.paging import PageCursor, PageLimit
+from producers.edge.auth import Principal, org_wide, principal
+from producers.edge.errors import ApiError
 from producers.openapi import errors
-from producers.paging import PageCursor, PageLimit
 from warehouse.queries import key_log
 
 router = APIRouter(prefix="/v2", tags=["streams"])
@@ -49,7 +49,7 @@ def get_stream(stream_ref: str, request: Request, who: Principal = Depends(princ
     who.require("read")
     stream = _catalog(request).stream(who.org_id, stream_ref)
     if not who.may_use_stream(stream["name"]):
-        raise SluiceError(403, "FORBIDDEN", f"this key's filters do not cover stream {stream['name']!r}")
+        raise ApiError(403, "FORBIDDEN", f"this key's filters do not cover stream {stream['name']!r}")
     return stream
 
 

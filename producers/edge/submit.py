@@ -3,7 +3,7 @@
 A dialect's route authenticates, checks its body's outline, then calls
 `submit`: rate limit, Idempotency-Key bounds, the raw envelope, the produce
 that answers only after the broker's ack, and (when the caller asked to wait)
-the processor's verdict from the results topic. Errors are SluiceErrors, which
+the processor's verdict from the results topic. Errors are ApiErrors, which
 the app renders in the dialect's own shape.
 """
 
@@ -19,10 +19,10 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 import schemas
-from catalog.errors import SluiceError
 from catalog.ids import request_id as new_request_id
-from producers.auth import Principal
-from producers.raw_producer import ProducerUnavailable
+from producers.edge.auth import Principal
+from producers.edge.errors import ApiError
+from producers.edge.raw_producer import ProducerUnavailable
 
 DEFAULT_WAIT_S = 10.0
 _PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
@@ -67,14 +67,14 @@ def idempotency_key(request: Request) -> str | None:
     """The request's Idempotency-Key header, bounded (400 otherwise)."""
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
-        raise SluiceError(400, "INVALID_PAYLOAD", f"Idempotency-Key must be 1–{MAX_IDEMPOTENCY_KEY} characters",
-                          field="Idempotency-Key")
+        raise ApiError(400, "INVALID_PAYLOAD", f"Idempotency-Key must be 1–{MAX_IDEMPOTENCY_KEY} characters",
+                       field="Idempotency-Key")
     return key
 
 
-def outline_error(field: str, reason: str, **details: object) -> SluiceError:
+def outline_error(field: str, reason: str, **details: object) -> ApiError:
     """A body's outline is wrong: 400 INVALID_PAYLOAD naming the field and the reason."""
-    return SluiceError(400, "INVALID_PAYLOAD", f"{field}: {reason}", field=field, reason=reason, **details)
+    return ApiError(400, "INVALID_PAYLOAD", f"{field}: {reason}", field=field, reason=reason, **details)
 
 
 def json_document(body: bytes) -> object:
@@ -92,7 +92,7 @@ def check_rate(request: Request, who: Principal) -> None:
     """429 with Retry-After when the caller's key is over its rate."""
     retry_after = request.app.state.rate_limiter.acquire(who.key["id"])
     if retry_after:
-        raise SluiceError(429, "RATE_LIMITED", "too many requests for this API key", retry_after=retry_after)
+        raise ApiError(429, "RATE_LIMITED", "too many requests for this API key", retry_after=retry_after)
 
 
 async def submit(request: Request, who: Principal, target: Target, body: bytes,
@@ -101,7 +101,7 @@ async def submit(request: Request, who: Principal, target: Target, body: bytes,
 
     Call after the rate check and the body's outline check. Blocks (asynchronously)
     until the broker acknowledged the message, at most the producer's delivery
-    timeout; raises SluiceError 503/429 with Retry-After when it was not accepted.
+    timeout; raises ApiError 503/429 with Retry-After when it was not accepted.
     """
     state = request.app.state
     request_id = new_request_id()
@@ -135,8 +135,8 @@ async def submit(request: Request, who: Principal, target: Target, body: bytes,
             except asyncio.TimeoutError:
                 pass  # still processing: answer as an async request would
     except ProducerUnavailable as exc:
-        raise SluiceError(exc.status, "UNAVAILABLE" if exc.status == 503 else "RATE_LIMITED", str(exc),
-                          retry_after=exc.retry_after) from None
+        raise ApiError(exc.status, "UNAVAILABLE" if exc.status == 503 else "RATE_LIMITED", str(exc),
+                       retry_after=exc.retry_after) from None
     finally:
         if pending is not None:
             state.results.forget(request_id)

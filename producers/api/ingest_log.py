@@ -12,8 +12,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from catalog.errors import SluiceError
-from producers.auth import Principal, principal
+from producers.edge.auth import Principal, principal
+from producers.edge.errors import ApiError
 from producers.openapi import errors
 from warehouse.queries import ingest_verdict, recent_verdicts
 
@@ -27,10 +27,10 @@ async def get_ingest_verdict(request_id: str, request: Request, who: Principal =
     who.require("read")
     verdict = await run_in_threadpool(ingest_verdict, request.app.state.warehouse, who.org_id, request_id)
     if verdict is None or not _visible(request, who, verdict):
-        raise SluiceError(404, "NOT_FOUND",
-                          f"no verdict for request {request_id!r}: the request is unknown, or it is still "
-                          "being processed (verdicts are written a few seconds after the 202); retry shortly",
-                          id=request_id)
+        raise ApiError(404, "NOT_FOUND",
+                       f"no verdict for request {request_id!r}: the request is unknown, or it is still "
+                       "being processed (verdicts are written a few seconds after the 202); retry shortly",
+                       id=request_id)
     return _public(verdict)
 
 

@@ -6,7 +6,7 @@ every key of the org reads them, never their secrets (catalog.integrations). Ano
 org's integration is 404.
 
 `POST /v2/integrations/{id}/webhook` takes no API key: the integration's secret signs
-the raw body (producers.webhook_signature). A good signature lands the body on the raw
+the raw body (producers.edge.webhook_signature). A good signature lands the body on the raw
 topic as the integration's message, and the answer is 202 once it is durable; a bad,
 stale or replayed one is 401 and lands nothing. The processors map the message through
 the integration's template and resource mapping (processors/integrations.py).
@@ -20,16 +20,16 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from catalog.errors import SluiceError, not_found
 from catalog.integrations import KIND, ROUTE, STATUS_KIND, IntegrationIn, IntegrationPatch, message_body, public
 from catalog.models import EntityId, _Body
 from catalog.service import Catalog
 from catalog.store import page
-from producers.auth import Principal, org_wide, principal, signed
+from producers.api.paging import PageCursor, PageLimit
+from producers.edge.auth import Principal, org_wide, principal, signed
+from producers.edge.errors import ApiError, not_found
+from producers.edge.submit import Target, check_rate, json_document, submit
+from producers.edge.webhook_signature import HEADER, BadSignature, SeenSignatures, verify
 from producers.openapi import errors
-from producers.paging import PageCursor, PageLimit
-from producers.submit import Target, check_rate, json_document, submit
-from producers.webhook_signature import HEADER, BadSignature, SeenSignatures, verify
 
 router = APIRouter(prefix="/v2", tags=["integrations"])
 
@@ -136,10 +136,10 @@ async def _signed_webhook(request: Request) -> Principal:
     try:
         timestamp, v1 = verify(request.headers.get(HEADER), integration["secrets"]["secret"], body, now, tolerance)
     except BadSignature as exc:
-        raise SluiceError(401, "UNAUTHORIZED", str(exc), reason=exc.reason) from None
+        raise ApiError(401, "UNAUTHORIZED", str(exc), reason=exc.reason) from None
     seen = _seen_signatures(request)
     if not seen.first_time(integration_id, v1, timestamp, now, tolerance):
-        raise SluiceError(401, "UNAUTHORIZED", f"{HEADER}: this signature was already accepted (a replay)",
+        raise ApiError(401, "UNAUTHORIZED", f"{HEADER}: this signature was already accepted (a replay)",
                           reason="replayed")
     request.state.signature = v1
     org_id = request.app.state.catalog.view.org_of(KIND, integration_id)
@@ -168,14 +168,14 @@ async def receive_webhook(integration_id: str, request: Request,
         raise not_found("integration", integration_id)
     try:
         if integration["paused"]:
-            raise SluiceError(409, "INTEGRATION_PAUSED", f"integration {integration_id!r} is paused; resume it "
+            raise ApiError(409, "INTEGRATION_PAUSED", f"integration {integration_id!r} is paused; resume it "
                               "(POST /v2/integrations/{id}/resume) and send again")
         check_rate(request, who)
         body = await request.body()
         json_document(body)
         message = message_body(None, shown_headers(dict(request.headers)), body, payload_is_json=True)
         done = await submit(request, who, Target(ROUTE, partition=integration_id), message, None)
-    except SluiceError:
+    except ApiError:
         # Not accepted: the sender may send the same signed request again.
         _seen_signatures(request).forget(integration_id, request.state.signature)
         raise

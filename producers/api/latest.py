@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from producers.auth import Principal, principal, thing_for
+from producers.edge.auth import Principal, principal, thing_for
 from producers.openapi import errors
 from warehouse.queries import latest_event
 

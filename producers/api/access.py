@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from catalog.access import public_key
 from catalog.models import ApiKeyIn, OrgIn
 from catalog.service import Catalog
-from producers.auth import Principal, key_admin, platform_admin, principal
+from producers.edge.auth import Principal, key_admin, platform_admin, principal
 from producers.openapi import errors
 
 router = APIRouter(prefix="/v2", tags=["access"])

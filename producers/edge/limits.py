@@ -7,7 +7,7 @@ never buffered whole). Ingest routes take `SLUICE_MAX_BODY_BYTES`; every other
 route (catalog, keys, admin) the smaller `SLUICE_MAX_API_BODY_BYTES`.
 
 A body sent with `Content-Encoding: gzip` or `zstd` is inflated here, chunk by
-chunk (producers.content_coding), and the limit holds for both the bytes sent and
+chunk (producers.edge.content_coding), and the limit holds for both the bytes sent and
 the inflated bytes; the app sees the plain body and no Content-Encoding. Another
 coding is refused before the app runs (415), a body that does not decode as its
 coding while it streams (400).
@@ -18,9 +18,9 @@ from __future__ import annotations
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from catalog.errors import SluiceError
 from producers import dialects
-from producers.content_coding import CODINGS, Inflater, coding_of
+from producers.edge.content_coding import CODINGS, Inflater, coding_of
+from producers.edge.errors import ApiError
 
 # What the app must not see of an inflated body: its coding, and the length it had on the wire.
 _WIRE_HEADERS = frozenset({b"content-encoding", b"content-length"})
@@ -30,11 +30,11 @@ class BodyRefused(Exception):
     """Raised into the app by `receive` when the body is refused (too large, or not of its coding)."""
 
 
-def too_large(limit: int) -> SluiceError:
-    return SluiceError(413, "PAYLOAD_TOO_LARGE", f"request body exceeds {limit} bytes", limit=limit)
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, "PAYLOAD_TOO_LARGE", f"request body exceeds {limit} bytes", limit=limit)
 
 
-def refusal(path: str, error: SluiceError) -> JSONResponse:
+def refusal(path: str, error: ApiError) -> JSONResponse:
     # The rest of the body is not read: the connection cannot carry another request.
     headers = {"Connection": "close"}
     if error.status == 415:
@@ -71,14 +71,14 @@ class BodyLimit:
         if encoding and has_body:
             try:
                 coding = coding_of(encoding.decode("latin-1"))
-            except SluiceError as error:
+            except ApiError as error:
                 await refusal(scope["path"], error)(scope, receive, send)
                 return
             if coding is not None:
                 inflater = Inflater(coding, limit)
                 scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k not in _WIRE_HEADERS]}
         received = 0
-        refused: SluiceError | None = None
+        refused: ApiError | None = None
         started = False
 
         async def limited_receive() -> Message:
@@ -94,7 +94,7 @@ class BodyLimit:
                         message = {**message, "body": inflater.feed(body)}
                         if not message.get("more_body"):
                             inflater.end()
-                except SluiceError as error:
+                except ApiError as error:
                     refused = error
                     raise BodyRefused(error.code) from None
             return message

@@ -29,7 +29,7 @@ from fastapi.routing import APIRoute
 
 from catalog import keys
 from catalog.access import DEFAULT_ORG
-from catalog.errors import SluiceError, not_found
+from producers.edge.errors import ApiError, not_found
 
 # What the platform-admin key is as a caller; its id names it in envelopes and rate limits.
 PLATFORM_KEY = {"id": "key_platform", "name": "platform admin", "scopes": ["admin", keys.PLATFORM_ADMIN],
@@ -44,11 +44,11 @@ class Principal:
     def require(self, scope: str) -> None:
         """Raise 403 unless the key grants `scope`."""
         if not keys.allows(self.key, scope):
-            raise SluiceError(403, "FORBIDDEN", f"this key lacks the {scope!r} scope")
+            raise ApiError(403, "FORBIDDEN", f"this key lacks the {scope!r} scope")
 
     def require_platform_admin(self) -> None:
         if keys.PLATFORM_ADMIN not in self.key.get("scopes", ()):
-            raise SluiceError(403, "FORBIDDEN", "this needs the platform-admin key")
+            raise ApiError(403, "FORBIDDEN", "this needs the platform-admin key")
 
     @property
     def filtered(self) -> bool:
@@ -68,18 +68,18 @@ class Principal:
 
     def require_place(self, place_id: str) -> None:
         if not self.may_use_place(place_id):
-            raise SluiceError(403, "FORBIDDEN", f"this key's filters do not cover place {place_id!r}")
+            raise ApiError(403, "FORBIDDEN", f"this key's filters do not cover place {place_id!r}")
 
     def require_thing(self, thing: dict) -> None:
         if not self.may_use_thing(thing):
-            raise SluiceError(403, "FORBIDDEN", f"this key's filters do not cover thing {thing['id']!r}")
+            raise ApiError(403, "FORBIDDEN", f"this key's filters do not cover thing {thing['id']!r}")
 
     def require_unfiltered(self, what: str) -> None:
         """Raise 403 if resource filters restrict this key: `what` (plural) is org-wide."""
         if self.filtered:
-            raise SluiceError(403, "FORBIDDEN", f"{what} are org-wide: only keys without filters write them, and this "
-                              f"key's filters ({_named(self.key)}) limit it to what they name",
-                              filters=sorted(f for f, v in (self.key.get("filters") or {}).items() if v))
+            raise ApiError(403, "FORBIDDEN", f"{what} are org-wide: only keys without filters write them, and this "
+                           f"key's filters ({_named(self.key)}) limit it to what they name",
+                           filters=sorted(f for f, v in (self.key.get("filters") or {}).items() if v))
 
 
 async def principal(request: Request) -> Principal:
@@ -90,16 +90,16 @@ async def principal(request: Request) -> Principal:
     bearer = token.strip() if scheme.lower() == "bearer" else ""
     if secret and bearer and secret != bearer:
         # Which of two keys names the caller would be a guess; RFC 6750 forbids sending two.
-        raise SluiceError(401, "UNAUTHORIZED", "X-Api-Key and Authorization: Bearer carry different keys")
+        raise ApiError(401, "UNAUTHORIZED", "X-Api-Key and Authorization: Bearer carry different keys")
     secret = secret or bearer
     if not secret:
-        raise SluiceError(401, "UNAUTHORIZED", "missing API key (X-Api-Key or Authorization: Bearer)")
+        raise ApiError(401, "UNAUTHORIZED", "missing API key (X-Api-Key or Authorization: Bearer)")
     expected = request.app.state.platform_key_hash
     if expected and hmac.compare_digest(keys.hash_secret(secret), expected):
         return Principal(DEFAULT_ORG, PLATFORM_KEY)
     found = request.app.state.catalog.authenticate(secret)
     if found is None:
-        raise SluiceError(401, "UNAUTHORIZED", "invalid or revoked API key")
+        raise ApiError(401, "UNAUTHORIZED", "invalid or revoked API key")
     return Principal(*found)
 
 
@@ -108,7 +108,7 @@ def thing_for(request: Request, who: Principal, thing_id: str, scope: str) -> di
     who.require(scope)
     thing = request.app.state.catalog.view.get("thing", thing_id, who.org_id)
     if thing is None:
-        raise SluiceError(404, "THING_NOT_FOUND", f"thing {thing_id!r} not found")
+        raise ApiError(404, "THING_NOT_FOUND", f"thing {thing_id!r} not found")
     who.require_thing(thing)
     return thing
 

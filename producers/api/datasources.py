@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from catalog.errors import SluiceError
 from catalog.models import DataSourceIn
 from catalog.service import Catalog
 from catalog.store import page
-from producers.auth import Principal, org_wide, principal
+from producers.api.paging import PageCursor, PageLimit
 from producers.dialects.datasource import may_use
+from producers.edge.auth import Principal, org_wide, principal
+from producers.edge.errors import ApiError
 from producers.openapi import errors
-from producers.paging import PageCursor, PageLimit
 
 router = APIRouter(prefix="/v2", tags=["catalog"])
 
@@ -50,5 +50,5 @@ def get_datasource(datasource_id: str, request: Request, who: Principal = Depend
     catalog = _catalog(request)
     datasource = catalog.datasource(who.org_id, datasource_id)
     if not may_use(who, datasource):
-        raise SluiceError(403, "FORBIDDEN", f"this key's filters do not cover data source {datasource_id!r}")
+        raise ApiError(403, "FORBIDDEN", f"this key's filters do not cover data source {datasource_id!r}")
     return catalog.datasource_view(who.org_id, datasource)

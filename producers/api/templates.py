@@ -13,9 +13,9 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from catalog.models import TemplateIn
 from catalog.service import Catalog
 from catalog.store import page
-from producers.auth import Principal, org_wide, principal
+from producers.api.paging import PageCursor, PageLimit
+from producers.edge.auth import Principal, org_wide, principal
 from producers.openapi import errors
-from producers.paging import PageCursor, PageLimit
 
 router = APIRouter(prefix="/v2", tags=["catalog"])
 
