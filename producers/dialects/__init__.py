@@ -9,41 +9,20 @@ is all the rest of the edge needs to know of it.
 from __future__ import annotations
 
 import functools
-import re
-from collections.abc import Callable
-from dataclasses import dataclass
 
-from fastapi import APIRouter
-
+from producers.dialects import assets  # seed 000: POST /v1/assets/{assetId}/data
+from producers.dialects import datasource  # seed 004: POST /restapi/datasource/insert
+from producers.dialects import frames  # seed 001: POST /v2/thing/{thingId}/data
+from producers.dialects import harbor  # seed 003: POST /api/v1/ingest/ingest/{harbor_id}[/batch]
+from producers.dialects import streams  # seed 002: POST /api/ingest
+from producers.dialects import templates  # seed 001: POST /v2/thing/{thingId}/data/template/{templateId}
+from producers.dialects.dialect import Dialect
 from producers.edge.errors import ApiError
-
-# An error as one dialect's clients expect it: the JSON body (status and headers are shared).
-ErrorShape = Callable[[ApiError], dict]
-
-
-def sluice_error_body(error: ApiError) -> dict:
-    """Sluice's own shape: {"error": {"code", "message", "details"}}."""
-    return error.body()
-
-
-@dataclass(frozen=True)
-class Dialect:
-    name: str
-    router: APIRouter
-    paths: re.Pattern  # every path of the dialect: ingest body limit, this error shape
-    error_body: ErrorShape = sluice_error_body
 
 
 @functools.cache
 def registered() -> tuple[Dialect, ...]:
-    """Every dialect; adding one is one line here (imported late: dialect modules import this one)."""
-    from producers.dialects import assets  # seed 000: POST /v1/assets/{assetId}/data
-    from producers.dialects import datasource  # seed 004: POST /restapi/datasource/insert
-    from producers.dialects import frames  # seed 001: POST /v2/thing/{thingId}/data
-    from producers.dialects import harbor  # seed 003: POST /api/v1/ingest/ingest/{harbor_id}[/batch]
-    from producers.dialects import streams  # seed 002: POST /api/ingest
-    from producers.dialects import templates  # seed 001: POST /v2/thing/{thingId}/data/template/{templateId}
-
+    """Every dialect; adding one is one line here and its import above."""
     return (frames.DIALECT, streams.DIALECT, harbor.DIALECT, datasource.DIALECT, templates.DIALECT,
             assets.DIALECT)
 

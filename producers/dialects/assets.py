@@ -22,7 +22,7 @@ import secrets
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from producers.dialects import Dialect
+from producers.dialects.dialect import Dialect
 from producers.edge.auth import Principal, principal
 from producers.edge.errors import ApiError
 from producers.edge.submit import Target, check_rate, json_document, requested_wait, submit

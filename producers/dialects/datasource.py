@@ -22,7 +22,7 @@ import re
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from producers.dialects import Dialect
+from producers.dialects.dialect import Dialect
 from producers.edge.auth import Principal, principal
 from producers.edge.errors import ApiError
 from producers.edge.submit import DEFAULT_WAIT_S, Target, check_rate, json_document, outline_error, requested_wait, submit

@@ -15,7 +15,7 @@ import re
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from producers.dialects import Dialect
+from producers.dialects.dialect import Dialect
 from producers.edge.auth import Principal, principal, thing_for
 from producers.edge.errors import ApiError
 from producers.edge.submit import Target, check_rate, json_document, outline_error, requested_wait, submit

@@ -24,7 +24,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from catalog.harbors import KIND
-from producers.dialects import Dialect
+from producers.dialects.dialect import Dialect
 from producers.edge.auth import Principal, principal
 from producers.edge.errors import ApiError
 from producers.edge.submit import Target, check_rate, json_document, requested_wait, submit

@@ -28,7 +28,7 @@ from fastapi.routing import APIRouter
 from catalog import keys
 from catalog.brief import brief
 from catalog.models import NAME_MAX
-from producers.dialects import Dialect
+from producers.dialects.dialect import Dialect
 from producers.edge.auth import Principal, principal
 from producers.edge.errors import ApiError
 from producers.edge.submit import Target, check_rate, json_document, submit

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from catalog.templates import revision_id
-from producers.dialects import Dialect
+from producers.dialects.dialect import Dialect
 from producers.dialects.frames import verdict_response as frames_verdict_response
 from producers.edge.auth import Principal, principal, thing_for
 from producers.edge.errors import ApiError
