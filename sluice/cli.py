@@ -70,7 +70,8 @@ sluice is up.
   prometheus {stack.settings.state_dir / 'run' / 'prometheus.yml'}   (scrape config for this stack)
   status     {stack.supervisor.status_path}   (children, restarts; dead children are restarted)
   metrics    {stack.url}/metrics   (edge, embedded sinks, consumer lag, restarts)
-             http://{stack.settings.http_host}:{stack.settings.processor_metrics_port}/metrics   (processor)\
+             http://{stack.settings.http_host}:{stack.settings.processor_metrics_port}/metrics   (processor)
+             http://{stack.settings.http_host}:{stack.settings.integrations_metrics_port}/metrics   (integrations)\
 {sink_metrics}
   live view  sluice status   (or sluice status --once)
 
