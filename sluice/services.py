@@ -49,7 +49,7 @@ from producers.edge.listeners import http_socket, primary_socket, primary_socket
 from producers.edge.protocol import edge_protocol
 from schemas import Topics
 from schemas.topics import MessageLimits
-from sinks.registry import warehouse_sinks
+from sinks.warehouse_sinks import warehouse_sinks
 from warehouse import open_warehouse
 
 log = logging.getLogger(__name__)

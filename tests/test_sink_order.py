@@ -86,7 +86,7 @@ def frame_batch(i: int, request: str) -> dict:
 
 
 def start_sink(settings, warehouse):
-    from sinks.registry import SINKS, build_sink
+    from sinks.warehouse_sinks import SINKS, build_sink
 
     spec = next(spec for spec in SINKS if spec.name == "sink-readings")
     sink = build_sink(spec, settings, settings.kafka_bootstrap, warehouse)
