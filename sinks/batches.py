@@ -68,7 +68,7 @@ class Batcher(ProcessingStrategy[bytes]):
     """Collects message values into a `Batch` and submits it to `next_step` once it holds
     `max_messages` values or `max_bytes` bytes, or its window is over.
 
-    `submit` raises MessageRejected (taking nothing) while a closed batch waits for the
+    `submit` raises MessageRejected (taking nothing) while a full batch waits for the
     next step to take it; `poll` never blocks; `join` blocks until the next step took the
     last batch and finished (it raises what the next step raises).
     """
@@ -84,13 +84,15 @@ class Batcher(ProcessingStrategy[bytes]):
 
     def submit(self, message: Message[bytes]) -> None:
         assert not self._closed
-        self._flush(force=False)
+        self._flush(force=False, timed=False)
         self._open.add(message.value, self._window_s)
 
     def poll(self) -> None:
+        """Also closes a batch whose window is over: the consumer loop polls once what was
+        already fetched is submitted, so a backlog's batch closes full, not at each message."""
         self._next.poll()  # first: an insert that finished makes room for a closed batch now
         try:
-            self._flush(force=False)
+            self._flush(force=False, timed=True)
         except MessageRejected:
             pass  # the next step is busy: the batch waits
 
@@ -105,19 +107,19 @@ class Batcher(ProcessingStrategy[bytes]):
         deadline = math.inf if timeout is None else time.monotonic() + timeout
         while self._open.values and time.monotonic() < deadline:
             try:
-                self._flush(force=True)
+                self._flush(force=True, timed=True)
             except MessageRejected:
                 self._next.poll()  # lets it hand finished work on, which makes room
                 time.sleep(0.005)
         self._next.close()
         self._next.join(None if timeout is None else max(0.0, deadline - time.monotonic()))
 
-    def _flush(self, force: bool) -> None:
+    def _flush(self, force: bool, timed: bool) -> None:
         batch = self._open
         if not batch.values:
             return
         if not force and not (len(batch.values) >= self._max_messages or batch.size >= self._max_bytes
-                              or time.monotonic() >= batch.closes_at):
+                              or (timed and time.monotonic() >= batch.closes_at)):
             return
         self._next.submit(batch.message())  # MessageRejected: kept, offered again
         self._open = _Open()

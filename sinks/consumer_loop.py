@@ -142,11 +142,23 @@ class SinkConsumer:
         if self._held:
             self._poll_held()
         else:
-            self._take(self._consume())
+            self._fetch()
         self._report()
 
-    def _consume(self) -> list:
-        return self._consumer.consume(self._room.messages(), timeout=TURN_S)
+    def _fetch(self) -> None:
+        """Wait up to TURN_S for messages, then take what is already fetched until the chain
+        refuses one or nothing more is there (the next poll of the chain may then close a batch
+        by time)."""
+        timeout = TURN_S
+        while not self._held and not self._stop.is_set():
+            fetched = self._consume(timeout)
+            if not fetched:
+                return
+            self._take(fetched)
+            timeout = 0
+
+    def _consume(self, timeout: float) -> list:
+        return self._consumer.consume(self._room.messages(), timeout=timeout)
 
     def _take(self, fetched: list) -> None:
         taken = []

@@ -275,11 +275,11 @@ def test_a_sink_that_stops_consuming_is_not_ready_then_fatal(kafka_bootstrap):
     class LeftPaused(SinkConsumer):
         pause = threading.Event()
 
-        def _consume(self):
+        def _consume(self, timeout):
             if self.pause.is_set():  # the consumer is not safe to pause from another thread
                 self._consumer.pause(self._consumer.assignment())
                 self.pause.clear()
-            return super()._consume()
+            return super()._consume(timeout)
 
     inserted: list[bytes] = []
     sink = LeftPaused(kafka_bootstrap, topic, topic, lambda values, token: inserted.extend(values) or len(values),
