@@ -96,6 +96,14 @@ def start_sink(settings, warehouse):
     return sink, thread
 
 
+def stop_sinks(*started) -> None:
+    """Stop each (sink, thread) that was started (a None sink was not)."""
+    for sink, thread in started:
+        if sink is not None:
+            sink.stop()
+            thread.join(30)
+
+
 def committed(settings) -> dict[int, int]:
     """The sink group's committed offset per partition (0: none yet)."""
     group = f"{settings.topic_prefix}sink-readings"
@@ -211,10 +219,7 @@ def test_a_revocation_lets_the_insert_under_way_finish_and_commits_it_before_the
         eventually(lambda: sum(committed(settings).values()) == MESSAGES, timeout=30, interval=0.2)
     finally:
         gated.gate.set()
-        for sink, thread in ((first, first_thread), (second, second_thread)):
-            if sink is not None:
-                sink.stop()
-                thread.join(30)
+        stop_sinks((first, first_thread), (second, second_thread))
     assert second_warehouse.requests, "the second member got no partition"
     assert not first_warehouse.requests & second_warehouse.requests, "inserted by both members"
     assert stored(real) == {request: VALUES for request in placed}
@@ -272,10 +277,7 @@ def test_partitions_handed_back_while_the_sink_waits_out_a_failure_lose_nothing(
         eventually(lambda: sum(committed(settings).values()) == len(placed), timeout=30, interval=0.2)
     finally:
         warehouse.open.set()
-        for sink, thread in ((first, first_thread), (second, second_thread)):
-            if sink is not None:
-                sink.stop()
-                thread.join(30)
+        stop_sinks((first, first_thread), (second, second_thread))
     assert stored(real) == {request: VALUES for request in placed}
 
 
