@@ -3,7 +3,7 @@
 Each run pre-fills fresh topics with N FrameBatch messages of 1000 rows (3000 in a full run),
 then a child process (`python -m bench.sink --child sink`) opens the warehouse
 in its own scratch folder (chDB opens one folder per process), migrates, and runs
-the real readings sink (`sinks.registry`) in a thread. Its clock starts when the consumer gets
+the real readings sink (`sinks.warehouse_sinks`) in a thread. Its clock starts when the consumer gets
 its partitions and stops when the sink has inserted all N × 1000 rows (each
 insert is synchronous, so inserted means stored); count() is checked afterwards.
 
@@ -111,7 +111,7 @@ class CountingWarehouse:
 
 def _child_sink(settings: Settings, warehouse, expected: int) -> dict:
     """Run the real frames sink until it has inserted `expected` rows (blocks)."""
-    from sinks.registry import SINKS, build_sink
+    from sinks.warehouse_sinks import SINKS, build_sink
 
     # The first describe() imports pandas inside chDB (~1 s): a one-off start-up cost,
     # paid here so the clock sees only steady work (the baseline pays it before its clock too).

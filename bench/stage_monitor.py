@@ -26,7 +26,7 @@ from bench import fixtures as fx
 from bench.stack_setup import BenchStack, cpu_seconds, descendants
 from bus.lag import LagCollector
 
-_SINK = "sink-readings"  # the readings sink's consumer-group suffix (sinks/registry.py)
+_SINK = "sink-readings"  # the readings sink's consumer-group suffix (sinks/warehouse_sinks.py)
 _METRIC = re.compile(r'^(sluice_sink_insert_duration_seconds_(?:sum|count)|sluice_sink_rows_inserted_total)'
                      r'\{sink="' + _SINK + r'"\} (\S+)$', re.M)
 

@@ -18,6 +18,7 @@ PREFIXES = {
     "harbor": "hbr_",
     "datasource": "dsrc_",
     "template": "tmpl_",
+    "integration": "intg_",
 }
 
 

@@ -69,7 +69,9 @@ class TemplateCompileError(ValueError):
         self.field, self.expression, self.reason = field, expression, reason
 
 
-def _compile(field: str, expression: str) -> ParsedResult:
+def compile_expression(field: str, expression: str) -> ParsedResult:
+    """One JMESPath expression, parsed and checked against the MAX_* bounds (TemplateCompileError
+    names `field` otherwise); integrations compile their resource expression with it too."""
     try:
         parsed = jmespath.compile(expression)
     except JMESPathError as exc:
@@ -108,10 +110,11 @@ def compile_revision(body: dict) -> CompiledTemplate:
     """Parse every expression of a revision body; TemplateCompileError names the first that fails."""
     return CompiledTemplate(
         body["id"], body["revision"],
-        _compile("records", body["records"]),
-        _compile("timestamp.path", body["timestamp"]["path"]),
+        compile_expression("records", body["records"]),
+        compile_expression("timestamp.path", body["timestamp"]["path"]),
         body["timestamp"]["format"],
-        tuple((name, _compile(f"metrics.{name}", expression)) for name, expression in body["metrics"].items()),
+        tuple((name, compile_expression(f"metrics.{name}", expression))
+              for name, expression in body["metrics"].items()),
     )
 
 

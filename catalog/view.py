@@ -163,6 +163,12 @@ class CatalogView:
             if k == kind and org == org_id:
                 yield body
 
+    def every(self, kind: str) -> Iterator[tuple[str, dict]]:
+        """(org id, body) of every entity of `kind`, whichever its org (for a stage serving all orgs)."""
+        for (k, _), (org, body) in list(self._entities.items()):
+            if k == kind:
+                yield org, body
+
     def metric_id_by_name(self, org_id: str, name: str) -> str | None:
         return self._metric_names.get((org_id, name.lower()))
 

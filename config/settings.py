@@ -54,6 +54,10 @@ class Settings:
         "SLUICE_SCHEMA_REGISTRY_URL is configured; `--with-registry` too.")
     registry_port: int = setting(
         "SLUICE_REGISTRY_PORT", 8081, "Loopback port of the local schema registry.")
+    with_mqtt: bool = setting(
+        "SLUICE_WITH_MQTT", False, "`sluice up` also starts a local MQTT broker (Mosquitto, which must be "
+        "installed) for MQTT integrations; `--with-mqtt` too.")
+    mqtt_port: int = setting("SLUICE_MQTT_PORT", 1883, "Loopback port of the local MQTT broker.")
     topic_prefix: str = setting(
         "SLUICE_TOPIC_PREFIX", "sluice.", "Physical topic names are prefix + logical name (raw, frames, ...).",
         empty_ok=True)
@@ -153,6 +157,20 @@ class Settings:
     log_repeat_window_s: float = setting(
         "SLUICE_LOG_REPEAT_WINDOW_S", 30.0, "Repeats of a warning or error within this window are counted, "
         "not logged, then summarised; 0 logs every one.")
+    webhook_tolerance_s: float = setting(
+        "SLUICE_WEBHOOK_TOLERANCE_S", 300.0, "A webhook integration's signature (X-Sluice-Signature) is refused "
+        "when its time is further than this from the edge's clock; an integration's `toleranceSeconds` overrides "
+        "it. Within it, a signature already accepted is refused as a replay.")
+    integrations_session_timeout_ms: int = setting(
+        "SLUICE_INTEGRATIONS_SESSION_TIMEOUT_MS", 6000, "How long the integrations stage's consumer group waits "
+        "for a silent instance before giving its integrations to the others: the bound on a takeover after "
+        "an instance dies (a restarted one with the same SLUICE_INSTANCE_ID gets them back at once).")
+    integrations_metrics_port: int = setting(
+        "SLUICE_INTEGRATIONS_METRICS_PORT", 9466, "Where the integrations stage serves its Prometheus metrics "
+        "(`/metrics`, on the edge's host); 0: none.")
+    integrations_status_interval_s: float = setting(
+        "SLUICE_INTEGRATIONS_STATUS_INTERVAL_S", 5.0, "How often, at most, the integrations stage writes an "
+        "integration's changed status (GET /v2/integrations/{id}/status) to the catalog.")
     processor_metrics_port: int = setting(
         "SLUICE_PROCESSOR_METRICS_PORT", 9464, "Where the processor serves its Prometheus metrics (`/metrics`, on "
         "the edge's host); 0: none.")

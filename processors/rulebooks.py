@@ -16,6 +16,7 @@ from catalog.brief import brief
 from catalog.resolution import ResolutionTable
 from processors.assets import asset_batch, asset_data
 from processors.budget import DEFAULT_CPU_SECONDS, Budget
+from processors.integrations import map_integration
 from processors.items import stream_items
 from processors.datasource_records import judge_records
 from processors.normalize import normalize
@@ -56,6 +57,9 @@ RULEBOOKS: dict[str, Rulebook] = {
     # seed 000: POST /v1/assets/{id}/data and POST /v1/assets/data
     "asset_data": lambda envelope, catalog, budget: asset_data(envelope, catalog.get),
     "asset_batch": lambda envelope, catalog, budget: asset_batch(envelope, catalog.get),
+    # seed 001, integrations: an MQTT message, a webhook's body, a polled page
+    "integration": lambda envelope, catalog, budget: map_integration(envelope, catalog.get, catalog.resolution,
+                                                                     budget),
 }
 
 

@@ -52,7 +52,7 @@ def map_template(envelope: dict, get: Lookup, table_lookup: TableLookup, preview
     now = int(time.time() * 1000)
     search = BudgetedSearch(budget or Budget())
     try:
-        template = _template(envelope, get)
+        template = pinned_template(envelope, get)
         thing = get("thing", envelope.get("thing_id") or "", envelope["org_id"])
         if thing is None:
             raise Rejection(404, "THING_NOT_FOUND", f"thing {brief(envelope.get('thing_id'))} not found")
@@ -61,7 +61,7 @@ def map_template(envelope: dict, get: Lookup, table_lookup: TableLookup, preview
         if table is None:
             raise Rejection(424, "TYPE_NOT_INITIALIZED", "the thing has no initialized thing type",
                             field="thingTypeId")
-        records = _records(envelope, template, search)
+        records = payload_records(envelope, template, search)
         readings, written, skipped, names = map_records(records, template, table, now, search)
     except Rejection as rejection:
         outcome = rejected(envelope, rejection, 0, now)
@@ -85,7 +85,9 @@ def map_template(envelope: dict, get: Lookup, table_lookup: TableLookup, preview
     return Outcome(batches, verdict, [_dead_letter(envelope, skipped, now)] if skipped else [])
 
 
-def _template(envelope: dict, get: Lookup) -> CompiledTemplate:
+def pinned_template(envelope: dict, get: Lookup) -> CompiledTemplate:
+    """The revision the envelope's `template_id` pins (or the template's current one), compiled;
+    raises Rejection (404 TEMPLATE_NOT_FOUND, 400 INVALID_TEMPLATE)."""
     pinned = envelope.get("template_id") or ""
     if "@" in pinned:
         body = get(REVISION_KIND, pinned, envelope["org_id"])
@@ -100,7 +102,9 @@ def _template(envelope: dict, get: Lookup) -> CompiledTemplate:
         raise Rejection(400, "INVALID_TEMPLATE", str(exc), field=exc.field) from None
 
 
-def _records(envelope: dict, template: CompiledTemplate, search: BudgetedSearch) -> list:
+def payload_records(envelope: dict, template: CompiledTemplate, search: BudgetedSearch) -> list:
+    """The records the template's `records` expression finds in the envelope's body; raises
+    Rejection (not JSON, none found, not an array, too many) or BudgetExceeded."""
     try:
         payload = json_body.document(envelope)
     except orjson.JSONDecodeError as exc:

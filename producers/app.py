@@ -25,8 +25,8 @@ from catalog.view import CatalogView
 from catalog.writer import CatalogWriter
 from config import Settings
 from producers import dialects
-from producers.api import (access, admin, datasources, definitions, harbors, ingest_log, latest, places, series,
-                           streams, templates)
+from producers.api import (access, admin, datasources, definitions, harbors, ingest_log, integrations, latest,
+                           places, series, streams, templates)
 from producers.edge import error_handlers
 from producers.edge.auth import undeclared_writes
 from producers.edge.fast_ingest import FastIngest, FastRoute, fast_routes
@@ -91,7 +91,8 @@ def reads_and_operations() -> list[APIRouter]:
     return [latest.router,
             series.router,  # history, aggregates, a place's latest
             ingest_log.router, admin.router,
-            streams.router]  # seed 002: streams, the per-key log
+            streams.router,  # seed 002: streams, the per-key log
+            integrations.router]  # seed 001: integrations (mqtt, webhook, http_poll)
 
 
 def ingest_routes() -> list[APIRoute]:

@@ -17,6 +17,9 @@ IDEMPOTENCY = "idempotency"
 RECORDS = "records"
 # The public ingest topic: what outside producers write with their own clients (docs/producers.md).
 INGEST = "ingest"
+# The integrations stage's state (a poll's cursor), keyed by integration id; its partitions are
+# what the stage's instances share out through their consumer group (integrations/assignment.py).
+INTEGRATIONS = "integrations"
 
 # How long an Idempotency-Key is remembered (seed 002: 24 hours).
 IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000
@@ -43,6 +46,8 @@ SPECS = (
     TopicSpec(IDEMPOTENCY, "sluice.Verdict", compacted=True, retention_ms=IDEMPOTENCY_WINDOW_MS + 3600 * 1000),
     # Not ours to encode: JSON, or Avro framed for a schema registry (schemas/avro/public/frames.avsc).
     TopicSpec(INGEST, "sluice.public.Frames"),
+    # Each record a CatalogRecord of kind `integration_state` (body: the cursor), compacted.
+    TopicSpec(INTEGRATIONS, "sluice.CatalogRecord", compacted=True),
 )
 
 
@@ -87,6 +92,15 @@ class Topics:
     @property
     def ingest(self) -> str:
         return self.name(INGEST)
+
+    @property
+    def integrations(self) -> str:
+        return self.name(INTEGRATIONS)
+
+    @property
+    def integrations_group(self) -> str:
+        """The integrations stage's consumer group: its members share the integrations out."""
+        return f"{self.prefix}integrations"
 
 
 # Room for everything a raw message carries besides the body: ids, the route, the

@@ -13,7 +13,8 @@ from typing import Any, Callable
 import schemas
 from bus import metrics
 from config import Settings
-from sinks.batching import BatchingSink
+from sinks.chain import SinkPolicy
+from sinks.consumer_loop import SinkConsumer
 from warehouse.backend import Warehouse
 
 log = logging.getLogger(__name__)
@@ -23,12 +24,12 @@ Decode = Callable[[bytes], dict]  # one message value -> its record; raises for 
 
 
 def record_sink(settings: Settings, bootstrap: str, warehouse: Warehouse, *, name: str, topic: str,
-                schema: str, tables: dict[str, BuildColumns], decode: Decode | None = None) -> BatchingSink:
-    """A BatchingSink decoding `schema` records from `topic` into each of `tables`.
+                schema: str, tables: dict[str, BuildColumns], decode: Decode | None = None) -> SinkConsumer:
+    """A SinkConsumer decoding `schema` records from `topic` into each of `tables`.
 
     Its consumer group is `{topic_prefix}{name}`, so each sink keeps its own
     offsets. A message that does not decode is logged and skipped (it would
-    fail every retry); the insert raises, and BatchingSink retries it, if the
+    fail every retry); the insert raises, and the chain retries it, if the
     warehouse refuses the batch. Each table's insert has its own dedup token,
     so a retry after a partial failure re-inserts nothing twice. `decode`
     replaces the plain Avro decoding for a topic whose messages carry more
@@ -56,6 +57,5 @@ def record_sink(settings: Settings, bootstrap: str, warehouse: Warehouse, *, nam
             metrics.TABLE_ROWS.labels(table).inc(count)
         return sum(counts.values())
 
-    return BatchingSink(bootstrap, f"{settings.topic_prefix}{name}", topic, insert,
-                        max_messages=settings.sink_batch_messages, max_bytes=settings.sink_batch_bytes,
-                        max_ms=settings.sink_batch_ms, name=name, instance_id=settings.instance_id)
+    return SinkConsumer(bootstrap, f"{settings.topic_prefix}{name}", topic, insert, SinkPolicy.from_settings(settings),
+                        name=name, instance_id=settings.instance_id)

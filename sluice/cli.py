@@ -14,6 +14,7 @@ from config import Settings
 def _up(settings: Settings, args: argparse.Namespace) -> int:
     from sluice.endpoints import endpoints_path
     from sluice.local_kafka import LocalKafkaError
+    from sluice.local_mqtt import LocalMqttError
     from sluice.local_registry import LocalRegistryError
     from sluice.stack import Stack, StackError
     from sluice.state_lock import StateLocked
@@ -23,6 +24,8 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, http_port=args.port)
     if args.with_registry:
         settings = dataclasses.replace(settings, with_registry=True)
+    if args.with_mqtt:
+        settings = dataclasses.replace(settings, with_mqtt=True)
     if args.brokers:
         settings = dataclasses.replace(settings, brokers=args.brokers)
     stack = Stack(settings)
@@ -37,7 +40,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         stack.start()
-    except (StackError, LocalKafkaError, LocalRegistryError) as exc:  # a port taken, a failed download, ...
+    except (StackError, LocalKafkaError, LocalRegistryError, LocalMqttError) as exc:  # a port taken, a failed download, ...
         print(f"sluice: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -53,20 +56,22 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     registry = stack.settings.schema_registry_url or "none (--with-registry starts one)"
     if stack.registry is not None:
         registry += f"   (local Apicurio; log {stack.registry.stdout_path})"
+    mqtt = f"\n  MQTT       {stack.mqtt.url}   (local Mosquitto, for MQTT integrations)" if stack.mqtt else ""
     sink_metrics = "" if stack.settings.embedded_warehouse else (
         f"\n             http://{stack.settings.http_host}:{stack.settings.sink_metrics_port}/metrics   (sink)")
     print(f"""
 sluice is up.
   API        {stack.url}   (OpenAPI: {stack.url}/openapi.json, docs: {stack.url}/docs)
   Kafka      {where}
-  registry   {registry}
+  registry   {registry}{mqtt}
   warehouse  {warehouse}, database {stack.settings.database}
   logs       {stack.settings.state_dir / 'logs'}
   endpoints  {endpoints_path(stack.settings.state_dir)}   (where the other commands find this stack)
   prometheus {stack.settings.state_dir / 'run' / 'prometheus.yml'}   (scrape config for this stack)
   status     {stack.supervisor.status_path}   (children, restarts; dead children are restarted)
   metrics    {stack.url}/metrics   (edge, embedded sinks, consumer lag, restarts)
-             http://{stack.settings.http_host}:{stack.settings.processor_metrics_port}/metrics   (processor)\
+             http://{stack.settings.http_host}:{stack.settings.processor_metrics_port}/metrics   (processor)
+             http://{stack.settings.http_host}:{stack.settings.integrations_metrics_port}/metrics   (integrations)\
 {sink_metrics}
   live view  sluice status   (or sluice status --once)
 
@@ -256,10 +261,14 @@ def _add_stack_commands(commands) -> None:
     up.add_argument("--with-registry", action="store_true",
                     help="also start a local schema registry (Apicurio, on SLUICE_REGISTRY_PORT) for Avro "
                     "producers, unless SLUICE_SCHEMA_REGISTRY_URL names one (or SLUICE_WITH_REGISTRY=true)")
+    up.add_argument("--with-mqtt", action="store_true",
+                    help="also start a local MQTT broker (Mosquitto, on SLUICE_MQTT_PORT) for MQTT integrations "
+                    "(docs/integrations.md; or SLUICE_WITH_MQTT=true)")
     up.set_defaults(run=_up)
     for name, text in (("edge", "serve the HTTP edge"), ("processor", "run the Faust processor"),
                        ("sink", "run the warehouse sinks (ClickHouse server mode)"),
-                       ("edge-worker", "one more edge process on the port (SLUICE_EDGE_WORKERS > 1)")):
+                       ("edge-worker", "one more edge process on the port (SLUICE_EDGE_WORKERS > 1)"),
+                       ("integrations", "run the integrations stage (MQTT subscriptions, HTTP polls)")):
         commands.add_parser(name, help=text).set_defaults(run=_service(name.replace("-", "_")))
 
 

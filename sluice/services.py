@@ -7,7 +7,8 @@ or on a port of its own (a second edge): it serves the ingest routes itself and
 forwards every other request to the `edge` process, the only one holding the
 warehouse (producers.edge.forward).
 `processor` is the Faust worker. `sink` is the readings sink on its own, for a
-ClickHouse server.
+ClickHouse server. `integrations` runs the MQTT subscriptions and HTTP polls of
+integrations (seed 001).
 
 Each service watches its own loops (bus.watchdog): when one dies or stalls the
 service exits with EXIT_UNHEALTHY, and whatever supervises it (`sluice up`,
@@ -33,7 +34,13 @@ from bus.health import health
 from bus.logs import dict_config
 from bus.watchdog import EXIT_UNHEALTHY, Watchdog
 from catalog.view import CatalogView
+from catalog.writer import CatalogWriter
 from config import Settings
+from integrations.assignment import Assignment
+from integrations.durable import DurableProducer
+from integrations.metrics import IntegrationsCollector
+from integrations.stage import Stage
+from integrations.status import StatusReporter
 from processors.app import ProcessorWorker, create_app as create_processor_app
 from processors.idempotency import IdempotencyStore
 from producers.app import create_app as create_edge_app
@@ -41,7 +48,8 @@ from producers.edge.forward import ForwardToPrimary, PrimaryProbe
 from producers.edge.listeners import http_socket, primary_socket, primary_socket_path
 from producers.edge.protocol import edge_protocol
 from schemas import Topics
-from sinks.registry import warehouse_sinks
+from schemas.topics import MessageLimits
+from sinks.warehouse_sinks import warehouse_sinks
 from warehouse import open_warehouse
 
 log = logging.getLogger(__name__)
@@ -185,3 +193,40 @@ def run_processor(settings: Settings, ready_file: Path | None = None) -> None:
         view.stop()
         if watchdog.fired:
             raise SystemExit(EXIT_UNHEALTHY)
+
+
+def run_integrations(settings: Settings) -> None:
+    """Run the integrations stage (MQTT subscriptions, HTTP polls) until SIGINT/SIGTERM; blocks.
+    More instances share the integrations out (integrations.assignment)."""
+    topics = Topics(settings.topic_prefix)
+    view = CatalogView(settings.kafka_bootstrap, topics.catalog)
+    view.start()
+    if not view.wait_ready(60):
+        raise SystemExit("the catalog view did not catch up within 60 s")
+    writer = CatalogWriter(settings.kafka_bootstrap, topics.catalog, view)
+    producer = DurableProducer(settings.kafka_bootstrap,
+                               max_message_bytes=MessageLimits.for_body(settings.max_body_bytes).raw)
+    stage = Stage(
+        view, producer,
+        lambda released: Assignment(settings.kafka_bootstrap, topics.integrations, topics.integrations_group,
+                                    instance_id=settings.instance_id,
+                                    session_timeout_ms=settings.integrations_session_timeout_ms,
+                                    on_released=released),
+        StatusReporter(writer, settings.instance_id or "integrations", settings.integrations_status_interval_s),
+        topics.raw, topics.integrations)
+    metrics.REGISTRY.register(IntegrationsCollector(stage.running))
+    metrics.serve(settings.integrations_metrics_port, settings.http_host)
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    watchdog = watchdog_for(settings, lambda _: stopping.set())
+    watchdog.start()
+    try:
+        stage.run(stopping)
+    finally:
+        watchdog.stop()
+        producer.close()
+        writer.close()
+        view.stop()
+    if watchdog.fired:
+        raise SystemExit(EXIT_UNHEALTHY)

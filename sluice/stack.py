@@ -1,5 +1,6 @@
 """The whole local stack as child processes: broker (or a local cluster of several,
-SLUICE_BROKERS), schema registry (if asked), edge (and its extra workers), processor, sink.
+SLUICE_BROKERS), schema registry and MQTT broker (if asked), edge (and its extra workers),
+processor, integrations, sink.
 
 Started in dependency order and stopped in reverse (edge first, broker last),
 so in-flight requests drain before the broker goes away. Children run in their
@@ -35,6 +36,7 @@ from config import Settings
 from sluice import endpoints, prometheus_config
 from sluice.local_cluster import LocalKafkaCluster
 from sluice.local_kafka import LocalKafka
+from sluice.local_mqtt import LocalMosquitto
 from sluice.local_registry import LocalRegistry
 from sluice.state_lock import StateLock
 from sluice.supervisor import RestartPolicy, Supervisor, Watched
@@ -105,6 +107,7 @@ class Stack:
         self.settings = settings
         self.kafka: LocalKafkaCluster | None = None  # the local broker, or brokers (SLUICE_BROKERS)
         self.registry: LocalRegistry | None = None
+        self.mqtt: LocalMosquitto | None = None  # `--with-mqtt`: a broker for MQTT integrations
         self.children: list[Child] = []
         self.supervisor = Supervisor(
             RestartPolicy(settings.restart_backoff_s, settings.restart_max_backoff_s,
@@ -162,7 +165,13 @@ class Stack:
             self._watch_brokers(self.kafka)
         if self.registry is not None:
             self._watch_registry(self.registry)
-        for service in ("edge", "processor") if settings.embedded_warehouse else ("edge", "processor", "sink"):
+        if settings.with_mqtt:
+            self.mqtt = LocalMosquitto(settings.state_dir, settings.mqtt_port)
+            self.mqtt.start()
+            self.supervisor.watch(Watched("mqtt", alive=lambda: self.mqtt.running, restart=self.mqtt.start,
+                                          pid=lambda: self.mqtt.pid,
+                                          describe_exit=lambda: describe_exit(self.mqtt.returncode)))
+        for service in ("edge", "processor", "integrations", *(() if settings.embedded_warehouse else ("sink",))):
             self._spawn(service)
             self._watch(service)
             if service == "edge":
@@ -351,6 +360,9 @@ class Stack:
             if self.registry is not None:
                 self.registry.stop()
                 self.registry = None
+            if self.mqtt is not None:
+                self.mqtt.stop()
+                self.mqtt = None
             if self.kafka is not None:
                 self.kafka.stop()
                 self.kafka = None

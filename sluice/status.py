@@ -65,6 +65,7 @@ class Snapshot:
     sink: Samples | None  # a standalone sink's port; embedded sinks are in `edge`
     kafka: ClusterView | None = None  # None: no broker answered
     controller: int | None = None  # the local cluster's active controller; None: not known
+    integrations: Samples | None = None  # the integrations stage's port (its first instance)
     previous: "Snapshot | None" = field(default=None, repr=False)
 
     def rate(self, source: str, name: str, **labels) -> float | None:
@@ -82,6 +83,7 @@ class Status:
         self.edge_url = (url or f"http://{host}:{settings.http_port}").rstrip("/")
         self.processor_url = f"http://{host}:{settings.processor_metrics_port}/metrics"
         self.sink_url = None if settings.embedded_warehouse else f"http://{host}:{settings.sink_metrics_port}/metrics"
+        self.integrations_url = f"http://{host}:{settings.integrations_metrics_port}/metrics"
         self.prefix = settings.topic_prefix
         self.bootstrap = settings.kafka_bootstrap
         self._local = _local_cluster(settings)
@@ -98,7 +100,8 @@ class Status:
         return Snapshot(time.time(), scrape(self._client, f"{self.edge_url}/metrics"), ready,
                         scrape(self._client, self.processor_url),
                         scrape(self._client, self.sink_url) if self.sink_url else None, self._kafka(),
-                        self._local.active_controller() if self._local else None, previous)
+                        self._local.active_controller() if self._local else None,
+                        scrape(self._client, self.integrations_url), previous)
 
     def _kafka(self) -> ClusterView | None:
         if not self.bootstrap:
@@ -136,6 +139,7 @@ class Status:
                            when + (f", {errors:.0f} insert errors" if errors else ""))
         if sinks is None:
             stages.add_row("sinks", "down", "", "", "no metrics")
+        self._integration_rows(stages, snap)
         rejects = Table(title="rejects", title_justify="left")
         rejects.add_column("where")
         rejects.add_column("reason")
@@ -145,6 +149,22 @@ class Status:
         for reason, count in sorted(by(snap.processor, "sluice_deadletters_total", "reason").items()):
             rejects.add_row("processor", reason, f"{count:.0f}")
         return Group(Text(f"scraping {self._where()}"), stages, self._render_kafka(snap), rejects)
+
+    @staticmethod
+    def _integration_rows(stages: Table, snap: Snapshot, shown: int = 20) -> None:
+        """The integrations stage, then each integration it runs (MQTT, polls): running or not,
+        messages made durable per second, when one last was."""
+        running = by(snap.integrations, "sluice_integration_running", "integration")
+        idle = sum(1 for up in running.values() if up != 1.0)
+        stages.add_row("integrations", "down" if snap.integrations is None else "up",
+                       _per_s(snap.rate("integrations", "sluice_integration_messages_durable_total"), "msg"), "",
+                       f"{len(running) - idle} running, {idle} not" if running else "none running here")
+        last = by(snap.integrations, "sluice_integration_last_success_timestamp_seconds", "integration")
+        for integration in sorted(running)[:shown]:
+            rate = snap.rate("integrations", "sluice_integration_messages_durable_total", integration=integration)
+            when = f"last message {snap.taken_at - last[integration]:.0f} s ago" if last.get(integration) else "none yet"
+            stages.add_row(f"  {integration}", "running" if running[integration] == 1.0 else "not running",
+                           _per_s(rate, "msg"), "", when)
 
     def _render_kafka(self, snap: Snapshot) -> Table:
         kafka = Table(title="kafka", title_justify="left")

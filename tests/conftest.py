@@ -61,6 +61,7 @@ def session_settings(kafka_bootstrap: str, state_dir: Path, **overrides) -> Sett
         http_port=free_port(),
         processor_metrics_port=free_port(),
         sink_metrics_port=free_port(),
+        integrations_metrics_port=free_port(),
         admin_key="",
         sink_batch_ms=200,
     )

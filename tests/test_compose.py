@@ -29,8 +29,9 @@ KAFKA_IMAGE_LOG_DIRS = "/tmp/kraft-combined-logs"  # where the image writes unle
 # Where an image keeps its data when its service does not move it (Kafka's is KAFKA_LOG_DIRS, below).
 DATA_PATHS = {"clickhouse/clickhouse-server": "/var/lib/clickhouse"}
 # The port of each Sluice service's own health: the setting its health check must follow.
-HEALTH_PORTS = {"edge": "http_port", "processor": "processor_metrics_port", "sink": "sink_metrics_port"}
-SCALED = ("edge", "processor", "sink")
+HEALTH_PORTS = {"edge": "http_port", "processor": "processor_metrics_port", "sink": "sink_metrics_port",
+                "integrations": "integrations_metrics_port"}
+SCALED = ("edge", "processor", "sink", "integrations")
 
 
 def compose_command() -> list[str] | None:

@@ -23,7 +23,8 @@ def replacements(component: str) -> float:
 
 
 def test_a_fenced_sink_consumer_is_replaced_and_the_sink_goes_on(kafka_bootstrap):
-    from sinks.batching import BatchingSink
+    from sinks.chain import SinkPolicy
+    from sinks.consumer_loop import SinkConsumer
 
     topic = f"fenced-{os.getpid()}-{time.monotonic_ns()}"
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})  # kept: the future needs its client
@@ -36,8 +37,8 @@ def test_a_fenced_sink_consumer_is_replaced_and_the_sink_goes_on(kafka_bootstrap
         assert producer.flush(10) == 0
 
     inserted: set[bytes] = set()
-    sink = BatchingSink(kafka_bootstrap, topic, topic, lambda values, token: inserted.update(values) or len(values),
-                        max_messages=10, max_bytes=1 << 20, max_ms=100, name=topic, instance_id="sink-1")
+    sink = SinkConsumer(kafka_bootstrap, topic, topic, lambda values, token: inserted.update(values) or len(values),
+                        SinkPolicy(max_messages=10, max_bytes=1 << 20, window_s=0.1), name=topic, instance_id="sink-1")
     thread = threading.Thread(target=sink.run, daemon=True)
     thread.start()
     try:

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FLOORS = (
     ("config", "bus", "schemas"),  # settings, the bus's plumbing, the topics' contracts
     ("catalog", "warehouse"),
-    ("producers", "processors", "sinks"),  # the stages: they talk only through topics
+    ("producers", "processors", "sinks", "integrations"),  # the stages: they talk only through topics
     ("sluice",),  # the CLI: imports everything, nothing imports it
 )
 PACKAGES = tuple(package for floor in FLOORS for package in floor)

@@ -33,7 +33,7 @@ from schemas.topics import SPECS, Topics
 from tests.cli_help import cli_commands
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ("edge", "edge-worker", "processor", "sink")  # `sluice NAME` runs sluice.services.run_NAME
+SERVICES = ("edge", "edge-worker", "processor", "sink", "integrations")  # `sluice NAME` runs sluice.services.run_NAME
 # pip install options that take the next word as their value.
 PIP_VALUED = {"-c", "--constraint", "-i", "--index-url", "--extra-index-url", "-f", "--find-links", "-t",
               "--target", "--prefix", "--root", "--cache-dir", "--progress-bar", "--root-user-action",

@@ -125,4 +125,5 @@ def test_sluice_status_once_shows_each_stage(api, stack, battery):
     assert "ready" in lines["edge"] and "req/s" in lines["edge"], out.stdout
     assert " up " in lines["processor"] and "msg/s" in lines["processor"], out.stdout
     assert "last insert" in lines["sink-readings"] and "rows/s" in lines["sink-readings"], out.stdout
+    assert " up " in lines["integrations"], out.stdout
     assert "rejects" in out.stdout

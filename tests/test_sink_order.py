@@ -1,7 +1,8 @@
 """The readings sink's order on a real broker and chDB: every reading lands exactly once
 although the warehouse refuses an insert mid-stream, the group's committed offsets never
 cover a row the table does not hold yet, stop() lets the insert under way finish, and
-partitions handed back while the sink waits out a failure lose nothing."""
+partitions handed back while the sink waits out a failure lose nothing, and a revocation
+lets the insert under way finish and commits it before the partitions go."""
 
 from __future__ import annotations
 
@@ -86,13 +87,21 @@ def frame_batch(i: int, request: str) -> dict:
 
 
 def start_sink(settings, warehouse):
-    from sinks.registry import SINKS, build_sink
+    from sinks.warehouse_sinks import SINKS, build_sink
 
     spec = next(spec for spec in SINKS if spec.name == "sink-readings")
     sink = build_sink(spec, settings, settings.kafka_bootstrap, warehouse)
     thread = threading.Thread(target=sink.run, daemon=True)
     thread.start()
     return sink, thread
+
+
+def stop_sinks(*started) -> None:
+    """Stop each (sink, thread) that was started (a None sink was not)."""
+    for sink, thread in started:
+        if sink is not None:
+            sink.stop()
+            thread.join(30)
 
 
 def committed(settings) -> dict[int, int]:
@@ -174,6 +183,48 @@ def test_stop_during_an_insert_ends_the_loop_after_it_and_commits_nothing_ahead(
     assert all(count == VALUES for count in rows.values())
 
 
+class Recording:
+    """A warehouse (or a wrapper of one), noting the request ids of every readings insert it is asked for."""
+
+    def __init__(self, warehouse) -> None:
+        self._warehouse = warehouse
+        self.requests: set[str] = set()
+
+    def insert(self, table, columns, dedup_token=None) -> None:
+        if table == "readings":
+            self.requests.update(columns["request_id"].to_pylist())
+        self._warehouse.insert(table, columns, dedup_token)
+
+    def __getattr__(self, name):
+        return getattr(self._warehouse, name)
+
+
+def test_a_revocation_lets_the_insert_under_way_finish_and_commits_it_before_the_partitions_go(pipeline):
+    """A second member joins while the first is in the middle of an insert: the partitions the
+    first gives up are handed over only once that insert is in and committed (with the batch it
+    was filling), so the second member starts past them and inserts none of them again."""
+    settings, real, placed = pipeline
+    gated = SlowAndRefusing(real, gate_at=2)
+    first_warehouse, second_warehouse = Recording(gated), Recording(real)
+    first, first_thread = start_sink(settings, first_warehouse)
+    second = second_thread = None
+    try:
+        assert gated.at_gate.wait(30), "the second insert never started"
+        second, second_thread = start_sink(settings, second_warehouse)
+        time.sleep(4)  # the group rebalances meanwhile; the first holds the revocation
+        assert not second_warehouse.requests, "partitions handed over with an insert under way"
+        gated.gate.set()
+        assert second.ready.wait(30)
+        eventually(lambda: len(stored(real)) == MESSAGES, timeout=60, interval=0.1)
+        eventually(lambda: sum(committed(settings).values()) == MESSAGES, timeout=30, interval=0.2)
+    finally:
+        gated.gate.set()
+        stop_sinks((first, first_thread), (second, second_thread))
+    assert second_warehouse.requests, "the second member got no partition"
+    assert not first_warehouse.requests & second_warehouse.requests, "inserted by both members"
+    assert stored(real) == {request: VALUES for request in placed}
+
+
 class RefusingUntilOpen:
     """The real warehouse, refusing every readings insert after the first until `open` is set."""
 
@@ -226,10 +277,7 @@ def test_partitions_handed_back_while_the_sink_waits_out_a_failure_lose_nothing(
         eventually(lambda: sum(committed(settings).values()) == len(placed), timeout=30, interval=0.2)
     finally:
         warehouse.open.set()
-        for sink, thread in ((first, first_thread), (second, second_thread)):
-            if sink is not None:
-                sink.stop()
-                thread.join(30)
+        stop_sinks((first, first_thread), (second, second_thread))
     assert stored(real) == {request: VALUES for request in placed}
 
 

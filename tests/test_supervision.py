@@ -266,23 +266,24 @@ def test_a_sink_that_stops_consuming_is_not_ready_then_fatal(kafka_bootstrap):
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from sinks.batching import BatchingSink
+    from sinks.chain import SinkPolicy
+    from sinks.consumer_loop import SinkConsumer
 
     topic = f"stuck-{os.getpid()}-{time.monotonic_ns()}"
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     admin.create_topics([NewTopic(topic, 2, 1)])[topic].result()
-    class LeftPaused(BatchingSink):
+    class LeftPaused(SinkConsumer):
         pause = threading.Event()
 
-        def _collect(self):
+        def _consume(self, timeout):
             if self.pause.is_set():  # the consumer is not safe to pause from another thread
                 self._consumer.pause(self._consumer.assignment())
                 self.pause.clear()
-            return super()._collect()
+            return super()._consume(timeout)
 
     inserted: list[bytes] = []
     sink = LeftPaused(kafka_bootstrap, topic, topic, lambda values, token: inserted.extend(values) or len(values),
-                      max_messages=10, max_bytes=1 << 20, max_ms=100, name=topic)
+                      SinkPolicy(max_messages=10, max_bytes=1 << 20, window_s=0.1), name=topic)
     sink.health.stall_after = 25.0  # past the watch's two checks, 10 s apart
     thread = threading.Thread(target=sink.run, daemon=True)
     thread.start()
@@ -313,7 +314,8 @@ def test_a_message_that_just_arrived_is_not_taken_for_a_stuck_sink(kafka_bootstr
     from confluent_kafka import Producer, TopicPartition
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from sinks.batching import BatchingSink
+    from sinks.chain import SinkPolicy
+    from sinks.consumer_loop import SinkConsumer
 
     topic = f"arrived-{os.getpid()}-{time.monotonic_ns()}"
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})  # kept: the future needs its client
@@ -321,16 +323,16 @@ def test_a_message_that_just_arrived_is_not_taken_for_a_stuck_sink(kafka_bootstr
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
     producer.produce(topic, value=b"fresh")
     producer.flush(10)
-    sink = BatchingSink(kafka_bootstrap, topic, topic, lambda values, token: len(values),
-                        max_messages=10, max_bytes=1 << 20, max_ms=100, name=topic)
+    sink = SinkConsumer(kafka_bootstrap, topic, topic, lambda values, token: len(values),
+                        SinkPolicy(max_messages=10, max_bytes=1 << 20, window_s=0.1), name=topic)
     try:
         sink._consumer.assign([TopicPartition(topic, 0)])  # owned, nothing consumed yet
-        sink._progress_at = time.monotonic() - 11  # idle past the check's 10 s
-        sink._check_progress()
-        assert sink._stuck == ""  # first sighting: it may just have arrived
-        sink._lag_check_at = 0.0  # the next check, still nothing consumed
-        sink._check_progress()
-        assert sink._stuck.startswith("1 messages waiting, none consumed")
+        sink.watch._progress_at = time.monotonic() - 11  # idle past the check's 10 s
+        sink.watch.check(sink._consumer)
+        assert sink.watch.stuck == ""  # first sighting: it may just have arrived
+        sink.watch._lag_check_at = 0.0  # the next check, still nothing consumed
+        sink.watch.check(sink._consumer)
+        assert sink.watch.stuck.startswith("1 messages waiting, none consumed")
     finally:
         sink._consumer.close()
 

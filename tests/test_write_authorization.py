@@ -35,6 +35,7 @@ PLATFORM = "platform"  # the platform-admin key only
 # against its target (thing, harbor, stream, data source) before anything is produced.
 # They are walked for refusals outside the filters only.
 INGEST = "data"
+SIGNED = "signed"  # an integration's webhook: no key reaches it, only its secret's signature (401)
 
 
 def token() -> str:
@@ -96,6 +97,8 @@ def world(stack) -> World:
         ids["template"] = made(admin.post("/v2/templates", json={
             "name": "probe", "target": "ThingData", "records": "samples",
             "timestamp": {"path": "t", "format": "epochMillis"}, "metrics": {"probeTemp": "temp"}}))["id"]
+        ids["integration"] = made(admin.post("/v2/integrations", json={**INTEGRATION, "templateId": ids["template"]}))[
+            "id"]
         # Named by the streams key's filters before they exist: creating them is still org-wide.
         ids["reserved_stream"], ids["reserved_source"] = f"reserved-{token()}", f"reserved-{token()}"
         world = World(admin, org["adminKey"]["id"], ids)
@@ -155,6 +158,8 @@ TEMPLATE = {"name": "probe", "target": "ThingData", "records": "rows", "timestam
             "metrics": {"probeTemp": "x"}}
 FRAMES = {"frames": [{"timestamp": 1718884800000, "metrics": {"probeTemp": 1.5}}]}
 POINT = {"time": "2024-06-20T12:00:00Z", "ship_id": "Truck1", "cargo_id": "temperature", "value": 21.5}
+INTEGRATION = {"name": "vendor", "kind": "webhook", "templateId": "{template}",
+               "resource": {"from": "record", "expression": "device"}}
 ASSET = {"machineInsights": [{"time": "2024-06-20T12:00:00Z", "name": "CumulativeOperatingHours", "value": 1.5}]}
 
 
@@ -201,6 +206,22 @@ TABLE: dict[str, Case] = {
                                             witness("/v2/templates/{template}")),
     "DELETE /v2/templates/{template_id}": Case(ORG, plain("/v2/templates/{template}"),
                                                witness("/v2/templates/{template}")),
+    "POST /v2/integrations": Case(ORG, plain("/v2/integrations", INTEGRATION), witness("/v2/integrations?limit=1000")),
+    "PATCH /v2/integrations/{integration_id}": Case(ORG, plain("/v2/integrations/{integration}", {"name": "renamed"}),
+                                                    witness("/v2/integrations/{integration}")),
+    "DELETE /v2/integrations/{integration_id}": Case(ORG, plain("/v2/integrations/{integration}"),
+                                                     witness("/v2/integrations/{integration}")),
+    "POST /v2/integrations/{integration_id}/pause": Case(ORG, plain("/v2/integrations/{integration}/pause"),
+                                                         witness("/v2/integrations/{integration}")),
+    "POST /v2/integrations/{integration_id}/resume": Case(ORG, plain("/v2/integrations/{integration}/resume"),
+                                                          witness("/v2/integrations/{integration}")),
+    "PUT /v2/integrations/{integration_id}/things/{external_id}": Case(ORG, plain(
+        "/v2/integrations/{integration}/things/dev-1", {"thingId": "{thing_in}"}),
+        witness("/v2/integrations/{integration}")),
+    "DELETE /v2/integrations/{integration_id}/things/{external_id}": Case(ORG, plain(
+        "/v2/integrations/{integration}/things/dev-1"), witness("/v2/integrations/{integration}")),
+    "POST /v2/integrations/{integration_id}/webhook": Case(SIGNED, plain("/v2/integrations/{integration}/webhook",
+                                                                         {"samples": []})),
     "POST /v2/sites/{place_id}/things": Case(PLACE, sided("/v2/sites/{}/things", "site", {"thingName": "n"}),
                                              witness("/v2/sites/{site_out}/things?limit=1000"), ("places",), 201),
     "POST /v2/sites/{place_id}/things/bulk": Case(PLACE, sided("/v2/sites/{}/things/bulk", "site", [
@@ -238,6 +259,8 @@ TABLE: dict[str, Case] = {
 def refusal_problem(reply: httpx.Response, case: Case, kind: str) -> str | None:
     """What is wrong with a refusal, or None. Ingest dialects refuse in their own shapes, and
     those that hide what a key cannot see (streams, assets) answer 404 as their seeds do."""
+    if case.writes == SIGNED:
+        return None if reply.status_code == 401 else f"expected 401, got {reply.status_code} {reply.text}"
     if case.writes == INGEST:
         return None if reply.status_code in (403, 404) else f"expected 403/404, got {reply.status_code} {reply.text}"
     if reply.status_code != 403 or reply.json()["error"]["code"] != "FORBIDDEN":

@@ -11,7 +11,7 @@ and it acts in the default org. Only the operator's configuration grants it.
 
 Every control-plane write route declares what it writes by taking its caller from
 one of the write guards below (`org_wide`, `in_place`, `on_thing`, `key_admin`,
-`platform_admin`) instead of `principal`; the app refuses to start with a write
+`platform_admin`, `signed`) instead of `principal`; the app refuses to start with a write
 route that declares nothing (`undeclared_writes`), so a new route cannot forget it.
 Org-wide catalog objects are written only by keys without filters; a filtered key
 writes only inside what its filters name. Ingest routes (the dialects) write data,
@@ -165,6 +165,14 @@ def platform_admin() -> Callable:
         who.require_platform_admin()
         return who
     return _guard(writer, "platform")
+
+
+def signed(verify: Callable) -> Callable:
+    """The caller of a route authenticated by a signature over its body instead of a key (an
+    integration's webhook): `await verify(request)` returns the Principal it acts as, or raises 401."""
+    async def writer(request: Request) -> Principal:
+        return await verify(request)
+    return _guard(writer, "signed")
 
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

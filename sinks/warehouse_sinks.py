@@ -1,7 +1,8 @@
-"""Every sink that feeds the warehouse, declared in one table so the policy is visible.
+"""The sinks that feed the warehouse: one line per sink, and the function that builds them.
 
 A sink is a topic, the Avro record its messages carry, and the pure column
-builders of the tables it fills (one module per table's builder). Each runs in
+builders of the tables it fills (one module per table's builder); every sink runs
+the same chain (sinks.chain) with the batch policy of the settings. Each runs in
 its own consumer group, `{topic_prefix}{name}`, so each keeps its own offsets.
 """
 
@@ -12,8 +13,8 @@ from dataclasses import dataclass
 import schemas
 from schemas import frames
 from config import Settings
-from sinks.batching import BatchingSink
 from sinks.catalog_dims import TABLES as DIMENSION_TABLES
+from sinks.consumer_loop import SinkConsumer
 from sinks.ingest_log import ingest_log_columns
 from sinks.readings import locations_columns, readings_columns
 from sinks.record_sink import BuildColumns, Decode, record_sink
@@ -47,12 +48,12 @@ SINKS = (
 )
 
 
-def build_sink(spec: SinkSpec, settings: Settings, bootstrap: str, warehouse: Warehouse) -> BatchingSink:
+def build_sink(spec: SinkSpec, settings: Settings, bootstrap: str, warehouse: Warehouse) -> SinkConsumer:
     return record_sink(settings, bootstrap, warehouse, name=spec.name,
                        topic=schemas.Topics(settings.topic_prefix).name(spec.topic), schema=spec.schema,
                        tables=spec.tables, decode=spec.decode)
 
 
-def warehouse_sinks(settings: Settings, bootstrap: str, warehouse: Warehouse) -> list[BatchingSink]:
+def warehouse_sinks(settings: Settings, bootstrap: str, warehouse: Warehouse) -> list[SinkConsumer]:
     """The sinks a warehouse-owning process runs."""
     return [build_sink(spec, settings, bootstrap, warehouse) for spec in SINKS]

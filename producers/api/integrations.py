@@ -1,0 +1,183 @@
+"""Integrations (seed 001, "Ingesting via integrations"): the catalog routes that create,
+change, pause and map an integration, and the route a webhook integration receives on.
+
+Integrations are org-wide: only keys of the org without filters create or change them;
+every key of the org reads them, never their secrets (catalog.integrations). Another
+org's integration is 404.
+
+`POST /v2/integrations/{id}/webhook` takes no API key: the integration's secret signs
+the raw body (producers.edge.webhook_signature). A good signature lands the body on the raw
+topic as the integration's message, and the answer is 202 once it is durable; a bad,
+stale or replayed one is 401 and lands nothing. The processors map the message through
+the integration's template and resource mapping (processors/integrations.py).
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import Field
+
+from catalog.integrations import KIND, ROUTE, STATUS_KIND, IntegrationIn, IntegrationPatch, message_body, public
+from catalog.models import EntityId, _Body
+from catalog.service import Catalog
+from catalog.store import page
+from producers.api.paging import PageCursor, PageLimit
+from producers.edge.auth import Principal, org_wide, principal, signed
+from producers.edge.errors import ApiError, not_found
+from producers.edge.submit import Target, check_rate, json_document, submit
+from producers.edge.webhook_signature import HEADER, BadSignature, SeenSignatures, verify
+from producers.openapi import errors
+
+router = APIRouter(prefix="/v2", tags=["integrations"])
+
+# Request headers a webhook message carries for its resource expression (`headers."x-device"`), less these.
+UNSHOWN_HEADERS = frozenset({HEADER.lower(), "authorization", "cookie", "x-api-key", "content-length", "host"})
+MAX_HEADERS = 50
+
+
+class ThingMapping(_Body):
+    thingId: EntityId = Field(description="the org's thing this external id's readings land on")
+
+
+def _catalog(request: Request) -> Catalog:
+    return request.app.state.catalog
+
+
+@router.post("/integrations", status_code=201, responses=errors(400, 404))
+def create_integration(spec: IntegrationIn, request: Request,
+                       who: Principal = Depends(org_wide("integrations"))) -> dict:
+    """A webhook integration's answer carries its signing `secret`: this answer only."""
+    return _catalog(request).create_integration(who.org_id, spec)
+
+
+@router.get("/integrations", responses=errors(400))
+def list_integrations(request: Request, who: Principal = Depends(principal), limit: PageLimit = 100,
+                      cursor: PageCursor = None) -> dict:
+    who.require("read")
+    return page(_catalog(request).integrations(who.org_id), limit, cursor)
+
+
+@router.get("/integrations/{integration_id}", responses=errors(404))
+def get_integration(integration_id: str, request: Request, who: Principal = Depends(principal)) -> dict:
+    who.require("read")
+    return public(_catalog(request).integration(who.org_id, integration_id))
+
+
+@router.patch("/integrations/{integration_id}", responses=errors(400, 404))
+def update_integration(integration_id: str, patch: IntegrationPatch, request: Request,
+                       who: Principal = Depends(org_wide("integrations"))) -> dict:
+    return _catalog(request).update_integration(who.org_id, integration_id, patch)
+
+
+@router.delete("/integrations/{integration_id}", status_code=204, responses=errors(404))
+def delete_integration(integration_id: str, request: Request,
+                       who: Principal = Depends(org_wide("integrations"))) -> Response:
+    _catalog(request).delete_integration(who.org_id, integration_id)
+    return Response(status_code=204)
+
+
+@router.post("/integrations/{integration_id}/pause", responses=errors(404))
+def pause_integration(integration_id: str, request: Request,
+                      who: Principal = Depends(org_wide("integrations"))) -> dict:
+    """Stop receiving (a webhook answers 409) and pulling; the MQTT broker keeps what arrives meanwhile."""
+    return _catalog(request).set_paused(who.org_id, integration_id, True)
+
+
+@router.post("/integrations/{integration_id}/resume", responses=errors(404))
+def resume_integration(integration_id: str, request: Request,
+                       who: Principal = Depends(org_wide("integrations"))) -> dict:
+    return _catalog(request).set_paused(who.org_id, integration_id, False)
+
+
+@router.get("/integrations/{integration_id}/status", responses=errors(404))
+def integration_status(integration_id: str, request: Request, who: Principal = Depends(principal)) -> dict:
+    """State (paused; a webhook's receiving; else as the integrations stage last reported it), last
+    success, last error and counters, as the stage instance running it reported them."""
+    who.require("read")
+    integration = _catalog(request).integration(who.org_id, integration_id)
+    reported = _catalog(request).view.get(STATUS_KIND, integration_id, who.org_id) or {}
+    # A webhook is received by the edge itself: nothing to connect, so it is receiving unless paused.
+    waiting = "receiving" if integration["kind"] == "webhook" else "pending"
+    state = "paused" if integration["paused"] else reported.get("state", waiting)
+    return {"id": integration_id, "kind": integration["kind"], "state": state,
+            **{k: v for k, v in reported.items() if k not in ("id", "state")}}
+
+
+@router.put("/integrations/{integration_id}/things/{external_id}", responses=errors(400, 404))
+def map_thing(integration_id: str, external_id: str, mapping: ThingMapping, request: Request,
+              who: Principal = Depends(org_wide("integrations"))) -> dict:
+    """Readings of `external_id` land on the thing from now on (and on replay of its dead letters)."""
+    return _catalog(request).map_thing(who.org_id, integration_id, external_id, mapping.thingId)
+
+
+@router.delete("/integrations/{integration_id}/things/{external_id}", status_code=204, responses=errors(404))
+def unmap_thing(integration_id: str, external_id: str, request: Request,
+                who: Principal = Depends(org_wide("integrations"))) -> Response:
+    _catalog(request).unmap_thing(who.org_id, integration_id, external_id)
+    return Response(status_code=204)
+
+
+# ----- the webhook
+
+
+async def _signed_webhook(request: Request) -> Principal:
+    """The webhook integration the path names, acting as the caller, once its signature over the
+    raw body checks out; 404 for no webhook integration, 401 for a bad, stale or replayed signature."""
+    integration_id = request.path_params["integration_id"]
+    integration = request.app.state.catalog.view.get(KIND, integration_id)
+    if integration is None or integration.get("kind") != "webhook":
+        raise not_found("integration", integration_id)
+    body = await request.body()
+    tolerance = integration["config"].get("toleranceSeconds") or request.app.state.settings.webhook_tolerance_s
+    now = time.time()
+    try:
+        timestamp, v1 = verify(request.headers.get(HEADER), integration["secrets"]["secret"], body, now, tolerance)
+    except BadSignature as exc:
+        raise ApiError(401, "UNAUTHORIZED", str(exc), reason=exc.reason) from None
+    seen = _seen_signatures(request)
+    if not seen.first_time(integration_id, v1, timestamp, now, tolerance):
+        raise ApiError(401, "UNAUTHORIZED", f"{HEADER}: this signature was already accepted (a replay)",
+                          reason="replayed")
+    request.state.signature = v1
+    org_id = request.app.state.catalog.view.org_of(KIND, integration_id)
+    return Principal(org_id, {"id": integration_id, "name": integration["name"], "scopes": ["write"], "filters": {}})
+
+
+def _seen_signatures(request: Request) -> SeenSignatures:
+    state = request.app.state
+    if not hasattr(state, "webhook_signatures"):
+        state.webhook_signatures = SeenSignatures()
+    return state.webhook_signatures
+
+
+def shown_headers(headers: dict[str, str]) -> dict[str, str]:
+    """The request headers a webhook's message carries (no secrets, at most MAX_HEADERS)."""
+    return {k: v for k, v in list(headers.items())[:MAX_HEADERS] if k not in UNSHOWN_HEADERS}
+
+
+@router.post("/integrations/{integration_id}/webhook", status_code=202, responses={
+    202: {"description": "durable on Kafka; mapped to readings by the processors"},
+    **errors(400, 401, 404, 409, 503)})
+async def receive_webhook(integration_id: str, request: Request,
+                          who: Principal = Depends(signed(_signed_webhook))) -> JSONResponse:
+    integration = request.app.state.catalog.view.get(KIND, integration_id, who.org_id)
+    if integration is None:  # deleted while its request was read
+        raise not_found("integration", integration_id)
+    try:
+        if integration["paused"]:
+            raise ApiError(409, "INTEGRATION_PAUSED", f"integration {integration_id!r} is paused; resume it "
+                              "(POST /v2/integrations/{id}/resume) and send again")
+        check_rate(request, who)
+        body = await request.body()
+        json_document(body)
+        message = message_body(None, shown_headers(dict(request.headers)), body, payload_is_json=True)
+        done = await submit(request, who, Target(ROUTE, partition=integration_id), message, None)
+    except ApiError:
+        # Not accepted: the sender may send the same signed request again.
+        _seen_signatures(request).forget(integration_id, request.state.signature)
+        raise
+    return JSONResponse({"requestId": done.request_id, "integrationId": integration_id, "status": "accepted"},
+                        status_code=202, headers={"X-Request-Id": done.request_id})

@@ -1,0 +1,75 @@
+"""The webhook signature (X-Sluice-Signature) alone: pure, no services."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+
+from producers.edge.webhook_signature import BadSignature, SeenSignatures, header_value, verify
+
+SECRET = "whsec_test"
+BODY = b'{"device":"d1","temp":21.5}'
+NOW = 1_800_000_000
+
+
+def reason(header, secret=SECRET, body=BODY, now=NOW, tolerance=300) -> str:
+    with pytest.raises(BadSignature) as refused:
+        verify(header, secret, body, now, tolerance)
+    return refused.value.reason
+
+
+def test_a_good_signature_is_the_hmac_of_time_dot_body():
+    expected = hmac.new(SECRET.encode(), f"{NOW}.".encode() + BODY, hashlib.sha256).hexdigest()
+    assert header_value(SECRET, NOW, BODY) == f"t={NOW},v1={expected}"
+    assert verify(f"t={NOW},v1={expected}", SECRET, BODY, NOW + 10, 300) == (NOW, expected)
+
+
+def test_a_wrong_secret_or_another_body_does_not_match():
+    assert reason(header_value("whsec_other", NOW, BODY)) == "mismatch"
+    assert reason(header_value(SECRET, NOW, BODY), body=BODY + b" ") == "mismatch"
+    # The time is signed too: the same v1 under another t is refused.
+    v1 = header_value(SECRET, NOW, BODY).split("v1=")[1]
+    assert reason(f"t={NOW + 1},v1={v1}") == "mismatch"
+
+
+def test_one_matching_v1_of_several_is_enough():
+    good = header_value(SECRET, NOW, BODY).split("v1=")[1]
+    assert verify(f"t={NOW},v1={'0' * 64},v1={good}", SECRET, BODY, NOW, 300)[1] == good
+
+
+@pytest.mark.parametrize("age", [301, -301, 10_000])
+def test_a_time_outside_the_tolerance_is_stale(age):
+    assert reason(header_value(SECRET, NOW - age, BODY)) == "stale"
+
+
+def test_the_tolerance_is_a_parameter():
+    header = header_value(SECRET, NOW - 100, BODY)
+    assert verify(header, SECRET, BODY, NOW, 120)[0] == NOW - 100
+    assert reason(header, tolerance=60) == "stale"
+
+
+@pytest.mark.parametrize("header", [
+    None, "", "v1=" + "a" * 64, f"t={NOW}", f"t={NOW},v1=xyz", f"t=soon,v1={'a' * 64}",
+    f"t={NOW},t={NOW},v1={'a' * 64}", f"t={NOW};v1={'a' * 64}", f"t={NOW},v1={'A' * 64}", "x" * 2000,
+])
+def test_a_malformed_header_is_refused_as_such(header):
+    assert reason(header) == "malformed"
+
+
+def test_a_signature_is_accepted_once_within_its_window():
+    seen = SeenSignatures()
+    assert seen.first_time("intg_a", "v1a", NOW, NOW, 300)
+    assert not seen.first_time("intg_a", "v1a", NOW, NOW + 5, 300)
+    assert seen.first_time("intg_b", "v1a", NOW, NOW + 5, 300)  # per integration
+    # Forgotten once the time check refuses it by itself.
+    assert seen.first_time("intg_a", "v1a", NOW, NOW + 301, 300)
+
+
+def test_seen_signatures_are_bounded():
+    seen = SeenSignatures(capacity=3)
+    for n in range(5):
+        assert seen.first_time("intg_a", f"v{n}", NOW, NOW, 300)
+    assert len(seen._seen) == 3
+    assert not seen.first_time("intg_a", "v4", NOW, NOW, 300)
