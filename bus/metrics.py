@@ -45,6 +45,8 @@ ITEMS = Counter("sluice_processor_items_ingested_total",
                 "Frames, items or records accepted (a verdict's frames_ingested), summed over verdicts.")
 VERDICTS = Counter("sluice_processor_verdicts_total", "Verdicts given, by status and error code.", ["status", "code"])
 DEAD_LETTERS = Counter("sluice_deadletters_total", "Requests dead-lettered, by reason.", ["reason"])
+SET_ASIDE = Counter("sluice_processor_set_aside_requests_total",
+                    "Requests judged beside the others, their org's recent requests being costly (processors.lanes).")
 BATCH_SIZE = Histogram("sluice_processor_batch_messages", "Raw messages per processor batch.", buckets=_SIZE_BUCKETS)
 CATALOG_WAITS = Histogram("sluice_processor_catalog_wait_seconds",
                           "Time a batch waited for the catalog view to catch up with its requests' catalog "

@@ -16,6 +16,7 @@ handler answers or waits (processors.handling).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -57,15 +58,14 @@ def create_app(settings: Settings, bootstrap: str, view: CatalogView, seen: Idem
 
     @app.agent(app.topic(topics.raw, key_type=bytes, value_type=bytes), name="normalize")
     async def normalize_agent(stream):
-        batched = batches(stream, settings.processor_batch, within=BATCH_WITHIN_S)
-        await _run(([event.value for event in events] async for events in batched), handler.raw,
+        await _run(stream, settings.processor_batch, lambda events: handler.raw([event.value for event in events]),
                    metrics.RAW_MESSAGES)
 
     @app.agent(app.topic(topics.ingest, key_type=bytes, value_type=bytes), name="ingest")
     async def ingest_agent(stream):
-        batched = batches(stream, settings.processor_batch, within=BATCH_WITHIN_S)
-        await _run(([_ingest_message(event.message) for event in events] async for events in batched),
-                   handler.ingest, metrics.INGEST_MESSAGES)
+        await _run(stream, settings.processor_batch,
+                   lambda events: handler.ingest([_ingest_message(event.message) for event in events]),
+                   metrics.INGEST_MESSAGES)
 
     if registry is not None:
         @app.task
@@ -105,14 +105,20 @@ def _faust_app(settings: Settings, bootstrap: str, topics: schemas.Topics, limit
     return app
 
 
-async def _run(batches, handle, counter) -> None:
-    """The agents' loop: each batch wholly handled before Faust may ack it, or the process exits."""
-    async for batch in batches:
+async def _run(stream, batch_size: int, handle, counter) -> None:
+    """The agents' loop: each batch wholly handled before Faust may ack it, or the process exits;
+    a request the handler set aside (processors.lanes) is acked once its task is done."""
+    held: set[int] = set()
+    async for events in batches(stream, batch_size, within=BATCH_WITHIN_S, held=held):
         try:
             started = time.monotonic()
-            await handle(batch)
-            counter.inc(len(batch))
-            metrics.BATCH_SIZE.observe(len(batch))
+            aside = await handle(events)
+            for position, task in aside.items():
+                event = events[position]
+                held.add(id(event))
+                task.add_done_callback(functools.partial(_ack_when_sent, stream, event))
+            counter.inc(len(events))
+            metrics.BATCH_SIZE.observe(len(events))
             metrics.BATCH_DURATION.observe(time.monotonic() - started)
         except asyncio.CancelledError:
             log.warning("stopped mid-batch; exiting before the batch is committed")
@@ -120,6 +126,17 @@ async def _run(batches, handle, counter) -> None:
         except BaseException:  # producing failed for good, most likely
             log.critical("a batch failed; exiting before it is committed", exc_info=True)
             os._exit(70)
+
+
+def _ack_when_sent(stream, event, task: asyncio.Task) -> None:
+    """Ack a set-aside request's message once its outputs are acknowledged, or exit before it is
+    committed (a stop cancels the task: the message stays unacked and is judged again)."""
+    if task.cancelled():
+        return
+    if task.exception() is not None:
+        log.critical("a set-aside request failed; exiting before it is committed", exc_info=task.exception())
+        os._exit(70)
+    asyncio.ensure_future(stream.ack(event))
 
 
 def _ingest_message(message) -> IngestMessage:

@@ -9,7 +9,8 @@ handled, batches still fill up. `within` stays as a backstop.
 
 The acks are take's: the stream's own acks are off while batching, and a
 batch's events are acked when the loop asks for the next batch or is left, so
-the caller must not leave the loop mid-batch (processors.app exits instead).
+the caller must not leave the loop mid-batch (processors.app exits instead),
+except the events it holds back to ack itself once they are handled.
 """
 
 from __future__ import annotations
@@ -20,8 +21,14 @@ from collections.abc import AsyncIterator
 from faust.types import EventT, StreamT
 
 
-async def batches(stream: StreamT, max_: int, within: float) -> AsyncIterator[list[EventT]]:
-    """Lists of at most `max_` events of `stream`, each yielded once the stream's queue is empty."""
+async def batches(stream: StreamT, max_: int, within: float,
+                  held: set[int] | None = None) -> AsyncIterator[list[EventT]]:
+    """Lists of at most `max_` events of `stream`, each yielded once the stream's queue is empty.
+
+    An event whose id() the caller put in `held` before asking for the next batch is not acked
+    with its batch: the caller acks it later (`stream.ack(event)`), once it is handled; Faust
+    commits only up to the first event not acked, so the ones after it wait for it."""
+    held = held if held is not None else set()
     events: list[EventT] = []
     ready = asyncio.Event()  # the batch may go: full, or nothing more waiting
     room = asyncio.Event()  # the batch was handled: the drainer may add again
@@ -52,7 +59,10 @@ async def batches(stream: StreamT, max_: int, within: float) -> AsyncIterator[li
                 yield list(events)
             finally:
                 for event in events:
-                    await stream.ack(event)
+                    if id(event) in held:
+                        held.discard(id(event))
+                    else:
+                        await stream.ack(event)
                 events.clear()
                 ready.clear()
                 room.set()

@@ -17,6 +17,7 @@ carry it past its budget by that pause.
 
 from __future__ import annotations
 
+import threading
 import time
 
 from jmespath.parser import ParsedResult
@@ -78,15 +79,30 @@ class OrgCosts:
         self._half_life = half_life
         self._clock = clock
         self._costs: dict[str, tuple[float, float]] = {}  # org -> (seconds, when)
+        self._largest: dict[str, tuple[float, float]] = {}  # org -> (its costliest recent request, when)
+        self._lock = threading.Lock()  # requests are charged from the agents' loop and from processors.lanes
 
     def cost(self, org: str | None) -> float:
-        seconds, at = self._costs.get(org, (0.0, 0.0))
-        return seconds * 0.5 ** ((self._clock() - at) / self._half_life) if seconds else 0.0
+        return self._decayed(self._costs.get(org))
+
+    def largest(self, org: str | None) -> float:
+        """The CPU seconds of the org's costliest request lately (decaying as `cost` does)."""
+        return self._decayed(self._largest.get(org))
 
     def spent(self, org: str | None, seconds: float) -> None:
-        self._costs[org] = (self.cost(org) + seconds, self._clock())
-        if len(self._costs) > 10_000:  # forget the orgs whose cost has decayed to nothing
-            self._costs = {o: c for o, c in self._costs.items() if self.cost(o) > 1e-3}
+        with self._lock:
+            now = self._clock()
+            self._costs[org] = (self.cost(org) + seconds, now)
+            self._largest[org] = (max(self.largest(org), seconds), now)
+            if len(self._costs) > 10_000:  # forget the orgs whose cost has decayed to nothing
+                self._costs = {o: c for o, c in self._costs.items() if self._decayed(c) > 1e-3}
+                self._largest = {o: c for o, c in self._largest.items() if o in self._costs}
+
+    def _decayed(self, entry: tuple[float, float] | None) -> float:
+        if not entry or not entry[0]:
+            return 0.0
+        seconds, at = entry
+        return seconds * 0.5 ** ((self._clock() - at) / self._half_life)
 
     def order(self, requests: list, org_of) -> list:
         """`requests` cheapest org first; as they were when no org cost anything lately."""

@@ -39,9 +39,16 @@ class DecidingCatalog:
         if decided is None:
             return viewed
         if viewed is not None and viewed.get("version", 0) >= decided[1].get("version", 0):
-            del self._decided[(kind, entity_id)]  # the view has it now
+            self._decided.pop((kind, entity_id), None)  # the view has it now
             return viewed
         return decided[1] if org_id is None or decided[0] == org_id else viewed
+
+    def sibling(self) -> DecidingCatalog:
+        """A catalog with its own batch state that shares what this one decided (processors.lanes
+        judges a set-aside request on one while the agent's batches go on with this one)."""
+        other = DecidingCatalog(self.view)
+        other._decided = self._decided
+        return other
 
     @property
     def applied_offset(self) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from bus import metrics
 from bus.schema_registry import SchemaRegistry, UnknownSchema
 from catalog import access
 from catalog.view import CatalogView
@@ -29,12 +30,15 @@ from processors import ingest_topic
 from processors.catalog_wait import CatalogWait
 from processors.deciding_catalog import DecidingCatalog
 from processors.ingest_topic import IngestMessage
-from processors.judge import Judge, Message, Request, count, decode, encode
+from processors.judge import Judge, Message, Request, count, decode, encode, org_of
+from processors.lanes import Lane
 from processors.outcome import Outcome
 from processors.outputs import OutputProducer
 from schemas.topics import CATALOG
 
 log = logging.getLogger(__name__)
+
+Aside = dict[int, asyncio.Task]  # a batch's requests set aside (processors.lanes): position -> its task
 
 
 class BatchHandler:
@@ -43,25 +47,30 @@ class BatchHandler:
 
     def __init__(self, judge: Judge, view: CatalogView, producer: OutputProducer, topic_names: dict[str, str],
                  schema_registry: SchemaRegistry | None, max_body_bytes: int,
-                 wait: CatalogWait | None = None) -> None:
+                 wait: CatalogWait | None = None, lane: Lane | None = None) -> None:
         self.judge, self.view, self.producer, self.names = judge, view, producer, topic_names
         self.schema_registry, self.max_body_bytes = schema_registry, max_body_bytes
         self.wait = wait or CatalogWait(view)
+        self.lane = lane or Lane(judge.costs)
         self.raw_catalog, self.ingest_catalog = DecidingCatalog(view), DecidingCatalog(view)
 
-    async def raw(self, batch: list[bytes]) -> None:
-        """Judge a batch of raw envelopes and wait until every output is acknowledged.
-        Raises only if producing failed for good (the caller must not ack the batch)."""
+    async def raw(self, batch: list[bytes]) -> Aside:
+        """Judge a batch of raw envelopes and wait until every output is acknowledged, except
+        those of requests set aside (processors.lanes): {position in the batch: its task}; the
+        caller acks those messages once their tasks are done. Raises only if producing failed
+        for good (the caller must not ack the batch)."""
         requests = [(payload, decode(payload)) for payload in batch]
         self.raw_catalog.begin_batch()
         await self.wait.applied(max((e["catalog_offset"] for _, e in requests if isinstance(e, dict)), default=-1))
         pending: list = []
-        await self._judge(requests, self.raw_catalog, pending)
+        aside = await self._judge(requests, self.raw_catalog, pending, list(range(len(batch))))
         await self.producer.acked(pending)
+        return aside
 
-    async def ingest(self, batch: list[IngestMessage]) -> None:
+    async def ingest(self, batch: list[IngestMessage]) -> Aside:
         """Translate and judge a batch of ingest-topic messages and wait until every output is
-        acknowledged; waits first, for as long as it takes, for the catalog's end. Raises as `raw`."""
+        acknowledged, but as `raw`; waits first, for as long as it takes, for the catalog's end.
+        Raises as `raw`."""
         catalog = self.ingest_catalog
         catalog.begin_batch()
         while not await self.wait.end():
@@ -70,8 +79,9 @@ class BatchHandler:
         catalog.fresh = True
         schemas_ = await self._writer_schemas({ingest_topic.schema_id(m) for m in batch} - {None})
         requests: list[Request] = []
+        positions: list[int] = []
         pending: list = []
-        for message in batch:
+        for position, message in enumerate(batch):
             translated = ingest_topic.translate(message, self._authenticate, self.view.get, schemas_,
                                                 self.max_body_bytes)
             if isinstance(translated, Outcome):  # refused before it was a request: no rulebook to ask
@@ -79,21 +89,50 @@ class BatchHandler:
                 await self._send(encode(translated, None, self.judge.limits), pending)
             else:
                 requests.append((translated["body"], translated))
-        await self._judge(requests, catalog, pending)
+                positions.append(position)
+        aside = await self._judge(requests, catalog, pending, positions)
         await self.producer.acked(pending)
+        return aside
 
-    async def _judge(self, requests: list[Request], catalog: DecidingCatalog, pending: list) -> None:
+    async def _judge(self, requests: list[Request], catalog: DecidingCatalog, pending: list,
+                     positions: list[int]) -> Aside:
         # Each request's messages are queued as soon as it is judged: librdkafka sends them while the
         # next is judged.
+        position_of = {id(request): position for request, position in zip(requests, positions)}
+        aside: Aside = {}
         for request in self.judge.order(requests):
-            messages = self.judge.one(request, catalog)
-            if messages is None:  # it decides a catalog entity: judge it again on the catalog's end
-                if await self.wait.end():
-                    catalog.fresh = True
-                else:
-                    catalog.lagging = True
-                messages = self.judge.one(request, catalog)
+            org = org_of(request)
+            if self.lane.takes(org):
+                await self.lane.room()
+                metrics.SET_ASIDE.inc()
+                aside[position_of[id(request)]] = self.lane.run(
+                    self._judged(request, catalog.sibling(), self._judge_in_lane), self._sent, org)
+                continue
+            messages = await self._judged(request, catalog, self._judge_here)
             await self._send(messages, pending)
+        return aside
+
+    async def _judged(self, request: Request, catalog: DecidingCatalog, judge_one) -> list[Message]:
+        """`request`'s messages, judged by `judge_one` (here or in the lane)."""
+        messages = await judge_one(request, catalog)
+        if messages is None:  # it decides a catalog entity: judge it again on the catalog's end
+            if await self.wait.end():
+                catalog.fresh = True
+            else:
+                catalog.lagging = True
+            messages = await judge_one(request, catalog)
+        return messages
+
+    async def _judge_here(self, request: Request, catalog: DecidingCatalog) -> list[Message] | None:
+        return self.judge.one(request, catalog)
+
+    async def _judge_in_lane(self, request: Request, catalog: DecidingCatalog) -> list[Message] | None:
+        return await asyncio.get_running_loop().run_in_executor(self.lane.executor, self.judge.one, request, catalog)
+
+    async def _sent(self, messages: list[Message]) -> None:
+        pending: list = []
+        await self._send(messages, pending)
+        await self.producer.acked(pending)
 
     async def _send(self, messages: list[Message], pending: list) -> None:
         """Queue `messages`, adding their acks to `pending`; decided catalog entities first, acked

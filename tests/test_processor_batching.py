@@ -92,3 +92,44 @@ def test_a_batch_holds_at_most_max_events():
 
     sizes = [len(values) for kind, values in run_agent(scenario) if kind == "batch"]
     assert max(sizes) == MAX and sum(sizes) == 2 * MAX + 6
+
+
+def test_an_event_held_back_is_acked_by_its_caller_not_with_its_batch():
+    # processors.app holds back a request set aside in processors.lanes until its outputs are acknowledged.
+    app = faust.App("batching-held-test", web_enabled=False, store="memory://")
+    log: list[tuple[str, bytes]] = []
+
+    @app.agent(app.topic("raw", value_serializer="raw"))
+    async def agent(stream):
+        ack = stream.ack
+
+        async def logged_ack(event):
+            log.append(("ack", event.value))
+            return await ack(event)
+
+        stream.ack = logged_ack
+        held: set[int] = set()
+        kept = []
+        async for events in batches(stream, MAX, within=WINDOW_S, held=held):
+            for event in events:
+                log.append(("judged", event.value))
+                if event.value == b"slow":
+                    held.add(id(event))
+                    kept.append(event)
+                if event.value == b"last":
+                    for slow in kept:  # its work done: the caller acks it
+                        await stream.ack(slow)
+
+    async def main() -> None:
+        async with agent.test_context() as running:
+            for value in (b"a", b"slow", b"b"):
+                await running.put(value, wait=False)
+            await until(lambda: ("ack", b"b") in log)
+            await running.put(b"last", wait=False)
+            await until(lambda: ("ack", b"last") in log)
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+    acks = [value for what, value in log if what == "ack"]
+    assert acks[:2] == [b"a", b"b"], log  # its batch-mates went on without it
+    assert acks[2:] == [b"slow", b"last"], log
+    assert log.index(("ack", b"slow")) > log.index(("judged", b"last")), log

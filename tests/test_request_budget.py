@@ -90,10 +90,11 @@ def test_another_orgs_sync_requests_stay_fast_while_one_org_posts_costly_templat
     """The probe's case on a real stack: one org posts templates that would compute for a minute
     (on main before the budget, another org's sync request waited 30 s and fell back to 202).
     Every victim request must still get its verdict (200, not the 202 a timed-out wait falls back
-    to) and every costly one its BUDGET_EXCEEDED. The latencies are printed, not asserted tightly:
-    a timing bound on a shared 2-core machine is a benchmark's job. Measured 1-1.4 s at p99 against
-    a 0.5 s budget on a quiet machine (the target, 2x the baseline plus one budget, is not met: a
-    victim often waits for one whole costly request begun after it arrived)."""
+    to) and every costly one its BUDGET_EXCEEDED. The costly org's requests are judged beside the
+    others (processors.lanes), so a victim no longer waits for a whole costly request: before the
+    lane, its median was a budget and more (618 ms against a 500 ms budget, a 15 ms baseline),
+    because each victim request came just after a costly one, both released by the same verdict.
+    The bound asserted is loose (a shared 2-core machine); the latencies are printed."""
     import secrets
     import statistics
     import threading
@@ -152,6 +153,7 @@ def test_another_orgs_sync_requests_stay_fast_while_one_org_posts_costly_templat
               f"(budget {budget_s * 1000:.0f} ms); {len(verdicts)} costly requests judged")
         assert verdicts and all(v["error"]["code"] == "BUDGET_EXCEEDED" for v in verdicts), verdicts[:1]
         assert p99(during) < 15  # bounded by budgets; before them a victim waited 30 s and got a 202
+        assert statistics.median(during) < 2 * statistics.median(baseline) + budget_s / 2
     finally:
         root.close()
         stack.stop()
