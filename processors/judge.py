@@ -43,8 +43,7 @@ RECORD_OVERHEAD = 1024
 Request = tuple[bytes, "dict | str"]  # (raw payload, its envelope or why it did not decode)
 Message = tuple[str, bytes, bytes]  # (logical topic, key, value)
 
-# What a client told "retry" by a lagging catalog should wait before it does (seconds).
-RETRY_AFTER_S = 5
+RETRY_AFTER_S = schemas.UNAVAILABLE_RETRY_AFTER_S  # what a client told "retry" by a lagging catalog waits
 
 
 class Judge:

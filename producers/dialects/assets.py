@@ -22,7 +22,7 @@ import secrets
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from producers.dialects.dialect import Dialect
+from producers.dialects.dialect import Dialect, verdict_headers
 from producers.edge.auth import Principal, principal
 from producers.edge.errors import ApiError
 from producers.edge.submit import Target, check_rate, json_document, requested_wait, submit
@@ -165,9 +165,7 @@ def visible_asset(request: Request, who: Principal, asset_id: str, field: str = 
 
 def verdict_response(verdict: dict, summary: dict) -> JSONResponse:
     """The verdict as this dialect answers it: 200 with `summary`, or the rule's error."""
-    headers = {"X-Request-Id": verdict["request_id"]}
-    if verdict["duplicate_of"]:
-        headers["Idempotent-Replayed"] = "true"
+    headers = verdict_headers(verdict)
     if verdict["http_status"] == 200:
         return JSONResponse({"requestId": verdict["request_id"], **summary, "status": "ingested"}, headers=headers)
     first = verdict["errors"][0] if verdict["errors"] else {"code": "REJECTED", "message": "rejected"}

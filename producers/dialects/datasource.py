@@ -22,7 +22,7 @@ import re
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from producers.dialects.dialect import Dialect
+from producers.dialects.dialect import Dialect, verdict_headers
 from producers.edge.auth import Principal, principal
 from producers.edge.errors import ApiError
 from producers.edge.submit import DEFAULT_WAIT_S, Target, check_rate, json_document, outline_error, requested_wait, submit
@@ -91,9 +91,7 @@ def check_structure(body: bytes) -> str:
 def verdict_response(verdict: dict) -> JSONResponse:
     """200 with the seed's message (the request id is in X-Request-Id), or the rule's error
     (its record index in `details.index`)."""
-    headers = {"X-Request-Id": verdict["request_id"]}
-    if verdict["duplicate_of"]:
-        headers["Idempotent-Replayed"] = "true"
+    headers = verdict_headers(verdict)
     if verdict["http_status"] == 200:
         return JSONResponse({"message": INSERTED}, status_code=200, headers=headers)  # the seed's, exactly
     first = verdict["errors"][0] if verdict["errors"] else {"code": "REJECTED", "message": "rejected"}

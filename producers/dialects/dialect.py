@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter
 
+import schemas
 from producers.edge.errors import ApiError
 
 # An error as one dialect's clients expect it: the JSON body (status and headers are shared).
@@ -25,3 +26,14 @@ class Dialect:
     router: APIRouter
     paths: re.Pattern  # every path of the dialect: ingest body limit, this error shape
     error_body: ErrorShape = sluice_error_body
+
+
+def verdict_headers(verdict: dict) -> dict[str, str]:
+    """The headers of every dialect's sync reply: the request id, whether an Idempotency-Key
+    replayed a first verdict, and when to retry a request the processor could not judge yet."""
+    headers = {"X-Request-Id": verdict["request_id"]}
+    if verdict["duplicate_of"]:
+        headers["Idempotent-Replayed"] = "true"
+    if verdict["http_status"] == 503:
+        headers["Retry-After"] = str(schemas.UNAVAILABLE_RETRY_AFTER_S)
+    return headers

@@ -15,7 +15,7 @@ import re
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from producers.dialects.dialect import Dialect
+from producers.dialects.dialect import Dialect, verdict_headers
 from producers.edge.auth import Principal, principal, thing_for
 from producers.edge.errors import ApiError
 from producers.edge.submit import Target, check_rate, json_document, outline_error, requested_wait, submit
@@ -62,9 +62,7 @@ def check_structure(body: bytes) -> None:
 
 def verdict_response(verdict: dict) -> JSONResponse:
     """The seed's sync reply: 200 with the ingest summary, or the rule's 4xx in the error shape."""
-    headers = {"X-Request-Id": verdict["request_id"]}
-    if verdict["duplicate_of"]:
-        headers["Idempotent-Replayed"] = "true"
+    headers = verdict_headers(verdict)
     if verdict["http_status"] == 200:
         return JSONResponse({"thingId": verdict["thing_id"], "framesIngested": verdict["frames_ingested"],
                              "metrics": verdict["metrics"], "requestId": verdict["request_id"]},

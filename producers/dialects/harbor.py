@@ -24,7 +24,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from catalog.harbors import KIND
-from producers.dialects.dialect import Dialect
+from producers.dialects.dialect import Dialect, verdict_headers
 from producers.edge.auth import Principal, principal
 from producers.edge.errors import ApiError
 from producers.edge.submit import Target, check_rate, json_document, requested_wait, submit
@@ -94,9 +94,7 @@ def count_points(body: bytes, batch: bool) -> int:
 
 
 def verdict_response(verdict: dict, harbor_id: str) -> JSONResponse:
-    headers = {"X-Request-Id": verdict["request_id"]}
-    if verdict["duplicate_of"]:
-        headers["Idempotent-Replayed"] = "true"
+    headers = verdict_headers(verdict)
     if verdict["http_status"] == 200:
         return JSONResponse({"requestId": verdict["request_id"], "harborId": harbor_id, "status": "ingested",
                              "points": verdict["frames_ingested"], "cargos": verdict["metrics"]}, headers=headers)

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from catalog.templates import revision_id
-from producers.dialects.dialect import Dialect
+from producers.dialects.dialect import Dialect, verdict_headers
 from producers.dialects.frames import verdict_response as frames_verdict_response
 from producers.edge.auth import Principal, principal, thing_for
 from producers.edge.errors import ApiError
@@ -73,9 +73,7 @@ def report_response(verdict: dict) -> JSONResponse:
     """The seed's processing report (200), or the rule's error, as the frames route answers it."""
     if verdict["http_status"] != 200 or not verdict.get("report"):
         return frames_verdict_response(verdict)
-    headers = {"X-Request-Id": verdict["request_id"]}
-    if verdict["duplicate_of"]:
-        headers["Idempotent-Replayed"] = "true"
+    headers = verdict_headers(verdict)
     report = {**orjson.loads(verdict["report"]), "requestId": verdict["request_id"]}
     return JSONResponse(report, status_code=200, headers=headers)
 
