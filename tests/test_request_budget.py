@@ -171,3 +171,52 @@ def test_a_batch_is_judged_cheapest_org_first_keeping_each_orgs_order():
     assert costs.order(batch, lambda r: r[0]) == [("c", 1), ("b", 1), ("b", 2), ("a", 1), ("a", 2)]
     now[0] = 10
     assert abs(costs.cost("a") - 0.25) < 1e-9  # halved after one half-life
+
+
+def test_a_set_aside_request_cut_short_by_a_processor_crash_is_judged_after_the_restart(kafka_bootstrap, tmp_path):
+    """processors.lanes judges a costly org's request beside its batch, and the batch is acked
+    without it: its message must stay unacked until its outputs are, or the processor's commit
+    (every second) carries it and a crash loses it. The costly request takes a 3 s budget; the
+    processor is SIGKILLed 2 s in, after a commit, before its verdict: after the restart it is
+    judged, and a request of another org taken after it was answered meanwhile."""
+    import secrets
+    import signal
+
+    import httpx
+
+    from sluice.stack import Stack
+    from tests.conftest import eventually, session_settings
+    from tests.seed import SEED_FRAMES, register_battery, register_battery_type
+    from tests.test_ingest_log import verdict_of
+
+    stack = Stack(session_settings(kafka_bootstrap, tmp_path, rate_limit=0.0, request_cpu_budget_s=3.0))
+    stack.start()
+    root = httpx.Client(base_url=stack.url, headers={"X-Api-Key": stack.settings.admin_key}, timeout=60)
+    try:
+        victim = register_battery(root, *register_battery_type(root))
+        org = root.post("/v2/orgs", json={"name": f"costly {secrets.token_hex(3)}"}).json()
+        costly = httpx.Client(base_url=stack.url, headers={"X-Api-Key": org["adminKey"]["key"]}, timeout=60)
+        their_thing = register_battery(costly, *register_battery_type(costly))
+        template = costly.post("/v2/templates", json={
+            "name": "costly", "target": "ThingData", "records": "data.readings",
+            "timestamp": {"path": "ts", "format": "epochMillis"}, "metrics": {"status": FAN_OUT}}).json()
+        path = f"/v2/thing/{their_thing}/data/template/{template['id']}"
+        body = {"data": {"readings": [{"ts": 1718884800000 + i} for i in range(2000)]}}
+        first = costly.post(path, json=body, headers={"Prefer": "wait=30"})  # makes the org costly
+        assert first.json()["error"]["code"] == "BUDGET_EXCEEDED", first.text
+
+        accepted = costly.post(path, json=body, headers={"Prefer": "respond-async"})
+        assert accepted.status_code == 202, accepted.text
+        sent = time.monotonic()
+        frames = {"frames": [{**SEED_FRAMES["frames"][0], "timestamp": 1718884900000}]}
+        beside = root.post(f"/v2/thing/{victim}/data", json=frames, headers={"Prefer": "wait=30"})
+        assert beside.status_code == 200, beside.text  # judged while the costly one is in the lane
+        time.sleep(max(0.0, 2.0 - (time.monotonic() - sent)))
+        assert verdict_of(root, accepted.headers["X-Request-Id"]) is None  # still being judged
+        stack.restart("processor", signal.SIGKILL)
+
+        verdict = eventually(lambda: verdict_of(costly, accepted.headers["X-Request-Id"]), timeout=60)
+        assert verdict["errors"][0]["code"] == "BUDGET_EXCEEDED", verdict
+    finally:
+        root.close()
+        stack.stop()
