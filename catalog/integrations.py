@@ -34,6 +34,7 @@ TOPICS_MAX = 100
 HEADERS_MAX = 50
 SECRET_MAX = 4096
 WEBHOOK_SECRET_BYTES = 32
+TOLERANCE_MAX_S = 3600  # a webhook's longest signature age limit
 
 ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Secret = Annotated[str, StringConstraints(min_length=1, max_length=SECRET_MAX)]
@@ -62,7 +63,7 @@ class MqttConfig(_Body):
 
 
 class WebhookConfig(_Body):
-    toleranceSeconds: int | None = Field(None, ge=1, le=3600, description="the signature's age limit; "
+    toleranceSeconds: int | None = Field(None, ge=1, le=TOLERANCE_MAX_S, description="the signature's age limit; "
                                          "default SLUICE_WEBHOOK_TOLERANCE_S")
 
 

@@ -1,6 +1,7 @@
 """Integrations (seed 001) on the real stack: the catalog routes, secrets shown once, org
 isolation, and the signed webhook: a good signature lands its readings in ClickHouse; a
-wrong secret, a stale time and a replayed request are 401 and land nothing; an unmapped
+wrong secret, a stale time and a replayed request (also after the edge restarted) are 401 and
+land nothing; an unmapped
 device is a dead letter that `sluice replay` lands once its mapping is added."""
 
 from __future__ import annotations
@@ -151,6 +152,32 @@ def test_a_signed_webhook_lands_and_a_bad_stale_or_replayed_one_does_not(stack, 
     eventually(lambda: landed(stack, org["thing"], [base + 4]))
     assert landed(stack, org["thing"], [base + 1, base + 2, base + 3]) == []
     assert send(stack, "intg_nope", good, signature).status_code == 404
+
+
+def copies(stack, thing: str, ts: int) -> int:
+    """Rows the readings table holds of the thing at `ts`, before merges fold replaced ones."""
+    query = (f"SELECT count() FROM {stack.settings.database}.readings WHERE thing_id = '{thing}' "
+             f"AND toUnixTimestamp64Milli(ts) = {ts}")
+    with httpx.Client(base_url=stack.url, headers={"X-Api-Key": stack.settings.admin_key}, timeout=30) as root:
+        return ok(root.post("/v2/admin/sql", json={"sql": query}))["rows"][0][0]
+
+
+def test_a_replay_is_refused_by_a_restarted_edge_and_lands_once(stack, client, org):
+    integration = webhook(client, org)
+    base = 1_718_600_000_000 + secrets.randbelow(10**9)
+    body = body_at(base)
+    header = header_value(integration["secret"], int(time.time()), body)
+    assert send(stack, integration["id"], body, header).status_code == 202
+    assert eventually(lambda: landed(stack, org["thing"], [base])) == [[base, 1.5]]
+
+    stack.restart("edge")  # it remembers nothing in memory: the processors' idempotency topic does
+    reply = send(stack, integration["id"], body, header)
+    assert reply.status_code == 401 and reply.json()["error"]["details"]["reason"] == "replayed", reply.text
+    later = body_at(base + 1)
+    assert send(stack, integration["id"], later,
+                header_value(integration["secret"], int(time.time()), later)).status_code == 202
+    eventually(lambda: landed(stack, org["thing"], [base + 1]))
+    assert copies(stack, org["thing"], base) == 1
 
 
 def test_a_paused_webhook_refuses_and_a_resumed_one_accepts(stack, client, org):

@@ -7,7 +7,8 @@ import hmac
 
 import pytest
 
-from producers.edge.webhook_signature import BadSignature, SeenSignatures, header_value, verify
+from producers.edge.webhook_signature import (BadSignature, SeenSignatures, header_value, parse_replay_key,
+                                              replay_key, verify)
 
 SECRET = "whsec_test"
 BODY = b'{"device":"d1","temp":21.5}'
@@ -73,3 +74,22 @@ def test_seen_signatures_are_bounded():
         assert seen.first_time("intg_a", f"v{n}", NOW, NOW, 300)
     assert len(seen._seen) == 3
     assert not seen.first_time("intg_a", "v4", NOW, NOW, 300)
+
+
+def test_a_signature_another_edge_accepted_is_refused_until_it_is_stale():
+    seen = SeenSignatures()
+    seen.remember("intg_a", "v1a", NOW + 3600)
+    assert not seen.first_time("intg_a", "v1a", NOW, NOW + 5, 300)
+    assert seen.first_time("intg_b", "v1a", NOW, NOW + 5, 300)
+    # Told again (the tail re-read at a restart) it is not forgotten sooner.
+    seen.first_time("intg_a", "v1b", NOW, NOW, 300)
+    seen.remember("intg_a", "v1b", NOW)
+    assert not seen.first_time("intg_a", "v1b", NOW, NOW + 100, 300)
+
+
+def test_the_replay_key_names_the_signed_request_and_nothing_else():
+    v1 = header_value(SECRET, NOW, BODY).split("v1=")[1]
+    assert replay_key(NOW, v1) == replay_key(NOW, v1) == f"webhook-signature:{NOW}:{v1}"
+    assert parse_replay_key(replay_key(NOW, v1)) == (NOW, v1)
+    for other in ["order-17", "webhook-signature:", f"webhook-signature:{NOW}:xyz", f"webhook-signature:soon:{v1}"]:
+        assert parse_replay_key(other) is None

@@ -8,7 +8,9 @@ org's integration is 404.
 `POST /v2/integrations/{id}/webhook` takes no API key: the integration's secret signs
 the raw body (producers.edge.webhook_signature). A good signature lands the body on the raw
 topic as the integration's message, and the answer is 202 once it is durable; a bad,
-stale or replayed one is 401 and lands nothing. The processors map the message through
+stale or replayed one is 401 and lands nothing. The signature is the message's
+Idempotency-Key, so a replay is never processed twice, whichever edge takes it
+(producers.edge.webhook_replays). The processors map the message through
 the integration's template and resource mapping (processors/integrations.py).
 """
 
@@ -28,7 +30,7 @@ from producers.api.paging import PageCursor, PageLimit
 from producers.edge.auth import Principal, org_wide, principal, signed
 from producers.edge.errors import ApiError, not_found
 from producers.edge.submit import Target, check_rate, json_document, submit
-from producers.edge.webhook_signature import HEADER, BadSignature, SeenSignatures, verify
+from producers.edge.webhook_signature import HEADER, BadSignature, replay_key, verify
 from producers.openapi import errors
 
 router = APIRouter(prefix="/v2", tags=["integrations"])
@@ -137,20 +139,12 @@ async def _signed_webhook(request: Request) -> Principal:
         timestamp, v1 = verify(request.headers.get(HEADER), integration["secrets"]["secret"], body, now, tolerance)
     except BadSignature as exc:
         raise ApiError(401, "UNAUTHORIZED", str(exc), reason=exc.reason) from None
-    seen = _seen_signatures(request)
-    if not seen.first_time(integration_id, v1, timestamp, now, tolerance):
+    if not request.app.state.webhook_signatures.first_time(integration_id, v1, timestamp, now, tolerance):
         raise ApiError(401, "UNAUTHORIZED", f"{HEADER}: this signature was already accepted (a replay)",
                           reason="replayed")
-    request.state.signature = v1
+    request.state.signature = timestamp, v1
     org_id = request.app.state.catalog.view.org_of(KIND, integration_id)
     return Principal(org_id, {"id": integration_id, "name": integration["name"], "scopes": ["write"], "filters": {}})
-
-
-def _seen_signatures(request: Request) -> SeenSignatures:
-    state = request.app.state
-    if not hasattr(state, "webhook_signatures"):
-        state.webhook_signatures = SeenSignatures()
-    return state.webhook_signatures
 
 
 def shown_headers(headers: dict[str, str]) -> dict[str, str]:
@@ -174,10 +168,12 @@ async def receive_webhook(integration_id: str, request: Request,
         body = await request.body()
         json_document(body)
         message = message_body(None, shown_headers(dict(request.headers)), body, payload_is_json=True)
-        done = await submit(request, who, Target(ROUTE, partition=integration_id), message, None)
+        timestamp, v1 = request.state.signature
+        done = await submit(request, who, Target(ROUTE, partition=integration_id), message, None,
+                            idempotency=replay_key(timestamp, v1))
     except ApiError:
         # Not accepted: the sender may send the same signed request again.
-        _seen_signatures(request).forget(integration_id, request.state.signature)
+        request.app.state.webhook_signatures.forget(integration_id, request.state.signature[1])
         raise
     return JSONResponse({"requestId": done.request_id, "integrationId": integration_id, "status": "accepted"},
                         status_code=202, headers={"X-Request-Id": done.request_id})
