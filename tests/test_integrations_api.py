@@ -6,6 +6,7 @@ device is a dead letter that `sluice replay` lands once its mapping is added."""
 
 from __future__ import annotations
 
+import gzip
 import secrets
 import time
 
@@ -13,6 +14,7 @@ import httpx
 import orjson
 import pytest
 
+from producers.edge.content_coding import zstd
 from producers.edge.webhook_signature import header_value
 from sluice.replay import replay_dead_letters
 from tests.conftest import eventually
@@ -178,6 +180,38 @@ def test_a_replay_is_refused_by_a_restarted_edge_and_lands_once(stack, client, o
                 header_value(integration["secret"], int(time.time()), later)).status_code == 202
     eventually(lambda: landed(stack, org["thing"], [base + 1]))
     assert copies(stack, org["thing"], base) == 1
+
+
+def test_a_webhook_takes_the_ingest_body_limit_and_compressed_bodies(stack, client, org):
+    integration = webhook(client, org)
+    limit, api_limit = stack.settings.max_body_bytes, stack.settings.max_api_body_bytes
+    base = 1_718_500_000_000 + secrets.randbelow(10**9)
+
+    def signed(body: bytes, **headers: str) -> dict:
+        return {"Content-Type": "application/json", **headers,
+                "X-Sluice-Signature": header_value(integration["secret"], int(time.time()), body)}
+
+    def padded(ts: int, size: int) -> bytes:
+        body = orjson.loads(body_at(ts))
+        return orjson.dumps({**body, "note": "x" * (size - len(orjson.dumps({**body, "note": ""})))})
+
+    url = f"{stack.url}/v2/integrations/{integration['id']}/webhook"
+    large = padded(base, 4 * api_limit)  # past the API's limit, within the ingest routes'
+    assert httpx.post(url, content=large, headers=signed(large), timeout=30).status_code == 202
+    # The signature is over the JSON as it is once its coding is undone.
+    for n, (coding, compress) in enumerate({"gzip": gzip.compress, "zstd": zstd.compress}.items(), start=1):
+        body = padded(base + n, limit)  # the largest body there is, inflated
+        reply = httpx.post(url, content=compress(body), headers=signed(body, **{"Content-Encoding": coding}),
+                           timeout=30)
+        assert reply.status_code == 202, (coding, reply.text)
+    eventually(lambda: len(landed(stack, org["thing"], [base, base + 1, base + 2])) == 3)
+
+    over = padded(base + 3, limit + 1)
+    for content, headers in [(over, signed(over)),
+                             (zstd.compress(over), signed(over, **{"Content-Encoding": "zstd"}))]:
+        reply = httpx.post(url, content=content, headers=headers, timeout=30)
+        assert reply.status_code == 413 and reply.json()["error"]["details"]["limit"] == limit, reply.text
+    assert landed(stack, org["thing"], [base + 3]) == []
 
 
 def test_a_paused_webhook_refuses_and_a_resumed_one_accepts(stack, client, org):

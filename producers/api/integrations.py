@@ -6,7 +6,8 @@ every key of the org reads them, never their secrets (catalog.integrations). Ano
 org's integration is 404.
 
 `POST /v2/integrations/{id}/webhook` takes no API key: the integration's secret signs
-the raw body (producers.edge.webhook_signature). A good signature lands the body on the raw
+the raw body (producers.edge.webhook_signature), as it is once a `Content-Encoding` (gzip,
+zstd) is undone; its body limit is the ingest routes' (WEBHOOK_PATH). A good signature lands the body on the raw
 topic as the integration's message, and the answer is 202 once it is durable; a bad,
 stale or replayed one is 401 and lands nothing. The signature is the message's
 Idempotency-Key, so a replay is never processed twice, whichever edge takes it
@@ -16,6 +17,7 @@ the integration's template and resource mapping (processors/integrations.py).
 
 from __future__ import annotations
 
+import re
 import time
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -38,6 +40,10 @@ router = APIRouter(prefix="/v2", tags=["integrations"])
 # Request headers a webhook message carries for its resource expression (`headers."x-device"`), less these.
 UNSHOWN_HEADERS = frozenset({HEADER.lower(), "authorization", "cookie", "x-api-key", "content-length", "host"})
 MAX_HEADERS = 50
+# Beside a body of the ingest limit, the shown headers must fit the raw topic's envelope allowance.
+MAX_HEADERS_BYTES = 16 * 1024
+# Its body takes readings: the ingest body limit and content codings (producers.edge.limits).
+WEBHOOK_PATH = re.compile(r"/v2/integrations/[^/]+/webhook")
 
 
 class ThingMapping(_Body):
@@ -148,8 +154,17 @@ async def _signed_webhook(request: Request) -> Principal:
 
 
 def shown_headers(headers: dict[str, str]) -> dict[str, str]:
-    """The request headers a webhook's message carries (no secrets, at most MAX_HEADERS)."""
-    return {k: v for k, v in list(headers.items())[:MAX_HEADERS] if k not in UNSHOWN_HEADERS}
+    """The request headers a webhook's message carries: no secrets, the first MAX_HEADERS of
+    the rest while they fit MAX_HEADERS_BYTES."""
+    shown, size = {}, 0
+    for name, value in headers.items():
+        if name in UNSHOWN_HEADERS:
+            continue
+        size += len(name) + len(value)
+        if len(shown) == MAX_HEADERS or size > MAX_HEADERS_BYTES:
+            break
+        shown[name] = value
+    return shown
 
 
 @router.post("/integrations/{integration_id}/webhook", status_code=202, responses={
