@@ -20,7 +20,7 @@ import orjson
 from pydantic import Field, StringConstraints, ValidationError
 
 from catalog.errors import Invalid, NotFound, not_found
-from catalog.ids import new_id
+from catalog.ids import derived_id, new_id
 from catalog.models import EntityId, Expression, Name, Text, _Body
 from catalog.store import Store, now_ms, ordered
 from catalog.templates import TemplateCompileError, compile_expression
@@ -48,6 +48,30 @@ class Resource(_Body):
 
     from_: Literal["message", "record"] = Field(alias="from")
     expression: Expression
+
+
+class AutoRegister(_Body):
+    """Registers a thing for an external id mapped to nothing, the first time one of its
+    records is seen: in this place, of this type, named after the external id."""
+
+    placeId: EntityId = Field(description="the org's site or fleet the new things are registered in")
+    thingTypeId: EntityId = Field(description="their thing type (bound to its latest version when registered)")
+
+
+def auto_thing_id(org_id: str, integration_id: str, external_id: str) -> str:
+    """The id of the thing an integration registers for an external id: the same in every
+    processor, so a thing is registered once however many decide it."""
+    return derived_id("thing", org_id, integration_id, "external", external_id)
+
+
+def auto_thing(org_id: str, integration: dict, external_id: str, type_version_id: str, created_at: int) -> dict:
+    """The body of the thing an integration registers for `external_id` (no properties)."""
+    auto = integration["autoRegister"]
+    return {"id": auto_thing_id(org_id, integration["id"], external_id), "thingName": external_id,
+            "thingType": None, "thingTypeId": auto["thingTypeId"], "thingDescription": None, "manufacturer": None,
+            "model": None, "latitude": None, "longitude": None, "properties": {}, "placeId": auto["placeId"],
+            "thingTypeVersionId": type_version_id, "integrationId": integration["id"], "externalId": external_id,
+            "createdAt": created_at}
 
 
 class MqttConfig(_Body):
@@ -95,6 +119,7 @@ class _IntegrationIn(_Body):
     templateId: EntityId
     resource: Resource
     things: dict[ExternalId, EntityId] = Field({}, max_length=THINGS_MAX)
+    autoRegister: AutoRegister | None = None
 
 
 class MqttIntegrationIn(_IntegrationIn):
@@ -126,6 +151,7 @@ class IntegrationPatch(_Body):
     resource: Resource | None = None
     config: dict | None = None
     things: dict[ExternalId, EntityId] | None = Field(None, max_length=THINGS_MAX)
+    autoRegister: AutoRegister | None = Field(None, description="null stops registering")
 
 
 def message_body(topic: str | None, headers: dict[str, str], payload: bytes, payload_is_json: bool) -> bytes:
@@ -151,7 +177,8 @@ def split_secrets(kind: str, config: dict) -> tuple[dict, dict]:
 
 
 class Integrations(Store):
-    def _check_integration(self, org_id: str, template_id: str, resource: dict, things: dict[str, str]) -> None:
+    def _check_integration(self, org_id: str, template_id: str, resource: dict, things: dict[str, str],
+                           auto: dict | None) -> None:
         if self.view.get("template", template_id, org_id) is None:
             raise NotFound(f"template {template_id!r} not found", field="templateId", code="TEMPLATE_NOT_FOUND")
         try:
@@ -161,6 +188,17 @@ class Integrations(Store):
                           reason=exc.reason) from None
         for external_id, thing_id in things.items():
             self._check_thing(org_id, external_id, thing_id)
+        if auto is not None:
+            self._check_auto_register(org_id, auto)
+
+    def _check_auto_register(self, org_id: str, auto: dict) -> None:
+        place = self.view.get("place", auto["placeId"], org_id)
+        if place is None or place.get("kind") not in ("site", "fleet"):  # a harbor's things are its ships
+            raise NotFound(f"site or fleet {auto['placeId']!r} not found", field="autoRegister.placeId",
+                           code="PLACE_NOT_FOUND")
+        if self.view.get("thing_type", auto["thingTypeId"], org_id) is None:
+            raise NotFound(f"thing type {auto['thingTypeId']!r} not found", field="autoRegister.thingTypeId",
+                           code="THING_TYPE_NOT_FOUND")
 
     def _check_thing(self, org_id: str, external_id: str, thing_id: str) -> None:
         # An integration writes only to its org's things: another org's is as unknown as none.
@@ -171,7 +209,7 @@ class Integrations(Store):
     def create_integration(self, org_id: str, spec: _IntegrationIn) -> dict:
         """The new integration, as the API shows it; a webhook's answer alone carries its `secret`."""
         given = spec.model_dump(mode="json", by_alias=True)
-        self._check_integration(org_id, spec.templateId, given["resource"], spec.things)
+        self._check_integration(org_id, spec.templateId, given["resource"], spec.things, given["autoRegister"])
         config, secret_fields = split_secrets(spec.kind, given.pop("config"))
         if spec.kind == "webhook":
             secret_fields["secret"] = "whsec_" + random_secrets.token_hex(WEBHOOK_SECRET_BYTES)
@@ -207,7 +245,8 @@ class Integrations(Store):
             body["config"], fresh = split_secrets(current["kind"], config)
             kept = {k: v for k, v in current["secrets"].items() if k not in fresh}
             body["secrets"] = {**kept, **fresh}
-        self._check_integration(org_id, body["templateId"], body["resource"], given.get("things", {}))
+        self._check_integration(org_id, body["templateId"], body["resource"], given.get("things", {}),
+                                given.get("autoRegister"))
         return public(self._put_integration(org_id, body))
 
     def set_paused(self, org_id: str, integration_id: str, paused: bool) -> dict:

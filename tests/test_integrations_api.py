@@ -214,6 +214,45 @@ def test_a_webhook_takes_the_ingest_body_limit_and_compressed_bodies(stack, clie
     assert landed(stack, org["thing"], [base + 3]) == []
 
 
+def test_an_unknown_device_registers_a_thing_in_the_place_and_its_reading_lands_there(stack, client, org):
+    auto = {"placeId": org["site"], "thingTypeId": org["type"]}
+    base = {"name": "self-registering", "kind": "webhook", "templateId": org["template"],
+            "resource": {"from": "record", "expression": "device"}}
+    refused = client.post("/v2/integrations", json={**base, "autoRegister": {**auto, "placeId": org["harbor"]}})
+    assert refused.status_code == 404 and refused.json()["error"]["details"]["field"] == "autoRegister.placeId"
+    refused = client.post("/v2/integrations", json={**base, "autoRegister": {**auto, "thingTypeId": "tdefi_nope"}})
+    assert refused.status_code == 404 and refused.json()["error"]["details"]["field"] == "autoRegister.thingTypeId"
+    integration = ok(client.post("/v2/integrations", json={**base, "autoRegister": auto}), 201)
+    assert integration["autoRegister"] == auto
+
+    ts = 1_718_400_000_000 + secrets.randbelow(10**9)
+    device = f"dev-{secrets.token_hex(3)}"
+    body = body_at(ts, device=device, value=4.5)
+    reply = send(stack, integration["id"], body, header_value(integration["secret"], int(time.time()), body))
+    assert reply.status_code == 202, reply.text
+    def registered() -> list[dict]:
+        things = ok(client.get(f"/v2/sites/{org['site']}/things", params={"limit": 1000}))["items"]
+        return [t for t in things if t["thingName"] == device]
+
+    [thing] = eventually(registered)
+    assert (thing["placeId"], thing["thingTypeId"], thing["externalId"]) == (org["site"], org["type"], device)
+    thing_id = thing["id"]
+    assert eventually(lambda: landed(stack, thing_id, [ts])) == [[ts, 4.5]]
+    # Seen again, the device's readings land on the same thing; turned off, a new device is unmapped.
+    later = body_at(ts + 1, device=device, value=5.5)
+    assert send(stack, integration["id"], later,
+                header_value(integration["secret"], int(time.time()), later)).status_code == 202
+    assert eventually(lambda: landed(stack, thing_id, [ts + 1])) == [[ts + 1, 5.5]]
+    ok(client.patch(f"/v2/integrations/{integration['id']}", json={"autoRegister": None}))
+    other = body_at(ts + 2, device=f"{device}-b")
+    request_id = send(stack, integration["id"], other,
+                      header_value(integration["secret"], int(time.time()), other)).json()["requestId"]
+    rejects = f"SELECT reason FROM {stack.settings.database}.rejects WHERE request_id = '{request_id}'"
+    with httpx.Client(base_url=stack.url, headers={"X-Api-Key": stack.settings.admin_key}, timeout=30) as root:
+        assert eventually(lambda: ok(root.post("/v2/admin/sql", json={"sql": rejects}))["rows"]) == [
+            ["UNMAPPED_RESOURCE"]]
+
+
 def test_a_paused_webhook_refuses_and_a_resumed_one_accepts(stack, client, org):
     integration = webhook(client, org)
     ok(client.post(f"/v2/integrations/{integration['id']}/pause"))
