@@ -253,14 +253,26 @@ class Integrations(Store):
         return public(self._put_integration(org_id, {**self.integration(org_id, integration_id), "paused": paused}))
 
     def map_thing(self, org_id: str, integration_id: str, external_id: str, thing_id: str) -> dict:
+        self.map_things(org_id, integration_id, {external_id: thing_id}, replace=False)
+        return {"externalId": external_id, "thingId": thing_id}
+
+    def map_things(self, org_id: str, integration_id: str, changes: dict[str, str | None], replace: bool) -> dict:
+        """The new mapping: `changes` as it is (`replace`), or merged into the current one (a None
+        unmaps its external id). Every thing is checked before anything changes."""
         current = self.integration(org_id, integration_id)
-        self._check_thing(org_id, external_id, thing_id)
-        things = {**current["things"], external_id: thing_id}
+        for external_id, thing_id in changes.items():
+            if thing_id is not None:
+                self._check_thing(org_id, external_id, thing_id)
+        things = {} if replace else dict(current["things"])
+        for external_id, thing_id in changes.items():
+            if thing_id is None:
+                things.pop(external_id, None)
+            else:
+                things[external_id] = thing_id
         if len(things) > THINGS_MAX:
             raise Invalid(f"an integration maps at most {THINGS_MAX} external ids", field="things",
                           code="TOO_MANY_THINGS")
-        self._put_integration(org_id, {**current, "things": things})
-        return {"externalId": external_id, "thingId": thing_id}
+        return self._put_integration(org_id, {**current, "things": things})["things"]
 
     def unmap_thing(self, org_id: str, integration_id: str, external_id: str) -> None:
         current = self.integration(org_id, integration_id)

@@ -144,7 +144,7 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
     # Innermost: ingest POSTs skip FastAPI's router and dependency resolution (producers.edge.fast_ingest).
     app.add_middleware(FastIngest, routes=fast_ingest_routes(app))
     app.add_middleware(BodyLimit, ingest_limit=settings.max_body_bytes, other_limit=settings.max_api_body_bytes,
-                       ingest_paths=[integrations.WEBHOOK_PATH])
+                       ingest_limit_paths=integrations.LARGE_BODY_PATHS)
     app.add_middleware(RequestMetrics)  # added last: outside every other, so it sees their answers too
     return app
 

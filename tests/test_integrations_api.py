@@ -253,6 +253,36 @@ def test_an_unknown_device_registers_a_thing_in_the_place_and_its_reading_lands_
             ["UNMAPPED_RESOURCE"]]
 
 
+def test_many_mappings_at_once_and_the_readings_an_integration_wrote(stack, client, org):
+    integration = webhook(client, org, things={"old": org["thing"]})
+    path = f"/v2/integrations/{integration['id']}/things"
+    assert ok(client.put(path, json={"a": org["thing"], "b": org["thing"]}))["things"] == {
+        "a": org["thing"], "b": org["thing"]}
+    assert ok(client.patch(path, json={"a": None, "c": org["thing"]}, headers={
+        "Content-Type": "application/merge-patch+json"}))["things"] == {"b": org["thing"], "c": org["thing"]}
+    refused = client.patch(path, json={"b": None, "d": "thg_nope"})
+    assert refused.status_code == 404 and refused.json()["error"]["details"]["field"] == "things.d"
+    assert ok(client.get(f"/v2/integrations/{integration['id']}"))["things"] == {"b": org["thing"], "c": org["thing"]}
+    # The most an integration maps fits one request (past the API's 64 KiB body limit).
+    assert len(ok(client.put(path, json={f"device-{n:05}": org["thing"] for n in range(5000)}))["things"]) == 5000
+    refused = client.put(path, json={f"d{n}": org["thing"] for n in range(5001)})
+    assert refused.status_code == 400, refused.text
+    ok(client.put(path, json={"b": org["thing"], "c": org["thing"]}))
+
+    status = ok(client.get(f"/v2/integrations/{integration['id']}/status"))
+    assert (status["messagesProcessed"], status["readingsOut"], status["lagSeconds"]) == (0, 0, None)
+    base = 1_718_300_000_000 + secrets.randbelow(10**9)
+    body = orjson.dumps({"samples": [{"device": "b", "t": base, "v": 1.0}, {"device": "c", "t": base + 1, "v": 2.0},
+                                     {"device": "nobody", "t": base + 2, "v": 3.0}]})
+    header = header_value(integration["secret"], int(time.time()), body)
+    assert send(stack, integration["id"], body, header).status_code == 202
+    status = eventually(lambda: (s := ok(client.get(f"/v2/integrations/{integration['id']}/status")))
+                        ["messagesProcessed"] and s)
+    # A webhook has no stage reporting what it made durable: its lag is not known.
+    assert (status["messagesProcessed"], status["readingsOut"], status["metricValuesOut"], status["lagSeconds"]) == (
+        1, 2, 2, None)
+
+
 def test_a_paused_webhook_refuses_and_a_resumed_one_accepts(stack, client, org):
     integration = webhook(client, org)
     ok(client.post(f"/v2/integrations/{integration['id']}/pause"))

@@ -123,6 +123,11 @@ def test_mqtt_messages_land_exactly_once_through_a_sigkilled_stage_and_a_restart
         print(f"10,000 messages landed {time.monotonic() - started:.1f} s after the last publish")
         time.sleep(2)  # any duplicate would be in by now; FINAL keeps one row per key
         assert readings(stack, ids, base) == DEVICES * PER_DEVICE
+        # Caught up: nothing durable waits, and the ingest log has every reading (a message produced
+        # again after the SIGKILL counts again).
+        status = eventually(lambda: (s := ok(client.get(f"/v2/integrations/{integration['id']}/status")))
+                            ["lagSeconds"] is not None and s["lagSeconds"] < 10 and s, timeout=30)
+        assert status["readingsOut"] >= DEVICES * PER_DEVICE + 1, status
 
         # The broker restarts (its sessions saved): the stage reconnects by itself and gets what it missed.
         devices.loop_stop()

@@ -7,7 +7,7 @@ org's integration is 404.
 
 `POST /v2/integrations/{id}/webhook` takes no API key: the integration's secret signs
 the raw body (producers.edge.webhook_signature), as it is once a `Content-Encoding` (gzip,
-zstd) is undone; its body limit is the ingest routes' (WEBHOOK_PATH). A good signature lands the body on the raw
+zstd) is undone; its body limit is the ingest routes' (LARGE_BODY_PATHS). A good signature lands the body on the raw
 topic as the integration's message, and the answer is 202 once it is durable; a bad,
 stale or replayed one is 401 and lands nothing. The signature is the message's
 Idempotency-Key, so a replay is never processed twice, whichever edge takes it
@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Body, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
+from starlette.concurrency import run_in_threadpool
 
-from catalog.integrations import KIND, ROUTE, STATUS_KIND, IntegrationIn, IntegrationPatch, message_body, public
+from catalog.integrations import (KIND, ROUTE, STATUS_KIND, THINGS_MAX, ExternalId, IntegrationIn, IntegrationPatch,
+                                  message_body, public)
 from catalog.models import EntityId, _Body
 from catalog.service import Catalog
 from catalog.store import page
@@ -34,6 +37,8 @@ from producers.edge.errors import ApiError, not_found
 from producers.edge.submit import Target, check_rate, json_document, submit
 from producers.edge.webhook_signature import HEADER, BadSignature, replay_key, verify
 from producers.openapi import errors
+from warehouse.errors import WarehouseError
+from warehouse.queries import key_totals
 
 router = APIRouter(prefix="/v2", tags=["integrations"])
 
@@ -42,12 +47,20 @@ UNSHOWN_HEADERS = frozenset({HEADER.lower(), "authorization", "cookie", "x-api-k
 MAX_HEADERS = 50
 # Beside a body of the ingest limit, the shown headers must fit the raw topic's envelope allowance.
 MAX_HEADERS_BYTES = 16 * 1024
-# Its body takes readings: the ingest body limit and content codings (producers.edge.limits).
-WEBHOOK_PATH = re.compile(r"/v2/integrations/[^/]+/webhook")
+# Bodies of readings (the webhook's) or of many mappings at once take the ingest routes' body limit
+# (producers.edge.limits), not the API's 64 KiB: at most THINGS_MAX mappings of up to ~230 bytes each.
+LARGE_BODY_PATHS = (re.compile(r"/v2/integrations/[^/]+/webhook"), re.compile(r"/v2/integrations/[^/]+/things"))
 
 
 class ThingMapping(_Body):
     thingId: EntityId = Field(description="the org's thing this external id's readings land on")
+
+
+ThingMap = Annotated[dict[ExternalId, EntityId], Body(max_length=THINGS_MAX,
+                                                     examples=[{"dev-17": "thg_0123456789abcdef0123"}])]
+ThingMapChanges = Annotated[dict[ExternalId, EntityId | None], Body(max_length=THINGS_MAX, media_type=
+                            "application/merge-patch+json", examples=[{"dev-17": "thg_0123456789abcdef0123",
+                                                                       "dev-9": None}])]
 
 
 def _catalog(request: Request) -> Catalog:
@@ -101,17 +114,53 @@ def resume_integration(integration_id: str, request: Request,
 
 
 @router.get("/integrations/{integration_id}/status", responses=errors(404))
-def integration_status(integration_id: str, request: Request, who: Principal = Depends(principal)) -> dict:
+async def integration_status(integration_id: str, request: Request, who: Principal = Depends(principal)) -> dict:
     """State (paused; a webhook's receiving; else as the integrations stage last reported it), last
-    success, last error and counters, as the stage instance running it reported them."""
+    success, last error and counters, as the stage instance running it reported them; what the
+    pipeline wrote of its messages and how far behind it is, from the ingest log."""
     who.require("read")
-    integration = _catalog(request).integration(who.org_id, integration_id)
-    reported = _catalog(request).view.get(STATUS_KIND, integration_id, who.org_id) or {}
+    catalog = _catalog(request)
+    integration = catalog.integration(who.org_id, integration_id)
+    reported = catalog.view.get(STATUS_KIND, integration_id, who.org_id) or {}
     # A webhook is received by the edge itself: nothing to connect, so it is receiving unless paused.
     waiting = "receiving" if integration["kind"] == "webhook" else "pending"
     state = "paused" if integration["paused"] else reported.get("state", waiting)
     return {"id": integration_id, "kind": integration["kind"], "state": state,
-            **{k: v for k, v in reported.items() if k not in ("id", "state")}}
+            **{k: v for k, v in reported.items() if k not in ("id", "state")},
+            **await _written(request, who.org_id, integration_id, reported.get("lastSuccessAt"))}
+
+
+async def _written(request: Request, org_id: str, integration_id: str, last_durable_at: int | None) -> dict:
+    """`messagesProcessed`, `readingsOut`, `metricValuesOut` and `lagSeconds` (the newest message made
+    durable, less the newest the ingest log holds; None without the stage's report, as for a webhook),
+    or all None while the warehouse does not answer."""
+    try:
+        totals = await run_in_threadpool(key_totals, request.app.state.warehouse, org_id, integration_id)
+    except WarehouseError:
+        return {"messagesProcessed": None, "readingsOut": None, "metricValuesOut": None, "lagSeconds": None}
+    lag, newest = None, totals["newest_received_at"]
+    if last_durable_at is not None:
+        # Nothing processed yet: the newest durable message has waited this long at least.
+        lag = max(0, last_durable_at - newest if newest is not None else int(time.time() * 1000) - last_durable_at)
+        lag /= 1000
+    return {"messagesProcessed": totals["requests"], "readingsOut": totals["readings"],
+            "metricValuesOut": totals["metric_values"], "lagSeconds": lag}
+
+
+@router.put("/integrations/{integration_id}/things", responses=errors(400, 404))
+def replace_things(integration_id: str, things: ThingMap, request: Request,
+                   who: Principal = Depends(org_wide("integrations"))) -> dict:
+    """The whole mapping at once: exactly these external ids map, to these things (all checked first:
+    one unknown thing and nothing changes)."""
+    return {"things": _catalog(request).map_things(who.org_id, integration_id, things, replace=True)}
+
+
+@router.patch("/integrations/{integration_id}/things", responses=errors(400, 404))
+def change_things(integration_id: str, changes: ThingMapChanges, request: Request,
+                  who: Principal = Depends(org_wide("integrations"))) -> dict:
+    """Many mappings at once, as a JSON merge patch (RFC 7396): an external id with a thing id maps
+    to it, one with null is unmapped, the others stay (all checked first)."""
+    return {"things": _catalog(request).map_things(who.org_id, integration_id, changes, replace=False)}
 
 
 @router.put("/integrations/{integration_id}/things/{external_id}", responses=errors(400, 404))

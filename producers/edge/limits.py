@@ -4,8 +4,9 @@ An ASGI middleware in front of every route: a declared Content-Length over the
 limit is refused before the app runs; otherwise the body is counted while it
 streams in, and the request is refused at the first byte over the limit (it is
 never buffered whole). Ingest routes (every dialect's, and the app's other routes that take
-readings, such as an integration's webhook) take `SLUICE_MAX_BODY_BYTES`; every other route
-(catalog, keys, admin) the smaller `SLUICE_MAX_API_BODY_BYTES`.
+readings or much at once, such as an integration's webhook and its bulk mapping) take
+`SLUICE_MAX_BODY_BYTES`; every other route (catalog, keys, admin) the smaller
+`SLUICE_MAX_API_BODY_BYTES`.
 
 A body sent with `Content-Encoding: gzip` or `zstd` is inflated here, chunk by
 chunk (producers.edge.content_coding), and the limit holds for both the bytes sent and
@@ -52,17 +53,17 @@ def _header(scope: Scope, name: bytes) -> bytes:
 
 class BodyLimit:
     def __init__(self, app: ASGIApp, ingest_limit: int, other_limit: int,
-                 ingest_paths: Iterable[re.Pattern] = ()) -> None:
-        """`ingest_paths`: paths beside the dialects' that take readings, so the ingest limit."""
+                 ingest_limit_paths: Iterable[re.Pattern] = ()) -> None:
+        """`ingest_limit_paths`: paths beside the dialects' that take the ingest limit."""
         self.app = app
         self.ingest_limit = ingest_limit
         self.other_limit = other_limit
-        self.ingest_paths = tuple(ingest_paths)
+        self.ingest_limit_paths = tuple(ingest_limit_paths)
 
     def limit_for(self, scope: Scope) -> int:
         # Every dialect's paths are ingest routes; the control plane takes the smaller limit.
         path = scope["path"]
-        if dialects.dialect_for(path) or any(pattern.fullmatch(path) for pattern in self.ingest_paths):
+        if dialects.dialect_for(path) or any(pattern.fullmatch(path) for pattern in self.ingest_limit_paths):
             return self.ingest_limit
         return self.other_limit
 
