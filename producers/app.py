@@ -36,7 +36,7 @@ from producers.edge.metrics import RequestMetrics, metrics_endpoint
 from producers.edge.rate_limit import RateLimiter
 from producers.edge.raw_producer import RawProducer
 from producers.edge.results_listener import ResultsListener
-from producers.edge.webhook_replays import AcceptedSignatures
+from producers.edge.webhook_replays import accepted_signatures
 from producers.edge.webhook_signature import SeenSignatures
 from producers.openapi import document
 from warehouse import QueryLimits
@@ -76,8 +76,8 @@ async def lifespan(app: FastAPI):
     app.state.results = ResultsListener(bootstrap, topics.results)
     await run_in_threadpool(app.state.results.start)
     app.state.webhook_signatures = SeenSignatures()
-    accepted = AcceptedSignatures(bootstrap, topics.idempotency, app.state.webhook_signatures,
-                                  max(TOLERANCE_MAX_S, settings.webhook_tolerance_s))
+    accepted = accepted_signatures(bootstrap, topics.idempotency, app.state.webhook_signatures,
+                                   max(TOLERANCE_MAX_S, settings.webhook_tolerance_s))
     accepted.start()
     if not await run_in_threadpool(accepted.wait_ready, 60):
         raise RuntimeError("the accepted webhook signatures (idempotency topic) were not read within 60 s")

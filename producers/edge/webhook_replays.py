@@ -13,6 +13,7 @@ duplicate and land nothing.
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from confluent_kafka import Message
 
@@ -22,36 +23,26 @@ from producers.edge.webhook_signature import REPLAY_KEY_PREFIX, SeenSignatures, 
 _MARK = ("/" + REPLAY_KEY_PREFIX).encode()
 
 
-class AcceptedSignatures:
-    """Feeds `seen` with the signatures the processors recorded, each until `t + longest_tolerance_s`."""
+def accepted_signatures(bootstrap: str, idempotency_topic: str, seen: SeenSignatures,
+                        longest_tolerance_s: float) -> TopicTail:
+    """A tail of the idempotency topic that tells `seen` every signature the processors recorded,
+    each until `t + longest_tolerance_s`; start it and wait until it is ready."""
+    return TopicTail(bootstrap, idempotency_topic, partial(remember_accepted, seen, longest_tolerance_s),
+                     name="webhook-replays")
 
-    def __init__(self, bootstrap: str, idempotency_topic: str, seen: SeenSignatures,
-                 longest_tolerance_s: float) -> None:
-        self._seen = seen
-        self._longest_tolerance_s = longest_tolerance_s
-        self._tail = TopicTail(bootstrap, idempotency_topic, self._on_message, name="webhook-replays")
 
-    def start(self) -> None:
-        self._tail.start()
-
-    def wait_ready(self, timeout: float) -> bool:
-        """Block until the topic has been read to its end as of start."""
-        return self._tail.wait_ready(timeout)
-
-    def stop(self) -> None:
-        self._tail.stop()
-
-    def _on_message(self, message: Message) -> None:
-        key = message.key()
-        # Most records are other requests' keys: skip them without decoding anything.
-        if not key or _MARK not in key or message.value() is None:
-            return
-        # The store's id: org/key id (the integration's, for a webhook)/target/Idempotency-Key.
-        text = key.decode(errors="replace")
-        parts, parsed = text.split("/"), parse_replay_key(text.rpartition("/")[2])
-        if parsed is None or len(parts) < 3:
-            return
-        timestamp, v1 = parsed
-        forget_at = timestamp + self._longest_tolerance_s
-        if forget_at > time.time():  # older ones are stale: the time check refuses them
-            self._seen.remember(parts[1], v1, forget_at)
+def remember_accepted(seen: SeenSignatures, longest_tolerance_s: float, message: Message) -> None:
+    """Tell `seen` the signature one idempotency record names, if it names one not yet stale."""
+    key = message.key()
+    # Most records are other requests' keys: skip them without decoding anything.
+    if not key or _MARK not in key or message.value() is None:
+        return
+    # The store's id: org/key id (the integration's, for a webhook)/target/Idempotency-Key.
+    text = key.decode(errors="replace")
+    parts, parsed = text.split("/"), parse_replay_key(text.rpartition("/")[2])
+    if parsed is None or len(parts) < 3:
+        return
+    timestamp, v1 = parsed
+    forget_at = timestamp + longest_tolerance_s
+    if forget_at > time.time():  # older ones are stale: the time check refuses them
+        seen.remember(parts[1], v1, forget_at)
