@@ -20,7 +20,7 @@ import orjson
 from pydantic import Field, StringConstraints, ValidationError
 
 from catalog.errors import Invalid, NotFound, not_found
-from catalog.ids import new_id
+from catalog.ids import derived_id, new_id
 from catalog.models import EntityId, Expression, Name, Text, _Body
 from catalog.store import Store, now_ms, ordered
 from catalog.templates import TemplateCompileError, compile_expression
@@ -34,6 +34,7 @@ TOPICS_MAX = 100
 HEADERS_MAX = 50
 SECRET_MAX = 4096
 WEBHOOK_SECRET_BYTES = 32
+TOLERANCE_MAX_S = 3600  # a webhook's longest signature age limit
 
 ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Secret = Annotated[str, StringConstraints(min_length=1, max_length=SECRET_MAX)]
@@ -49,6 +50,30 @@ class Resource(_Body):
     expression: Expression
 
 
+class AutoRegister(_Body):
+    """Registers a thing for an external id mapped to nothing, the first time one of its
+    records is seen: in this place, of this type, named after the external id."""
+
+    placeId: EntityId = Field(description="the org's site or fleet the new things are registered in")
+    thingTypeId: EntityId = Field(description="their thing type (bound to its latest version when registered)")
+
+
+def auto_thing_id(org_id: str, integration_id: str, external_id: str) -> str:
+    """The id of the thing an integration registers for an external id: the same in every
+    processor, so a thing is registered once however many decide it."""
+    return derived_id("thing", org_id, integration_id, "external", external_id)
+
+
+def auto_thing(org_id: str, integration: dict, external_id: str, type_version_id: str, created_at: int) -> dict:
+    """The body of the thing an integration registers for `external_id` (no properties)."""
+    auto = integration["autoRegister"]
+    return {"id": auto_thing_id(org_id, integration["id"], external_id), "thingName": external_id,
+            "thingType": None, "thingTypeId": auto["thingTypeId"], "thingDescription": None, "manufacturer": None,
+            "model": None, "latitude": None, "longitude": None, "properties": {}, "placeId": auto["placeId"],
+            "thingTypeVersionId": type_version_id, "integrationId": integration["id"], "externalId": external_id,
+            "createdAt": created_at}
+
+
 class MqttConfig(_Body):
     # ASCII classes only: a JSON Schema pattern is read with ECMAScript's `\s`, which is not Python's.
     url: Annotated[Url, StringConstraints(pattern=r"^mqtts?://[A-Za-z0-9._~%!$&'()*+,;=:@\[\]-]+/?$")]
@@ -62,7 +87,7 @@ class MqttConfig(_Body):
 
 
 class WebhookConfig(_Body):
-    toleranceSeconds: int | None = Field(None, ge=1, le=3600, description="the signature's age limit; "
+    toleranceSeconds: int | None = Field(None, ge=1, le=TOLERANCE_MAX_S, description="the signature's age limit; "
                                          "default SLUICE_WEBHOOK_TOLERANCE_S")
 
 
@@ -94,6 +119,7 @@ class _IntegrationIn(_Body):
     templateId: EntityId
     resource: Resource
     things: dict[ExternalId, EntityId] = Field({}, max_length=THINGS_MAX)
+    autoRegister: AutoRegister | None = None
 
 
 class MqttIntegrationIn(_IntegrationIn):
@@ -125,6 +151,7 @@ class IntegrationPatch(_Body):
     resource: Resource | None = None
     config: dict | None = None
     things: dict[ExternalId, EntityId] | None = Field(None, max_length=THINGS_MAX)
+    autoRegister: AutoRegister | None = Field(None, description="null stops registering")
 
 
 def message_body(topic: str | None, headers: dict[str, str], payload: bytes, payload_is_json: bool) -> bytes:
@@ -150,7 +177,8 @@ def split_secrets(kind: str, config: dict) -> tuple[dict, dict]:
 
 
 class Integrations(Store):
-    def _check_integration(self, org_id: str, template_id: str, resource: dict, things: dict[str, str]) -> None:
+    def _check_integration(self, org_id: str, template_id: str, resource: dict, things: dict[str, str],
+                           auto: dict | None) -> None:
         if self.view.get("template", template_id, org_id) is None:
             raise NotFound(f"template {template_id!r} not found", field="templateId", code="TEMPLATE_NOT_FOUND")
         try:
@@ -160,6 +188,17 @@ class Integrations(Store):
                           reason=exc.reason) from None
         for external_id, thing_id in things.items():
             self._check_thing(org_id, external_id, thing_id)
+        if auto is not None:
+            self._check_auto_register(org_id, auto)
+
+    def _check_auto_register(self, org_id: str, auto: dict) -> None:
+        place = self.view.get("place", auto["placeId"], org_id)
+        if place is None or place.get("kind") not in ("site", "fleet"):  # a harbor's things are its ships
+            raise NotFound(f"site or fleet {auto['placeId']!r} not found", field="autoRegister.placeId",
+                           code="PLACE_NOT_FOUND")
+        if self.view.get("thing_type", auto["thingTypeId"], org_id) is None:
+            raise NotFound(f"thing type {auto['thingTypeId']!r} not found", field="autoRegister.thingTypeId",
+                           code="THING_TYPE_NOT_FOUND")
 
     def _check_thing(self, org_id: str, external_id: str, thing_id: str) -> None:
         # An integration writes only to its org's things: another org's is as unknown as none.
@@ -170,7 +209,7 @@ class Integrations(Store):
     def create_integration(self, org_id: str, spec: _IntegrationIn) -> dict:
         """The new integration, as the API shows it; a webhook's answer alone carries its `secret`."""
         given = spec.model_dump(mode="json", by_alias=True)
-        self._check_integration(org_id, spec.templateId, given["resource"], spec.things)
+        self._check_integration(org_id, spec.templateId, given["resource"], spec.things, given["autoRegister"])
         config, secret_fields = split_secrets(spec.kind, given.pop("config"))
         if spec.kind == "webhook":
             secret_fields["secret"] = "whsec_" + random_secrets.token_hex(WEBHOOK_SECRET_BYTES)
@@ -206,21 +245,34 @@ class Integrations(Store):
             body["config"], fresh = split_secrets(current["kind"], config)
             kept = {k: v for k, v in current["secrets"].items() if k not in fresh}
             body["secrets"] = {**kept, **fresh}
-        self._check_integration(org_id, body["templateId"], body["resource"], given.get("things", {}))
+        self._check_integration(org_id, body["templateId"], body["resource"], given.get("things", {}),
+                                given.get("autoRegister"))
         return public(self._put_integration(org_id, body))
 
     def set_paused(self, org_id: str, integration_id: str, paused: bool) -> dict:
         return public(self._put_integration(org_id, {**self.integration(org_id, integration_id), "paused": paused}))
 
     def map_thing(self, org_id: str, integration_id: str, external_id: str, thing_id: str) -> dict:
+        self.map_things(org_id, integration_id, {external_id: thing_id}, replace=False)
+        return {"externalId": external_id, "thingId": thing_id}
+
+    def map_things(self, org_id: str, integration_id: str, changes: dict[str, str | None], replace: bool) -> dict:
+        """The new mapping: `changes` as it is (`replace`), or merged into the current one (a None
+        unmaps its external id). Every thing is checked before anything changes."""
         current = self.integration(org_id, integration_id)
-        self._check_thing(org_id, external_id, thing_id)
-        things = {**current["things"], external_id: thing_id}
+        for external_id, thing_id in changes.items():
+            if thing_id is not None:
+                self._check_thing(org_id, external_id, thing_id)
+        things = {} if replace else dict(current["things"])
+        for external_id, thing_id in changes.items():
+            if thing_id is None:
+                things.pop(external_id, None)
+            else:
+                things[external_id] = thing_id
         if len(things) > THINGS_MAX:
             raise Invalid(f"an integration maps at most {THINGS_MAX} external ids", field="things",
                           code="TOO_MANY_THINGS")
-        self._put_integration(org_id, {**current, "things": things})
-        return {"externalId": external_id, "thingId": thing_id}
+        return self._put_integration(org_id, {**current, "things": things})["things"]
 
     def unmap_thing(self, org_id: str, integration_id: str, external_id: str) -> None:
         current = self.integration(org_id, integration_id)

@@ -50,6 +50,7 @@ class MqttRunner:
         self._producer, self._raw_topic, self._catalog_offset = producer, raw_topic, catalog_offset
         self._key = integration["id"].encode()
         self._stopping = threading.Event()
+        self._refused = False  # the broker refused the last connection (a bad password, say)
         config = integration["config"]
         self._v5 = config.get("protocol", "5") == "5"
         self._client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id(integration),
@@ -85,8 +86,9 @@ class MqttRunner:
         self._client.loop_stop()
 
     def _connected(self, client, userdata, flags, reason_code, properties) -> None:
+        self._refused = reason_code.is_failure
         if reason_code.is_failure:
-            self.status.failed("receiving", f"the broker refused the connection: {reason_code}")
+            self.status.failed("receiving", f"the broker refused the connection: {reason_code}; retrying")
             return
         qos = self.integration["config"].get("qos", 1)
         client.subscribe([(topic, qos) for topic in self.integration["config"]["topics"]])
@@ -95,7 +97,8 @@ class MqttRunner:
                  self._url.hostname, flags.session_present)
 
     def _disconnected(self, client, userdata, flags, reason_code, properties) -> None:
-        if not self._stopping.is_set():
+        # After a refusal the disconnection says less than the refusal did: keep that.
+        if not self._stopping.is_set() and not self._refused:
             self.status.failed("receiving", f"disconnected from the broker: {reason_code}; reconnecting",
                                state="connecting")
 

@@ -12,6 +12,13 @@ request's dead letter (reason UNMAPPED_RESOURCE) carries the whole message, so `
 replay --reason UNMAPPED_RESOURCE` once the mapping is added lands them (the records that
 were written then are rewritten in place).
 
+An integration with `autoRegister` maps an external id that `things` does not name to a
+thing it registers in the given place with the given type, the first time the id is seen:
+the thing's id is derived from (org, integration, external id), so every processor decides
+the same one, and it reaches the catalog as the request's catalog output
+(Outcome.catalog), like a harbor's ships. At most AUTO_REGISTER_MAX per message; the ids
+past them are unmapped, and a replay registers them.
+
 Pure: the catalog is read through the lookups it is given.
 """
 
@@ -22,6 +29,7 @@ import time
 import orjson
 
 from catalog.brief import brief, clip
+from catalog.integrations import auto_thing, auto_thing_id
 from catalog.templates import TemplateCompileError, compile_expression
 from processors import json_body
 from processors.budget import Budget, BudgetedSearch, BudgetExceeded
@@ -31,6 +39,7 @@ from processors.templates import (MAX_SKIPPED_LISTED, Lookup, TableLookup, map_r
 
 UNMAPPED = "UNMAPPED_RESOURCE"
 MAX_UNMAPPED_LISTED = 100
+AUTO_REGISTER_MAX = 100  # things one message registers
 
 
 def map_integration(envelope: dict, get: Lookup, table_lookup: TableLookup, budget: Budget | None = None) -> Outcome:
@@ -51,8 +60,14 @@ def map_integration(envelope: dict, get: Lookup, table_lookup: TableLookup, budg
     except Rejection as rejection:
         return rejected(envelope, rejection, 0, now)
     batches, skipped, names, unmapped, written, values = [], [], {}, {}, 0, 0
+    registered: list[dict] = []  # catalog entities, as Outcome.catalog holds them
     for external_id, indexes in by_id.items():
         thing = _thing(get, org_id, integration, external_id)
+        if thing is None and external_id not in integration["things"] and integration.get("autoRegister") \
+                and len(registered) < AUTO_REGISTER_MAX:
+            thing, new = _registered(get, org_id, integration, external_id, envelope["received_at"])
+            if new:
+                registered.append({"kind": "thing", "id": thing["id"], "org_id": org_id, "body": thing})
         if thing is None:
             unmapped[external_id] = len(indexes)
             continue
@@ -78,7 +93,8 @@ def map_integration(envelope: dict, get: Lookup, table_lookup: TableLookup, budg
               "metricValuesWritten": values,
               "recordsSkipped": [{"index": i, "reason": r, "value": v} for i, r, v, _ in skipped[:MAX_SKIPPED_LISTED]],
               "unmappedResources": [{"externalId": k, "records": n} for k, n in list(unmapped.items())
-                                    [:MAX_UNMAPPED_LISTED]]}
+                                    [:MAX_UNMAPPED_LISTED]],
+              "thingsRegistered": [{"externalId": e["body"]["externalId"], "thingId": e["id"]} for e in registered]}
     errors = [{"code": UNMAPPED, "message": _unmapped_words(unmapped), "field": "resource"}] if unmapped else []
     status = "ingested" if written or not records else "rejected"
     verdict = make_verdict(envelope, status, 200 if written or not records else 422, len(records), written,
@@ -92,7 +108,7 @@ def map_integration(envelope: dict, get: Lookup, table_lookup: TableLookup, budg
             f"{len(skipped)} record(s) skipped: " + "; ".join(f"[{i}] {r}: {d}" for i, r, _, d in skipped[:5])
             if skipped else ""]))
         dead_letters = rejected(envelope, Rejection(422, reason, detail), 0, now).dead_letters
-    return Outcome(batches, verdict, dead_letters)
+    return Outcome(batches, verdict, dead_letters, catalog=registered)
 
 
 def _message(envelope: dict) -> dict:
@@ -148,6 +164,20 @@ def _thing(get: Lookup, org_id: str, integration: dict, external_id: str) -> dic
     thing_id = integration["things"].get(external_id)
     # Only the org's own things: another org's thing id is as unmapped as none.
     return get("thing", thing_id, org_id) if thing_id else None
+
+
+def _registered(get: Lookup, org_id: str, integration: dict, external_id: str,
+                created_at: int) -> tuple[dict | None, bool]:
+    """(the thing `autoRegister` gives the external id, whether this message registers it);
+    (None, False) when its place or type is gone since."""
+    thing = get("thing", auto_thing_id(org_id, integration["id"], external_id), org_id)
+    if thing is not None:
+        return thing, False
+    auto = integration["autoRegister"]
+    thing_type = get("thing_type", auto["thingTypeId"], org_id)
+    if get("place", auto["placeId"], org_id) is None or thing_type is None:
+        return None, False
+    return auto_thing(org_id, integration, external_id, thing_type["latestVersionId"], created_at), True
 
 
 def _unmapped_words(unmapped: dict[str, int]) -> str:

@@ -20,6 +20,7 @@ import schemas
 from bus import metrics
 from bus.health import health
 from catalog.access import DEFAULT_ORG
+from catalog.integrations import TOLERANCE_MAX_S
 from catalog.service import Catalog
 from catalog.view import CatalogView
 from catalog.writer import CatalogWriter
@@ -35,6 +36,8 @@ from producers.edge.metrics import RequestMetrics, metrics_endpoint
 from producers.edge.rate_limit import RateLimiter
 from producers.edge.raw_producer import RawProducer
 from producers.edge.results_listener import ResultsListener
+from producers.edge.webhook_replays import accepted_signatures
+from producers.edge.webhook_signature import SeenSignatures
 from producers.openapi import document
 from warehouse import QueryLimits
 from warehouse.backend import Warehouse
@@ -57,7 +60,8 @@ def bootstrap_admin(catalog: Catalog) -> None:
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI):
-    """The catalog view caught up, then the raw producer and the results listener; stopped in reverse."""
+    """The catalog view caught up, then the raw producer, the results listener and the webhook
+    signatures accepted so far; stopped in reverse."""
     settings, bootstrap, topics = app.state.settings, app.state.bootstrap, app.state.topics
     view = CatalogView(bootstrap, topics.catalog)
     view.start()
@@ -71,9 +75,16 @@ async def lifespan(app: FastAPI):
     metrics.PRODUCE_QUEUE.set_function(app.state.raw_producer.queued)
     app.state.results = ResultsListener(bootstrap, topics.results)
     await run_in_threadpool(app.state.results.start)
+    app.state.webhook_signatures = SeenSignatures()
+    accepted = accepted_signatures(bootstrap, topics.idempotency, app.state.webhook_signatures,
+                                   max(TOLERANCE_MAX_S, settings.webhook_tolerance_s))
+    accepted.start()
+    if not await run_in_threadpool(accepted.wait_ready, 60):
+        raise RuntimeError("the accepted webhook signatures (idempotency topic) were not read within 60 s")
     try:
         yield
     finally:
+        accepted.stop()
         app.state.results.stop()
         app.state.raw_producer.close()
         writer.close()
@@ -132,7 +143,8 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
     add_operations(app)
     # Innermost: ingest POSTs skip FastAPI's router and dependency resolution (producers.edge.fast_ingest).
     app.add_middleware(FastIngest, routes=fast_ingest_routes(app))
-    app.add_middleware(BodyLimit, ingest_limit=settings.max_body_bytes, other_limit=settings.max_api_body_bytes)
+    app.add_middleware(BodyLimit, ingest_limit=settings.max_body_bytes, other_limit=settings.max_api_body_bytes,
+                       ingest_limit_paths=integrations.LARGE_BODY_PATHS)
     app.add_middleware(RequestMetrics)  # added last: outside every other, so it sees their answers too
     return app
 

@@ -1,7 +1,8 @@
 """Run a real Mosquitto broker locally (Debian's `mosquitto` package), for `sluice up --with-mqtt`
 and the tests of MQTT integrations.
 
-Bound to 127.0.0.1, anonymous clients allowed, its sessions and queued messages persisted under
+Bound to 127.0.0.1, anonymous clients allowed (or, given users, only they, by a password file
+made with `mosquitto_passwd`), its sessions and queued messages persisted under
 the state folder (`mqtt/`), so a persistent session keeps what arrives while its client is away,
 across a broker restart too. Two limits are raised from Mosquitto's defaults, as any broker
 feeding Sluice should raise them: `max_queued_messages` (default 1000: a session away longer
@@ -28,9 +29,11 @@ class LocalMqttError(RuntimeError):
 
 
 class LocalMosquitto:
-    def __init__(self, state_dir: Path, port: int) -> None:
+    def __init__(self, state_dir: Path, port: int, users: dict[str, str] | None = None) -> None:
+        """`users`: name → password; only they may connect (none given: anyone)."""
         self.port = port
         self._dir = state_dir / "mqtt"
+        self._users = users or {}
         self._process: subprocess.Popen | None = None
 
     @property
@@ -58,7 +61,7 @@ class LocalMosquitto:
         config = self._dir / "mosquitto.conf"
         config.write_text("\n".join([
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            *self._access(),
             "persistence true",
             f"persistence_location {self._dir}/",
             "autosave_interval 1",
@@ -82,6 +85,21 @@ class LocalMosquitto:
                 time.sleep(0.05)
         self.stop()
         raise LocalMqttError(f"mosquitto did not listen on port {self.port} within {timeout:g} s")
+
+    def _access(self) -> list[str]:
+        """The config lines of who may connect; writes the password file when there are users."""
+        if not self._users:
+            return ["allow_anonymous true"]
+        tool = shutil.which("mosquitto_passwd")
+        if tool is None:
+            raise LocalMqttError("mosquitto_passwd is not installed (it comes with Debian's mosquitto package)")
+        passwords = self._dir / "passwords"
+        passwords.unlink(missing_ok=True)
+        passwords.touch(mode=0o600)
+        for user, password in self._users.items():
+            # -b: the password from the command line (a local test broker's, not a secret worth more).
+            subprocess.run([tool, "-b", str(passwords), user, password], check=True, capture_output=True, timeout=30)
+        return ["allow_anonymous false", f"password_file {passwords}"]
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop it (SIGTERM saves its sessions first); blocks until it exited. Idempotent."""

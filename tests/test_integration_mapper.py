@@ -8,8 +8,9 @@ import secrets
 
 import orjson
 
+from catalog.integrations import auto_thing_id
 from catalog.resolution import build_table
-from processors.integrations import map_integration
+from processors.integrations import AUTO_REGISTER_MAX, map_integration
 from processors.rulebooks import RULEBOOKS
 
 METRICS = {"mdef_temp": {"name": "temperature", "dataType": "Double"}}
@@ -25,11 +26,17 @@ def template(records: str = "payload.readings || [payload]") -> dict:
             "metrics": {"temperature": "temp"}}
 
 
-def judge(message: dict, resource: dict, things: dict, tmpl: dict | None = None, org: str = "org_a"):
+PLACES = {("place", "site_1", "org_a"): {"id": "site_1", "kind": "site"},
+          ("thing_type", "tdefi_1", "org_a"): {"id": "tdefi_1", "latestVersionId": "tdef_1"}}
+
+
+def judge(message: dict, resource: dict, things: dict, tmpl: dict | None = None, org: str = "org_a",
+          auto: dict | None = None, known: dict | None = None):
     tmpl = tmpl or template("readings || [@]")
-    integration = {"id": "intg_1", "templateId": tmpl["id"], "resource": resource, "things": things}
+    integration = {"id": "intg_1", "templateId": tmpl["id"], "resource": resource, "things": things,
+                   "autoRegister": auto}
     entities = {("integration", "intg_1", "org_a"): integration, ("template", tmpl["id"], "org_a"): tmpl,
-                **{("thing", k, "org_a"): v for k, v in THINGS.items()}}
+                **{("thing", k, "org_a"): v for k, v in THINGS.items()}, **PLACES, **(known or {})}
     envelope = {"request_id": "req_1", "org_id": org, "key_id": "intg_1", "route": "integration",
                 "received_at": 1718884800000, "thing_id": None, "stream": None, "template_id": None,
                 "body": orjson.dumps(message)}
@@ -104,3 +111,43 @@ def test_records_without_an_id_or_on_an_untyped_thing_are_skipped_with_their_rea
 def test_a_message_that_is_no_message_is_refused_whole():
     outcome = judge({"no": "payload"}, {"from": "message", "expression": "topicLevels[1]"}, {})
     assert outcome.verdict["http_status"] == 400 and outcome.dead_letters[0]["reason"] == "INVALID_PAYLOAD"
+
+
+AUTO = {"placeId": "site_1", "thingTypeId": "tdefi_1"}
+
+
+def test_an_unmapped_id_registers_a_thing_in_the_place_with_the_type_when_asked():
+    payload = {"readings": [{"dev": "a", "ts": 1718884800000, "temp": 1.0},
+                            {"dev": "new-1", "ts": 1718884800000, "temp": 2.0},
+                            {"dev": "new-1", "ts": 1718884801000, "temp": 3.0}]}
+    message = {"topic": None, "headers": {}, "payload": payload}
+    outcome = judge(message, {"from": "record", "expression": "dev"}, {"a": "thg_1"}, template("readings"), auto=AUTO)
+    new_id = auto_thing_id("org_a", "intg_1", "new-1")
+    [entity] = outcome.catalog
+    assert entity["kind"] == "thing" and entity["id"] == new_id and entity["org_id"] == "org_a"
+    assert {k: entity["body"][k] for k in ("thingName", "placeId", "thingTypeId", "thingTypeVersionId", "externalId",
+                                           "integrationId")} == {
+        "thingName": "new-1", "placeId": "site_1", "thingTypeId": "tdefi_1", "thingTypeVersionId": "tdef_1",
+        "externalId": "new-1", "integrationId": "intg_1"}
+    assert sorted((b["thing_id"], b["readings"].rows) for b in outcome.frames) == sorted([("thg_1", 1), (new_id, 2)])
+    assert outcome.dead_letters == [] and report(outcome)["thingsRegistered"] == [
+        {"externalId": "new-1", "thingId": new_id}]
+    # Seen again once registered: the same thing, nothing registered twice.
+    again = judge(message, {"from": "record", "expression": "dev"}, {"a": "thg_1"}, template("readings"), auto=AUTO,
+                  known={("thing", new_id, "org_a"): entity["body"]})
+    assert again.catalog == [] and new_id in [b["thing_id"] for b in again.frames]
+
+
+def test_no_thing_is_registered_without_auto_register_or_its_place_or_past_the_bound():
+    message = {"topic": "plant/dev-9/telemetry", "headers": {}, "payload": {"ts": 1718884800000, "temp": 1.0}}
+    by_topic = {"from": "message", "expression": "topicLevels[1]"}
+    for auto in (None, {**AUTO, "placeId": "site_gone"}, {**AUTO, "thingTypeId": "tdefi_gone"}):
+        outcome = judge(message, by_topic, {}, auto=auto)
+        assert outcome.catalog == [] and outcome.dead_letters[0]["reason"] == "UNMAPPED_RESOURCE", auto
+    # An id mapped explicitly stays the mapping's, even to a thing that is gone.
+    assert judge(message, by_topic, {"dev-9": "thg_gone"}, auto=AUTO).catalog == []
+    many = {"readings": [{"dev": f"d{n}", "ts": 1718884800000, "temp": 1.0} for n in range(AUTO_REGISTER_MAX + 3)]}
+    outcome = judge({"topic": None, "headers": {}, "payload": many}, {"from": "record", "expression": "dev"}, {},
+                    template("readings"), auto=AUTO)
+    assert len(outcome.catalog) == AUTO_REGISTER_MAX
+    assert [u["externalId"] for u in report(outcome)["unmappedResources"]] == ["d100", "d101", "d102"]

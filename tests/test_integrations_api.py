@@ -1,10 +1,12 @@
 """Integrations (seed 001) on the real stack: the catalog routes, secrets shown once, org
 isolation, and the signed webhook: a good signature lands its readings in ClickHouse; a
-wrong secret, a stale time and a replayed request are 401 and land nothing; an unmapped
+wrong secret, a stale time and a replayed request (also after the edge restarted) are 401 and
+land nothing; an unmapped
 device is a dead letter that `sluice replay` lands once its mapping is added."""
 
 from __future__ import annotations
 
+import gzip
 import secrets
 import time
 
@@ -12,6 +14,7 @@ import httpx
 import orjson
 import pytest
 
+from producers.edge.content_coding import zstd
 from producers.edge.webhook_signature import header_value
 from sluice.replay import replay_dead_letters
 from tests.conftest import eventually
@@ -151,6 +154,133 @@ def test_a_signed_webhook_lands_and_a_bad_stale_or_replayed_one_does_not(stack, 
     eventually(lambda: landed(stack, org["thing"], [base + 4]))
     assert landed(stack, org["thing"], [base + 1, base + 2, base + 3]) == []
     assert send(stack, "intg_nope", good, signature).status_code == 404
+
+
+def copies(stack, thing: str, ts: int) -> int:
+    """Rows the readings table holds of the thing at `ts`, before merges fold replaced ones."""
+    query = (f"SELECT count() FROM {stack.settings.database}.readings WHERE thing_id = '{thing}' "
+             f"AND toUnixTimestamp64Milli(ts) = {ts}")
+    with httpx.Client(base_url=stack.url, headers={"X-Api-Key": stack.settings.admin_key}, timeout=30) as root:
+        return ok(root.post("/v2/admin/sql", json={"sql": query}))["rows"][0][0]
+
+
+def test_a_replay_is_refused_by_a_restarted_edge_and_lands_once(stack, client, org):
+    integration = webhook(client, org)
+    base = 1_718_600_000_000 + secrets.randbelow(10**9)
+    body = body_at(base)
+    header = header_value(integration["secret"], int(time.time()), body)
+    assert send(stack, integration["id"], body, header).status_code == 202
+    assert eventually(lambda: landed(stack, org["thing"], [base])) == [[base, 1.5]]
+
+    stack.restart("edge")  # it remembers nothing in memory: the processors' idempotency topic does
+    reply = send(stack, integration["id"], body, header)
+    assert reply.status_code == 401 and reply.json()["error"]["details"]["reason"] == "replayed", reply.text
+    later = body_at(base + 1)
+    assert send(stack, integration["id"], later,
+                header_value(integration["secret"], int(time.time()), later)).status_code == 202
+    eventually(lambda: landed(stack, org["thing"], [base + 1]))
+    assert copies(stack, org["thing"], base) == 1
+
+
+def test_a_webhook_takes_the_ingest_body_limit_and_compressed_bodies(stack, client, org):
+    integration = webhook(client, org)
+    limit, api_limit = stack.settings.max_body_bytes, stack.settings.max_api_body_bytes
+    base = 1_718_500_000_000 + secrets.randbelow(10**9)
+
+    def signed(body: bytes, **headers: str) -> dict:
+        return {"Content-Type": "application/json", **headers,
+                "X-Sluice-Signature": header_value(integration["secret"], int(time.time()), body)}
+
+    def padded(ts: int, size: int) -> bytes:
+        body = orjson.loads(body_at(ts))
+        return orjson.dumps({**body, "note": "x" * (size - len(orjson.dumps({**body, "note": ""})))})
+
+    url = f"{stack.url}/v2/integrations/{integration['id']}/webhook"
+    large = padded(base, 4 * api_limit)  # past the API's limit, within the ingest routes'
+    assert httpx.post(url, content=large, headers=signed(large), timeout=30).status_code == 202
+    # The signature is over the JSON as it is once its coding is undone.
+    for n, (coding, compress) in enumerate({"gzip": gzip.compress, "zstd": zstd.compress}.items(), start=1):
+        body = padded(base + n, limit)  # the largest body there is, inflated
+        reply = httpx.post(url, content=compress(body), headers=signed(body, **{"Content-Encoding": coding}),
+                           timeout=30)
+        assert reply.status_code == 202, (coding, reply.text)
+    eventually(lambda: len(landed(stack, org["thing"], [base, base + 1, base + 2])) == 3)
+
+    over = padded(base + 3, limit + 1)
+    for content, headers in [(over, signed(over)),
+                             (zstd.compress(over), signed(over, **{"Content-Encoding": "zstd"}))]:
+        reply = httpx.post(url, content=content, headers=headers, timeout=30)
+        assert reply.status_code == 413 and reply.json()["error"]["details"]["limit"] == limit, reply.text
+    assert landed(stack, org["thing"], [base + 3]) == []
+
+
+def test_an_unknown_device_registers_a_thing_in_the_place_and_its_reading_lands_there(stack, client, org):
+    auto = {"placeId": org["site"], "thingTypeId": org["type"]}
+    base = {"name": "self-registering", "kind": "webhook", "templateId": org["template"],
+            "resource": {"from": "record", "expression": "device"}}
+    refused = client.post("/v2/integrations", json={**base, "autoRegister": {**auto, "placeId": org["harbor"]}})
+    assert refused.status_code == 404 and refused.json()["error"]["details"]["field"] == "autoRegister.placeId"
+    refused = client.post("/v2/integrations", json={**base, "autoRegister": {**auto, "thingTypeId": "tdefi_nope"}})
+    assert refused.status_code == 404 and refused.json()["error"]["details"]["field"] == "autoRegister.thingTypeId"
+    integration = ok(client.post("/v2/integrations", json={**base, "autoRegister": auto}), 201)
+    assert integration["autoRegister"] == auto
+
+    ts = 1_718_400_000_000 + secrets.randbelow(10**9)
+    device = f"dev-{secrets.token_hex(3)}"
+    body = body_at(ts, device=device, value=4.5)
+    reply = send(stack, integration["id"], body, header_value(integration["secret"], int(time.time()), body))
+    assert reply.status_code == 202, reply.text
+    def registered() -> list[dict]:
+        things = ok(client.get(f"/v2/sites/{org['site']}/things", params={"limit": 1000}))["items"]
+        return [t for t in things if t["thingName"] == device]
+
+    [thing] = eventually(registered)
+    assert (thing["placeId"], thing["thingTypeId"], thing["externalId"]) == (org["site"], org["type"], device)
+    thing_id = thing["id"]
+    assert eventually(lambda: landed(stack, thing_id, [ts])) == [[ts, 4.5]]
+    # Seen again, the device's readings land on the same thing; turned off, a new device is unmapped.
+    later = body_at(ts + 1, device=device, value=5.5)
+    assert send(stack, integration["id"], later,
+                header_value(integration["secret"], int(time.time()), later)).status_code == 202
+    assert eventually(lambda: landed(stack, thing_id, [ts + 1])) == [[ts + 1, 5.5]]
+    ok(client.patch(f"/v2/integrations/{integration['id']}", json={"autoRegister": None}))
+    other = body_at(ts + 2, device=f"{device}-b")
+    request_id = send(stack, integration["id"], other,
+                      header_value(integration["secret"], int(time.time()), other)).json()["requestId"]
+    rejects = f"SELECT reason FROM {stack.settings.database}.rejects WHERE request_id = '{request_id}'"
+    with httpx.Client(base_url=stack.url, headers={"X-Api-Key": stack.settings.admin_key}, timeout=30) as root:
+        assert eventually(lambda: ok(root.post("/v2/admin/sql", json={"sql": rejects}))["rows"]) == [
+            ["UNMAPPED_RESOURCE"]]
+
+
+def test_many_mappings_at_once_and_the_readings_an_integration_wrote(stack, client, org):
+    integration = webhook(client, org, things={"old": org["thing"]})
+    path = f"/v2/integrations/{integration['id']}/things"
+    assert ok(client.put(path, json={"a": org["thing"], "b": org["thing"]}))["things"] == {
+        "a": org["thing"], "b": org["thing"]}
+    assert ok(client.patch(path, json={"a": None, "c": org["thing"]}, headers={
+        "Content-Type": "application/merge-patch+json"}))["things"] == {"b": org["thing"], "c": org["thing"]}
+    refused = client.patch(path, json={"b": None, "d": "thg_nope"})
+    assert refused.status_code == 404 and refused.json()["error"]["details"]["field"] == "things.d"
+    assert ok(client.get(f"/v2/integrations/{integration['id']}"))["things"] == {"b": org["thing"], "c": org["thing"]}
+    # The most an integration maps fits one request (past the API's 64 KiB body limit).
+    assert len(ok(client.put(path, json={f"device-{n:05}": org["thing"] for n in range(5000)}))["things"]) == 5000
+    refused = client.put(path, json={f"d{n}": org["thing"] for n in range(5001)})
+    assert refused.status_code == 400, refused.text
+    ok(client.put(path, json={"b": org["thing"], "c": org["thing"]}))
+
+    status = ok(client.get(f"/v2/integrations/{integration['id']}/status"))
+    assert (status["messagesProcessed"], status["readingsOut"], status["lagSeconds"]) == (0, 0, None)
+    base = 1_718_300_000_000 + secrets.randbelow(10**9)
+    body = orjson.dumps({"samples": [{"device": "b", "t": base, "v": 1.0}, {"device": "c", "t": base + 1, "v": 2.0},
+                                     {"device": "nobody", "t": base + 2, "v": 3.0}]})
+    header = header_value(integration["secret"], int(time.time()), body)
+    assert send(stack, integration["id"], body, header).status_code == 202
+    status = eventually(lambda: (s := ok(client.get(f"/v2/integrations/{integration['id']}/status")))
+                        ["messagesProcessed"] and s)
+    # A webhook has no stage reporting what it made durable: its lag is not known.
+    assert (status["messagesProcessed"], status["readingsOut"], status["metricValuesOut"], status["lagSeconds"]) == (
+        1, 2, 2, None)
 
 
 def test_a_paused_webhook_refuses_and_a_resumed_one_accepts(stack, client, org):

@@ -1,7 +1,8 @@
 """The integrations stage on the real stack, with a real Mosquitto and a real HTTP feed on
 loopback: MQTT messages acknowledged only once durable, so a SIGKILLed stage loses and
 duplicates nothing in ClickHouse; a restarted broker reconnected to by itself; a polled feed
-resumed from its durable cursor after a restart, no page skipped, its 429 honoured."""
+resumed from its durable cursor after a restart, no page skipped, its 429 honoured; a broker
+with a password file restarted mid-stream, on MQTT 3.1.1 and 5: every reading once."""
 
 from __future__ import annotations
 
@@ -123,6 +124,11 @@ def test_mqtt_messages_land_exactly_once_through_a_sigkilled_stage_and_a_restart
         print(f"10,000 messages landed {time.monotonic() - started:.1f} s after the last publish")
         time.sleep(2)  # any duplicate would be in by now; FINAL keeps one row per key
         assert readings(stack, ids, base) == DEVICES * PER_DEVICE
+        # Caught up: nothing durable waits, and the ingest log has every reading (a message produced
+        # again after the SIGKILL counts again).
+        status = eventually(lambda: (s := ok(client.get(f"/v2/integrations/{integration['id']}/status")))
+                            ["lagSeconds"] is not None and s["lagSeconds"] < 10 and s, timeout=30)
+        assert status["readingsOut"] >= DEVICES * PER_DEVICE + 1, status
 
         # The broker restarts (its sessions saved): the stage reconnects by itself and gets what it missed.
         devices.loop_stop()
@@ -192,6 +198,91 @@ class FeedHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:
         pass
+
+
+USERS = {"sluice": "stage-secret", "devices": "device-secret"}
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory) -> Iterator[LocalMosquitto]:
+    """A Mosquitto that lets in only the users of its password file."""
+    broker = LocalMosquitto(tmp_path_factory.mktemp("mqtt-users"), free_port(), users=USERS)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+class Devices:
+    """A publisher with a persistent session: what it sent while the broker was away, or sent and
+    not yet acknowledged, it sends again once reconnected; `acked` are the mids the broker took."""
+
+    def __init__(self, broker: LocalMosquitto) -> None:
+        self.acked: set[int] = set()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"devices-{secrets.token_hex(3)}",
+                                  clean_session=False)
+        self.client.username_pw_set("devices", USERS["devices"])
+        self.client.max_inflight_messages_set(1000)
+        self.client.reconnect_delay_set(0.2, 1)
+        self.client.on_publish = lambda client, userdata, mid, reason_code, properties: self.acked.add(mid)
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_a_broker_restarted_mid_stream_with_a_password_file_loses_and_repeats_nothing(stack, client, org, guarded,
+                                                                                   protocol):
+    devices, per_device = 10, 300  # 3,000 messages, published over about 6 s
+    ids = things(client, org, devices)
+    template = ok(client.post("/v2/templates", json={**TELEMETRY, "name": f"telemetry {secrets.token_hex(3)}"}),
+                  201)["id"]
+    spec = {"name": f"guarded {protocol}", "kind": "mqtt", "templateId": template,
+            "config": {"url": guarded.url, "topics": ["plant/+/telemetry"], "qos": 1, "protocol": protocol,
+                       "clientId": f"sluice-{secrets.token_hex(4)}", "username": "sluice", "password": "wrong"},
+            "resource": {"from": "message", "expression": "topicLevels[1]"},
+            "things": {f"dev-{n}": thing for n, thing in enumerate(ids)}}
+    # A wrong password: refused by the broker, and the status says so.
+    refused = ok(client.post("/v2/integrations", json=spec), 201)
+    status = eventually(lambda: (s := ok(client.get(f"/v2/integrations/{refused['id']}/status")))
+                        .get("lastError") and s, timeout=30)
+    assert "refused" in status["lastError"]["reason"] and "wrong" not in orjson.dumps(status).decode(), status
+    assert client.delete(f"/v2/integrations/{refused['id']}").status_code == 204
+
+    spec["config"] = {**spec["config"], "password": USERS["sluice"]}
+    integration = ok(client.post("/v2/integrations", json=spec), 201)
+    base = 1_719_100_000_000 + secrets.randbelow(10**6) * 1000
+    publisher = Devices(guarded)
+    try:
+        eventually(lambda: publish(publisher.client, 0, base - 1, -1.0) and readings(stack, ids[:1], base - 1),
+                   timeout=60, interval=1)
+        sent: list[paho.MQTTMessageInfo] = []
+
+        def stream() -> None:
+            for n in range(per_device):
+                for device in range(devices):
+                    sent.append(publish(publisher.client, device, base + n, float(n)))
+                time.sleep(0.02)
+
+        streaming = threading.Thread(target=stream)
+        streaming.start()
+        eventually(lambda: len(publisher.acked) >= 1000, timeout=60, interval=0.01)
+        guarded.stop()  # mid-stream: the devices keep publishing while it is down; it saves its sessions
+        guarded.start()
+        assert streaming.is_alive(), "the stream ended before the broker was back"
+        streaming.join()
+        eventually(lambda: {info.mid for info in sent} <= publisher.acked, timeout=60, interval=0.5)
+        eventually(lambda: readings(stack, ids, base) >= devices * per_device, timeout=120, interval=1)
+        time.sleep(2)  # any duplicate would be in by now; FINAL keeps one row per key
+        assert readings(stack, ids, base) == devices * per_device
+        status = ok(client.get(f"/v2/integrations/{integration['id']}/status"))
+        assert status["lastError"] and "disconnected" in status["lastError"]["reason"], status  # it saw the restart
+    finally:
+        publisher.stop()
 
 
 def test_a_polled_feed_resumes_from_its_durable_cursor_after_a_restart(stack, client, org):

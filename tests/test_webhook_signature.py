@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 
 import pytest
 
-from producers.edge.webhook_signature import BadSignature, SeenSignatures, header_value, verify
+from producers.edge.webhook_replays import remember_accepted
+from producers.edge.webhook_signature import (BadSignature, SeenSignatures, header_value, parse_replay_key,
+                                              replay_key, verify)
 
 SECRET = "whsec_test"
 BODY = b'{"device":"d1","temp":21.5}'
@@ -73,3 +76,47 @@ def test_seen_signatures_are_bounded():
         assert seen.first_time("intg_a", f"v{n}", NOW, NOW, 300)
     assert len(seen._seen) == 3
     assert not seen.first_time("intg_a", "v4", NOW, NOW, 300)
+
+
+def test_a_signature_another_edge_accepted_is_refused_until_it_is_stale():
+    seen = SeenSignatures()
+    seen.remember("intg_a", "v1a", NOW + 3600)
+    assert not seen.first_time("intg_a", "v1a", NOW, NOW + 5, 300)
+    assert seen.first_time("intg_b", "v1a", NOW, NOW + 5, 300)
+    # Told again (the tail re-read at a restart) it is not forgotten sooner.
+    seen.first_time("intg_a", "v1b", NOW, NOW, 300)
+    seen.remember("intg_a", "v1b", NOW)
+    assert not seen.first_time("intg_a", "v1b", NOW, NOW + 100, 300)
+
+
+def test_the_replay_key_names_the_signed_request_and_nothing_else():
+    v1 = header_value(SECRET, NOW, BODY).split("v1=")[1]
+    assert replay_key(NOW, v1) == replay_key(NOW, v1) == f"webhook-signature:{NOW}:{v1}"
+    assert parse_replay_key(replay_key(NOW, v1)) == (NOW, v1)
+    for other in ["order-17", "webhook-signature:", f"webhook-signature:{NOW}:xyz", f"webhook-signature:soon:{v1}"]:
+        assert parse_replay_key(other) is None
+
+
+class Record:
+    """An idempotency topic record, as the tail hands it over."""
+
+    def __init__(self, key: str, value: bytes | None = b"verdict") -> None:
+        self._key, self._value = key.encode(), value
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+
+def test_the_signatures_the_processors_recorded_are_refused_and_nothing_else():
+    seen, now = SeenSignatures(), int(time.time())
+    v1 = header_value(SECRET, now, BODY).split("v1=")[1]
+    for record in [Record("org_a/key_1/thing_data/thg_1///order-17"),  # an API client's own key
+                   Record(f"org_a/intg_1/integration////{replay_key(now - 7200, v1)}"),  # stale by now
+                   Record(f"org_a/intg_1/integration////{replay_key(now, v1)}", None)]:  # a tombstone
+        remember_accepted(seen, 3600, record)
+    assert seen._seen == {}
+    remember_accepted(seen, 3600, Record(f"org_a/intg_1/integration////{replay_key(now, v1)}"))
+    assert not seen.first_time("intg_1", v1, now, now, 300)

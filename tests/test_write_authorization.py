@@ -215,6 +215,10 @@ TABLE: dict[str, Case] = {
                                                          witness("/v2/integrations/{integration}")),
     "POST /v2/integrations/{integration_id}/resume": Case(ORG, plain("/v2/integrations/{integration}/resume"),
                                                           witness("/v2/integrations/{integration}")),
+    "PUT /v2/integrations/{integration_id}/things": Case(ORG, plain(
+        "/v2/integrations/{integration}/things", {"dev-1": "{thing_in}"}), witness("/v2/integrations/{integration}")),
+    "PATCH /v2/integrations/{integration_id}/things": Case(ORG, plain(
+        "/v2/integrations/{integration}/things", {"dev-1": "{thing_in}"}), witness("/v2/integrations/{integration}")),
     "PUT /v2/integrations/{integration_id}/things/{external_id}": Case(ORG, plain(
         "/v2/integrations/{integration}/things/dev-1", {"thingId": "{thing_in}"}),
         witness("/v2/integrations/{integration}")),

@@ -141,3 +141,29 @@ def key_log(wh: Warehouse, org_id: str, key_id: str, limit: int = 50,
     before_ts, before_id = before or _NO_CURSOR
     params = {"org_id": org_id, "key_id": key_id, "limit": limit, "before_ts": before_ts, "before_id": before_id}
     return [{**_verdict(row), "stream": row["stream"] or None} for row in wh.query(_KEY_LOG, params).dicts()]
+
+
+# What the pipeline wrote for one API key (an integration's messages carry its id as their key),
+# from each request's newest verdict; a repeat of an Idempotency-Key (a webhook's replay) counts
+# nothing, since its first request's verdict already does.
+_KEY_TOTALS = """
+SELECT count() AS requests, sum(frames_ingested) AS readings,
+    sum(JSONExtractUInt(report, 'metricValuesWritten')) AS metric_values,
+    toUnixTimestamp64Milli(max(received_at)) AS newest_received_at
+FROM (
+    SELECT frames_ingested, report, received_at, duplicate_of
+    FROM ingest_log
+    WHERE org_id = {org_id:String} AND key_id = {key_id:String}
+    ORDER BY processed_at DESC
+    LIMIT 1 BY request_id
+)
+WHERE duplicate_of = ''
+"""
+
+
+def key_totals(wh: Warehouse, org_id: str, key_id: str) -> dict[str, int | None]:
+    """The requests of one API key the ingest log holds, the readings and metric values they
+    wrote, and the newest one's received_at (epoch ms; None when there is none)."""
+    row = wh.query(_KEY_TOTALS, {"org_id": org_id, "key_id": key_id}).dicts()[0]
+    return {"requests": row["requests"], "readings": row["readings"], "metric_values": row["metric_values"],
+            "newest_received_at": row["newest_received_at"] if row["requests"] else None}

@@ -6,21 +6,28 @@ every key of the org reads them, never their secrets (catalog.integrations). Ano
 org's integration is 404.
 
 `POST /v2/integrations/{id}/webhook` takes no API key: the integration's secret signs
-the raw body (producers.edge.webhook_signature). A good signature lands the body on the raw
+the raw body (producers.edge.webhook_signature), as it is once a `Content-Encoding` (gzip,
+zstd) is undone; its body limit is the ingest routes' (LARGE_BODY_PATHS). A good signature lands the body on the raw
 topic as the integration's message, and the answer is 202 once it is durable; a bad,
-stale or replayed one is 401 and lands nothing. The processors map the message through
+stale or replayed one is 401 and lands nothing. The signature is the message's
+Idempotency-Key, so a replay is never processed twice, whichever edge takes it
+(producers.edge.webhook_replays). The processors map the message through
 the integration's template and resource mapping (processors/integrations.py).
 """
 
 from __future__ import annotations
 
+import re
 import time
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Body, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
+from starlette.concurrency import run_in_threadpool
 
-from catalog.integrations import KIND, ROUTE, STATUS_KIND, IntegrationIn, IntegrationPatch, message_body, public
+from catalog.integrations import (KIND, ROUTE, STATUS_KIND, THINGS_MAX, ExternalId, IntegrationIn, IntegrationPatch,
+                                  message_body, public)
 from catalog.models import EntityId, _Body
 from catalog.service import Catalog
 from catalog.store import page
@@ -28,18 +35,32 @@ from producers.api.paging import PageCursor, PageLimit
 from producers.edge.auth import Principal, org_wide, principal, signed
 from producers.edge.errors import ApiError, not_found
 from producers.edge.submit import Target, check_rate, json_document, submit
-from producers.edge.webhook_signature import HEADER, BadSignature, SeenSignatures, verify
+from producers.edge.webhook_signature import HEADER, BadSignature, replay_key, verify
 from producers.openapi import errors
+from warehouse.errors import WarehouseError
+from warehouse.queries import key_totals
 
 router = APIRouter(prefix="/v2", tags=["integrations"])
 
 # Request headers a webhook message carries for its resource expression (`headers."x-device"`), less these.
 UNSHOWN_HEADERS = frozenset({HEADER.lower(), "authorization", "cookie", "x-api-key", "content-length", "host"})
 MAX_HEADERS = 50
+# Beside a body of the ingest limit, the shown headers must fit the raw topic's envelope allowance.
+MAX_HEADERS_BYTES = 16 * 1024
+# Bodies of readings (the webhook's) or of many mappings at once take the ingest routes' body limit
+# (producers.edge.limits), not the API's 64 KiB: at most THINGS_MAX mappings of up to ~230 bytes each.
+LARGE_BODY_PATHS = (re.compile(r"/v2/integrations/[^/]+/webhook"), re.compile(r"/v2/integrations/[^/]+/things"))
 
 
 class ThingMapping(_Body):
     thingId: EntityId = Field(description="the org's thing this external id's readings land on")
+
+
+ThingMap = Annotated[dict[ExternalId, EntityId], Body(max_length=THINGS_MAX,
+                                                     examples=[{"dev-17": "thg_0123456789abcdef0123"}])]
+ThingMapChanges = Annotated[dict[ExternalId, EntityId | None], Body(max_length=THINGS_MAX, media_type=
+                            "application/merge-patch+json", examples=[{"dev-17": "thg_0123456789abcdef0123",
+                                                                       "dev-9": None}])]
 
 
 def _catalog(request: Request) -> Catalog:
@@ -93,17 +114,53 @@ def resume_integration(integration_id: str, request: Request,
 
 
 @router.get("/integrations/{integration_id}/status", responses=errors(404))
-def integration_status(integration_id: str, request: Request, who: Principal = Depends(principal)) -> dict:
+async def integration_status(integration_id: str, request: Request, who: Principal = Depends(principal)) -> dict:
     """State (paused; a webhook's receiving; else as the integrations stage last reported it), last
-    success, last error and counters, as the stage instance running it reported them."""
+    success, last error and counters, as the stage instance running it reported them; what the
+    pipeline wrote of its messages and how far behind it is, from the ingest log."""
     who.require("read")
-    integration = _catalog(request).integration(who.org_id, integration_id)
-    reported = _catalog(request).view.get(STATUS_KIND, integration_id, who.org_id) or {}
+    catalog = _catalog(request)
+    integration = catalog.integration(who.org_id, integration_id)
+    reported = catalog.view.get(STATUS_KIND, integration_id, who.org_id) or {}
     # A webhook is received by the edge itself: nothing to connect, so it is receiving unless paused.
     waiting = "receiving" if integration["kind"] == "webhook" else "pending"
     state = "paused" if integration["paused"] else reported.get("state", waiting)
     return {"id": integration_id, "kind": integration["kind"], "state": state,
-            **{k: v for k, v in reported.items() if k not in ("id", "state")}}
+            **{k: v for k, v in reported.items() if k not in ("id", "state")},
+            **await _written(request, who.org_id, integration_id, reported.get("lastSuccessAt"))}
+
+
+async def _written(request: Request, org_id: str, integration_id: str, last_durable_at: int | None) -> dict:
+    """`messagesProcessed`, `readingsOut`, `metricValuesOut` and `lagSeconds` (the newest message made
+    durable, less the newest the ingest log holds; None without the stage's report, as for a webhook),
+    or all None while the warehouse does not answer."""
+    try:
+        totals = await run_in_threadpool(key_totals, request.app.state.warehouse, org_id, integration_id)
+    except WarehouseError:
+        return {"messagesProcessed": None, "readingsOut": None, "metricValuesOut": None, "lagSeconds": None}
+    lag, newest = None, totals["newest_received_at"]
+    if last_durable_at is not None:
+        # Nothing processed yet: the newest durable message has waited this long at least.
+        lag = max(0, last_durable_at - newest if newest is not None else int(time.time() * 1000) - last_durable_at)
+        lag /= 1000
+    return {"messagesProcessed": totals["requests"], "readingsOut": totals["readings"],
+            "metricValuesOut": totals["metric_values"], "lagSeconds": lag}
+
+
+@router.put("/integrations/{integration_id}/things", responses=errors(400, 404))
+def replace_things(integration_id: str, things: ThingMap, request: Request,
+                   who: Principal = Depends(org_wide("integrations"))) -> dict:
+    """The whole mapping at once: exactly these external ids map, to these things (all checked first:
+    one unknown thing and nothing changes)."""
+    return {"things": _catalog(request).map_things(who.org_id, integration_id, things, replace=True)}
+
+
+@router.patch("/integrations/{integration_id}/things", responses=errors(400, 404))
+def change_things(integration_id: str, changes: ThingMapChanges, request: Request,
+                  who: Principal = Depends(org_wide("integrations"))) -> dict:
+    """Many mappings at once, as a JSON merge patch (RFC 7396): an external id with a thing id maps
+    to it, one with null is unmapped, the others stay (all checked first)."""
+    return {"things": _catalog(request).map_things(who.org_id, integration_id, changes, replace=False)}
 
 
 @router.put("/integrations/{integration_id}/things/{external_id}", responses=errors(400, 404))
@@ -137,25 +194,26 @@ async def _signed_webhook(request: Request) -> Principal:
         timestamp, v1 = verify(request.headers.get(HEADER), integration["secrets"]["secret"], body, now, tolerance)
     except BadSignature as exc:
         raise ApiError(401, "UNAUTHORIZED", str(exc), reason=exc.reason) from None
-    seen = _seen_signatures(request)
-    if not seen.first_time(integration_id, v1, timestamp, now, tolerance):
+    if not request.app.state.webhook_signatures.first_time(integration_id, v1, timestamp, now, tolerance):
         raise ApiError(401, "UNAUTHORIZED", f"{HEADER}: this signature was already accepted (a replay)",
                           reason="replayed")
-    request.state.signature = v1
+    request.state.signature = timestamp, v1
     org_id = request.app.state.catalog.view.org_of(KIND, integration_id)
     return Principal(org_id, {"id": integration_id, "name": integration["name"], "scopes": ["write"], "filters": {}})
 
 
-def _seen_signatures(request: Request) -> SeenSignatures:
-    state = request.app.state
-    if not hasattr(state, "webhook_signatures"):
-        state.webhook_signatures = SeenSignatures()
-    return state.webhook_signatures
-
-
 def shown_headers(headers: dict[str, str]) -> dict[str, str]:
-    """The request headers a webhook's message carries (no secrets, at most MAX_HEADERS)."""
-    return {k: v for k, v in list(headers.items())[:MAX_HEADERS] if k not in UNSHOWN_HEADERS}
+    """The request headers a webhook's message carries: no secrets, the first MAX_HEADERS of
+    the rest while they fit MAX_HEADERS_BYTES."""
+    shown, size = {}, 0
+    for name, value in headers.items():
+        if name in UNSHOWN_HEADERS:
+            continue
+        size += len(name) + len(value)
+        if len(shown) == MAX_HEADERS or size > MAX_HEADERS_BYTES:
+            break
+        shown[name] = value
+    return shown
 
 
 @router.post("/integrations/{integration_id}/webhook", status_code=202, responses={
@@ -174,10 +232,12 @@ async def receive_webhook(integration_id: str, request: Request,
         body = await request.body()
         json_document(body)
         message = message_body(None, shown_headers(dict(request.headers)), body, payload_is_json=True)
-        done = await submit(request, who, Target(ROUTE, partition=integration_id), message, None)
+        timestamp, v1 = request.state.signature
+        done = await submit(request, who, Target(ROUTE, partition=integration_id), message, None,
+                            idempotency=replay_key(timestamp, v1))
     except ApiError:
         # Not accepted: the sender may send the same signed request again.
-        _seen_signatures(request).forget(integration_id, request.state.signature)
+        request.app.state.webhook_signatures.forget(integration_id, request.state.signature[1])
         raise
     return JSONResponse({"requestId": done.request_id, "integrationId": integration_id, "status": "accepted"},
                         status_code=202, headers={"X-Request-Id": done.request_id})

@@ -3,8 +3,10 @@
 An ASGI middleware in front of every route: a declared Content-Length over the
 limit is refused before the app runs; otherwise the body is counted while it
 streams in, and the request is refused at the first byte over the limit (it is
-never buffered whole). Ingest routes take `SLUICE_MAX_BODY_BYTES`; every other
-route (catalog, keys, admin) the smaller `SLUICE_MAX_API_BODY_BYTES`.
+never buffered whole). Ingest routes (every dialect's, and the app's other routes that take
+readings or much at once, such as an integration's webhook and its bulk mapping) take
+`SLUICE_MAX_BODY_BYTES`; every other route (catalog, keys, admin) the smaller
+`SLUICE_MAX_API_BODY_BYTES`.
 
 A body sent with `Content-Encoding: gzip` or `zstd` is inflated here, chunk by
 chunk (producers.edge.content_coding), and the limit holds for both the bytes sent and
@@ -14,6 +16,9 @@ coding while it streams (400).
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Iterable
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -47,14 +52,20 @@ def _header(scope: Scope, name: bytes) -> bytes:
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, ingest_limit: int, other_limit: int) -> None:
+    def __init__(self, app: ASGIApp, ingest_limit: int, other_limit: int,
+                 ingest_limit_paths: Iterable[re.Pattern] = ()) -> None:
+        """`ingest_limit_paths`: paths beside the dialects' that take the ingest limit."""
         self.app = app
         self.ingest_limit = ingest_limit
         self.other_limit = other_limit
+        self.ingest_limit_paths = tuple(ingest_limit_paths)
 
     def limit_for(self, scope: Scope) -> int:
         # Every dialect's paths are ingest routes; the control plane takes the smaller limit.
-        return self.ingest_limit if dialects.dialect_for(scope["path"]) else self.other_limit
+        path = scope["path"]
+        if dialects.dialect_for(path) or any(pattern.fullmatch(path) for pattern in self.ingest_limit_paths):
+            return self.ingest_limit
+        return self.other_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

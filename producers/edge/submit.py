@@ -96,8 +96,9 @@ def check_rate(request: Request, who: Principal) -> None:
 
 
 async def submit(request: Request, who: Principal, target: Target, body: bytes,
-                 wait_s: float | None) -> Submitted:
+                 wait_s: float | None, idempotency: str | None = None) -> Submitted:
     """Land `body` on the raw topic for `target`; with `wait_s`, wait that long for its verdict.
+    `idempotency` is the Idempotency-Key when the route derives its own (else the header's).
 
     Call after the rate check and the body's outline check. Blocks (asynchronously)
     until the broker acknowledged the message, at most the producer's delivery
@@ -114,7 +115,7 @@ async def submit(request: Request, who: Principal, target: Target, body: bytes,
         "thing_id": target.thing_id,
         "stream": target.stream,
         "template_id": target.template_id,
-        "idempotency_key": idempotency_key(request),
+        "idempotency_key": idempotency or idempotency_key(request),
         # Cut: headers are not size-limited, and a max-size body must still fit the raw topic's limit.
         "content_type": request.headers.get("content-type", "application/json")[:255],
         # What this edge knew of the catalog: the processor catches up to it before judging.

@@ -5,6 +5,11 @@ Pure: `verify` takes the clock as an argument. A header may carry several `v1` e
 signed with the body, so a captured request cannot be re-sent with a fresh time; one
 re-sent as it was is refused once `t` is older than the tolerance, and, within it, by
 `SeenSignatures`.
+
+A replay must be refused by every edge, also after a restart: an accepted request carries
+`replay_key(t, v1)` as its Idempotency-Key, so the processors' idempotency store (durable,
+shared) never processes its replay, and each edge follows that store to answer the replay
+401 (producers.edge.webhook_replays).
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import threading
 from collections import OrderedDict
 
 HEADER = "X-Sluice-Signature"
 MAX_HEADER_CHARS = 1024
 _TIME = re.compile(r"[0-9]{1,12}\Z")
 _HEX_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+REPLAY_KEY_PREFIX = "webhook-signature:"
 
 
 class BadSignature(ValueError):
@@ -36,6 +43,21 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
 def header_value(secret: str, timestamp: int, body: bytes) -> str:
     """The whole header a sender sends (what the docs compute with openssl)."""
     return f"t={timestamp},v1={signature(secret, timestamp, body)}"
+
+
+def replay_key(timestamp: int, v1: str) -> str:
+    """The Idempotency-Key of an accepted signed request: the same for its every replay."""
+    return f"{REPLAY_KEY_PREFIX}{timestamp}:{v1}"
+
+
+def parse_replay_key(key: str) -> tuple[int, str] | None:
+    """(t, v1) of a `replay_key`, or None for any other key."""
+    if not key.startswith(REPLAY_KEY_PREFIX):
+        return None
+    timestamp, _, v1 = key[len(REPLAY_KEY_PREFIX):].partition(":")
+    if not _TIME.match(timestamp) or not _HEX_SHA256.match(v1):
+        return None
+    return int(timestamp), v1
 
 
 def verify(header: str | None, secret: str, body: bytes, now: float, tolerance_s: float) -> tuple[int, str]:
@@ -75,28 +97,42 @@ def verify(header: str | None, secret: str, body: bytes, now: float, tolerance_s
 class SeenSignatures:
     """Signatures accepted within the tolerance window, so the same request sent again is refused.
 
+    Two sources: this edge's own acceptances (`first_time`, at once) and every edge's, as the
+    processors recorded them durably (`remember`, fed by producers.edge.webhook_replays).
     Bounded: past `capacity` the oldest are forgotten first (then a replay of one of them, still
-    inside its window, would pass here; its readings land on the same keys and replace themselves).
-    Not thread-safe: the edge calls it from its event loop only.
+    inside its window, is accepted here and not processed by the processors, whose memory is 24 h).
+    Thread-safe: the edge's event loop and the idempotency tail's thread both call it.
     """
 
     def __init__(self, capacity: int = 100_000) -> None:
         self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()  # (integration, v1) -> forget at
         self._capacity = capacity
+        self._lock = threading.Lock()
 
     def first_time(self, integration_id: str, v1: str, timestamp: int, now: float, tolerance_s: float) -> bool:
         """Record the signature; False if it was recorded before and is not yet forgotten."""
-        while self._seen and next(iter(self._seen.values())) < now:
-            self._seen.popitem(last=False)
-        key = (integration_id, v1)
-        if key in self._seen:
-            return False
-        # Past t + tolerance the time check refuses it by itself.
-        self._seen[key] = max(now, timestamp + tolerance_s)
-        while len(self._seen) > self._capacity:
-            self._seen.popitem(last=False)
-        return True
+        with self._lock:
+            while self._seen and next(iter(self._seen.values())) < now:
+                self._seen.popitem(last=False)
+            key = (integration_id, v1)
+            if key in self._seen:
+                return False
+            # Past t + tolerance the time check refuses it by itself.
+            self._put(key, max(now, timestamp + tolerance_s))
+            return True
+
+    def remember(self, integration_id: str, v1: str, forget_at: float) -> None:
+        """A signature some edge accepted: refuse it here too until `forget_at`."""
+        with self._lock:
+            self._put((integration_id, v1), forget_at)
 
     def forget(self, integration_id: str, v1: str) -> None:
         """The request it signed was not accepted after all: the sender may send it again."""
-        self._seen.pop((integration_id, v1), None)
+        with self._lock:
+            self._seen.pop((integration_id, v1), None)
+
+    def _put(self, key: tuple[str, str], forget_at: float) -> None:
+        # Kept in insertion order, which is about the order they expire in (the first loop above).
+        self._seen[key] = max(forget_at, self._seen.pop(key, forget_at))
+        while len(self._seen) > self._capacity:
+            self._seen.popitem(last=False)
