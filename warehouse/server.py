@@ -29,7 +29,7 @@ from warehouse.backend import (
     error_code,
     normalize_parameters,
 )
-from warehouse.errors import WarehouseError, WarehouseUnavailable
+from warehouse.errors import ReadOnlyError, WarehouseError, WarehouseUnavailable
 
 
 def connect(url: str) -> Client:
@@ -103,6 +103,10 @@ class ServerWarehouse(Warehouse):
         self._call(self._client.command, sql)
 
     def _stream(self, sql: AnalystSql, fmt: str) -> Iterator[bytes]:
+        if sql.database is not None:
+            # clickhouse-connect sends one client-wide database; an org's views need their own per query.
+            raise ReadOnlyError("org-scoped SQL needs the embedded warehouse for now; on a ClickHouse server, "
+                                "query through the platform-admin key")
         # A server writes a *WithNames format's header even when there are no rows.
         stream = self._call(self._client.raw_stream, sql.text, fmt=fmt)
         try:
