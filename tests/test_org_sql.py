@@ -80,6 +80,10 @@ def test_each_org_key_counts_what_its_org_sent(stack, orgs):
     # The admin's route still sees every org.
     ids = ", ".join(f"'{o['id']}'" for o in orgs.values())
     assert admin_sql(stack, f"SELECT uniqExact(org_id) AS n FROM {db}.readings WHERE org_id IN ({ids})") == [{"n": 2}]
+    # ... also unqualified: the sessions org queries ran on select the warehouse's database again.
+    for _ in range(4):
+        assert admin_sql(stack, f"SELECT count() AS n FROM readings WHERE org_id IN ({ids})") == [
+            {"n": sum(SENT.values())}]
     answer = org_sql(stack, orgs["mine"]["key"], "SELECT count() AS n FROM readings", "rows")
     assert answer.status_code == 200 and answer.json() == {"columns": ["n"], "rows": [[SENT["mine"]]]}
 

@@ -102,11 +102,12 @@ class ServerWarehouse(Warehouse):
     def command(self, sql: str) -> None:
         self._call(self._client.command, sql)
 
+    def _org_sql(self, sql: str, org_id: str) -> AnalystSql:
+        # clickhouse-connect sends one client-wide database; an org's views need their own per query.
+        raise ReadOnlyError("org-scoped SQL needs the embedded warehouse for now; on a ClickHouse server, "
+                            "query through the platform-admin key")
+
     def _stream(self, sql: AnalystSql, fmt: str) -> Iterator[bytes]:
-        if sql.database is not None:
-            # clickhouse-connect sends one client-wide database; an org's views need their own per query.
-            raise ReadOnlyError("org-scoped SQL needs the embedded warehouse for now; on a ClickHouse server, "
-                                "query through the platform-admin key")
         # A server writes a *WithNames format's header even when there are no rows.
         stream = self._call(self._client.raw_stream, sql.text, fmt=fmt)
         try:
