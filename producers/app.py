@@ -26,7 +26,7 @@ from catalog.view import CatalogView
 from catalog.writer import CatalogWriter
 from config import Settings
 from producers import dialects
-from producers.api import (access, admin, datasources, definitions, harbors, ingest_log, integrations, latest,
+from producers.api import (access, admin, datasources, definitions, harbors, ingest_log, integrations, latest, org_sql,
                            places, series, streams, templates)
 from producers.edge import error_handlers
 from producers.edge.auth import undeclared_writes
@@ -101,7 +101,7 @@ def reads_and_operations() -> list[APIRouter]:
     """The routers served after the ingest routes, in order."""
     return [latest.router,
             series.router,  # history, aggregates, a place's latest
-            ingest_log.router, admin.router,
+            ingest_log.router, admin.router, org_sql.router,
             streams.router,  # seed 002: streams, the per-key log
             integrations.router]  # seed 001: integrations (mqtt, webhook, http_poll)
 

@@ -110,14 +110,16 @@ def fleet(stack):
         return list(counts[0].values()) == [43, requests, 3, 1, 3, 1, 3, 2, 1]
 
     eventually(landed, timeout=60)
-    return {"org": org["id"], "requests": requests}
+    return {"org": org["id"], "requests": requests, "key": org["adminKey"]["key"]}
 
 
-def query(stack, sql: str, org: str) -> list[dict]:
-    """Run `sql` as the page writes it, on the session's database and the fleet's org."""
+def query(stack, sql: str, org: str, key: str | None = None) -> list[dict]:
+    """Run `sql` as the page writes it, on the session's database and the fleet's org: on the
+    admin's route, or with an org's `key` on the org-scoped one."""
     sql = sql.replace("sluice.", f"{stack.settings.database}.").replace("'org_demo'", f"'{org}'")
-    reply = httpx.post(f"{stack.url}/v2/admin/sql", json={"sql": sql, "format": "json"},
-                       headers={"X-Api-Key": stack.settings.admin_key}, timeout=30)
+    reply = httpx.post(f"{stack.url}/v2/sql" if key else f"{stack.url}/v2/admin/sql",
+                       json={"sql": sql, "format": "json"}, headers={"X-Api-Key": key or stack.settings.admin_key},
+                       timeout=30)
     assert reply.status_code == 200, reply.text
     return [json.loads(line) for line in reply.text.splitlines()]
 
@@ -191,6 +193,16 @@ def test_every_query_of_the_page_returns_what_it_promises(stack, fleet):
     for (heading, sql), number in zip(blocks, numbers):
         rows = query(stack, sql, fleet["org"])
         assert EXPECTED[number](rows, fleet), (heading, rows)
+
+
+def test_every_query_of_the_page_runs_unchanged_for_an_org_key_over_its_org_alone(stack, fleet):
+    for heading, sql in sql_blocks():
+        rows = query(stack, sql, fleet["org"], fleet["key"])
+        assert EXPECTED[heading.split(".", 1)[0]](rows, fleet), (heading, rows)
+        assert {row["org_id"] for row in rows if "org_id" in row} <= {fleet["org"]}, (heading, rows)
+    # Without its `org_id = 'org_demo'` filters a query still sees this org alone.
+    unfiltered = "SELECT uniqExact(thing_id, metric_id, ts) AS n, uniqExact(org_id) AS orgs FROM sluice.readings"
+    assert query(stack, unfiltered, fleet["org"], fleet["key"]) == [{"n": 42, "orgs": 1}]
 
 
 def test_sluice_plot_draws_a_png(stack, fleet, monkeypatch, tmp_path, capsys):

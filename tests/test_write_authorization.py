@@ -246,6 +246,8 @@ TABLE: dict[str, Case] = {
     "DELETE /v2/api-keys/{key_id}": Case(KEYS, revoke_key, witness("/v2/api-keys"), FILTER_KINDS, 204),
     "POST /v2/orgs": Case(PLATFORM, plain("/v2/orgs", {"name": "mine"})),
     "POST /v2/admin/sql": Case(PLATFORM, plain("/v2/admin/sql", {"sql": "SELECT 1"})),
+    # Org-scoped SQL reads the org's tables whole: a filtered key is refused, naming its filters.
+    "POST /v2/sql": Case(ORG, plain("/v2/sql", {"sql": "SELECT count() FROM readings"})),
     "POST /v2/thing/{thing_id}/data": Case(INGEST, plain("/v2/thing/{thing_out}/data", FRAMES)),
     "POST /v2/thing/{thing_id}/data/template/{template_id}": Case(INGEST, plain(
         "/v2/thing/{thing_out}/data/template/{template}", {"rows": [{"t": 1718884800000, "x": 1}]})),

@@ -25,7 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from warehouse import guard
+from warehouse import guard, scoping
 from warehouse.ddl import identifier
 from warehouse.errors import ReadOnlyError, WarehouseBusy, WarehouseError, WarehouseUnavailable
 from warehouse.limits import QueryLimits, settings_clause
@@ -47,11 +47,15 @@ class QueryResult:
 @dataclasses.dataclass(frozen=True)
 class AnalystSql:
     """An analyst's query as it runs: `text`; `empty`, the same with LIMIT 0 (its
-    columns without its work); `tag`, its log_comment, which finds it for KILL QUERY."""
+    columns without its work); `tag`, its log_comment, which finds it for KILL QUERY;
+    `canonical`, the engine's reading of the query as given; `database`, the current
+    database it runs in (None: the warehouse's)."""
 
     text: str
     empty: str
     tag: str
+    canonical: str = ""
+    database: str | None = None
 
 
 class QueryStream:
@@ -137,6 +141,8 @@ class Warehouse(abc.ABC):
         self.limits = limits or QueryLimits.from_settings()
         self._column_types: dict[str, dict[str, str]] = {}
         self._analyst_slots = threading.BoundedSemaphore(self.limits.concurrency)
+        self._scoped_orgs: set[str] = set()  # orgs whose views (warehouse.scoping) exist
+        self._scoping = threading.Lock()
 
     @abc.abstractmethod
     def migrate(self) -> None:
@@ -186,9 +192,11 @@ class Warehouse(abc.ABC):
         finally:
             release()
 
-    def readonly_stream(self, sql: str, fmt: str) -> QueryStream:
+    def readonly_stream(self, sql: str, fmt: str, org_id: str | None = None) -> QueryStream:
         """readonly_query's checks, limits and slot, then the result in ClickHouse
         output format `fmt` (one of STREAM_FORMATS' values) as a QueryStream.
+        With `org_id`, the query sees only that org's rows of the analyst tables and
+        nothing else (warehouse.scoping; ReadOnlyError for anything that reaches out).
 
         The checks run (and raise ReadOnlyError / WarehouseError / WarehouseBusy)
         before this returns; the engine's own refusals and later failures raise
@@ -197,7 +205,7 @@ class Warehouse(abc.ABC):
         """
         if fmt not in STREAM_FORMATS.values():
             raise ValueError(f"unknown stream format {fmt!r}")
-        wrapped = self._readonly_sql(sql, output=True)
+        wrapped = self._readonly_sql(sql, output=True) if org_id is None else self._org_sql(sql, org_id)
         release = self._take_analyst_slot()
         try:
             chunks = self._stream(wrapped, fmt)
@@ -205,6 +213,21 @@ class Warehouse(abc.ABC):
             release()
             raise
         return QueryStream(chunks, lambda: self._kill(wrapped.tag), release)
+
+    def _org_sql(self, sql: str, org_id: str) -> "AnalystSql":
+        """`sql` run in `org_id`'s database of views, after the engine's parse of it names
+        nothing outside them; raises ReadOnlyError."""
+        scoped = scoping.org_database(self.database, org_id)
+        with self._scoping:
+            if org_id not in self._scoped_orgs:
+                for statement in scoping.view_statements(self.database, org_id):
+                    self.command(statement)
+                self._scoped_orgs.add(org_id)
+        wrapped = self._readonly_sql(scoping.pointed(sql, self.database, scoped), output=True)
+        ast = "\n".join(row[0] for row in self.query(f"EXPLAIN AST {wrapped.canonical}").rows)
+        databases = {row[0] for row in self.query("SELECT name FROM system.databases").rows}
+        scoping.check_scoped(ast, self.database, scoped, databases)
+        return dataclasses.replace(wrapped, database=scoped)
 
     def _take_analyst_slot(self) -> Callable[[], None]:
         if not self._analyst_slots.acquire(blocking=False):
@@ -256,7 +279,7 @@ class Warehouse(abc.ABC):
         limits = settings_clause({**self.limits.for_analysts(), "log_comment": tag})
         tail = f"SETTINGS {output_settings}{limits}, readonly = 1"
         return AnalystSql(f"SELECT * FROM (\n{canonical}\n) {tail}",
-                          f"SELECT * FROM (\n{canonical}\n) LIMIT 0 {tail}", tag)
+                          f"SELECT * FROM (\n{canonical}\n) LIMIT 0 {tail}", tag, canonical)
 
     def describe(self, table: str) -> dict[str, str]:
         """Column name -> ClickHouse type of `table`, in table order; cached per table

@@ -205,7 +205,7 @@ class ChdbWarehouse(Warehouse):
     def _stream(self, sql: AnalystSql, fmt: str) -> Iterator[bytes]:
         # Any other statement on the session ends a streaming query, so the
         # session stays checked out from the first chunk to the last.
-        with self._session(self._analysts) as session:
+        with self._session(self._analysts, sql.database) as session:
             try:
                 stream = session.send_query(sql.text, fmt)
             except Exception as exc:
@@ -255,12 +255,19 @@ class ChdbWarehouse(Warehouse):
                 raise WarehouseError(str(exc).strip(), error_code(str(exc))) from exc
 
     @contextlib.contextmanager
-    def _session(self, lane: _Lane) -> Iterator[chdb_session.Session]:
-        """A session of `lane`'s own for the duration of the block."""
+    def _session(self, lane: _Lane, database: str | None = None) -> Iterator[chdb_session.Session]:
+        """A session of `lane`'s own for the duration of the block, its current database
+        `database` (an org's views) if given, else the warehouse's."""
         session = lane.checkout()
         broken = True
         try:
-            if not session.uses_database:
+            if database is not None:
+                session.uses_database = False  # the next use selects the warehouse's again
+                try:
+                    session.chdb.query(f"USE {ddl.identifier(database)}")
+                except Exception as exc:
+                    raise WarehouseError(str(exc).strip(), error_code(str(exc))) from exc
+            elif not session.uses_database:
                 self._use_database(session)
             if lane.prepare and not session.prepared:
                 try:

@@ -110,10 +110,15 @@ def _unquoted(text: str) -> str:
 
 def _tokens(sql: str) -> list[tuple[str, str]]:
     """The tokens of `sql` without whitespace and comments, as (kind, text)."""
+    return [(kind, text) for kind, text, _, _ in spans(sql)]
+
+
+def spans(sql: str) -> list[tuple[str, str, int, int]]:
+    """The tokens of `sql` without whitespace and comments, as (kind, text, start, end)."""
     found = []
     for match in _TOKEN.finditer(sql):
         kind = match.lastgroup
         if kind in ("space", "comment"):
             continue
-        found.append(("string" if kind in ("heredoc", "tag") else kind, match.group()))
+        found.append(("string" if kind in ("heredoc", "tag") else kind, match.group(), match.start(), match.end()))
     return found

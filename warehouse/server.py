@@ -29,7 +29,7 @@ from warehouse.backend import (
     error_code,
     normalize_parameters,
 )
-from warehouse.errors import WarehouseError, WarehouseUnavailable
+from warehouse.errors import ReadOnlyError, WarehouseError, WarehouseUnavailable
 
 
 def connect(url: str) -> Client:
@@ -101,6 +101,11 @@ class ServerWarehouse(Warehouse):
 
     def command(self, sql: str) -> None:
         self._call(self._client.command, sql)
+
+    def _org_sql(self, sql: str, org_id: str) -> AnalystSql:
+        # clickhouse-connect sends one client-wide database; an org's views need their own per query.
+        raise ReadOnlyError("org-scoped SQL needs the embedded warehouse for now; on a ClickHouse server, "
+                            "query through the platform-admin key")
 
     def _stream(self, sql: AnalystSql, fmt: str) -> Iterator[bytes]:
         # A server writes a *WithNames format's header even when there are no rows.

@@ -43,7 +43,7 @@ class SqlIn(BaseModel):
 
 _MEDIA = {"csv": "text/csv; charset=utf-8", "json": "application/x-ndjson", "compact": "application/x-ndjson"}
 _JSON_ERROR = {"application/json": {"schema": ERROR_REF}}
-_RESPONSES = {
+SQL_RESPONSES = {
     200: {"content": {"text/csv": {"schema": {"type": "string"}},
                       "application/x-ndjson": {"schema": {"type": "string"}}}},
     **errors(400),
@@ -54,13 +54,18 @@ _RESPONSES = {
 }
 
 
-@router.post("/sql", responses=_RESPONSES)
+@router.post("/sql", responses=SQL_RESPONSES)
 async def readonly_sql(spec: SqlIn, request: Request, who: Principal = Depends(platform_admin())) -> dict:
     """Run one read-only query (readonly=1) across all orgs, within the analyst bounds; platform-admin keys only."""
+    return await answer(spec, request)
+
+
+async def answer(spec: SqlIn, request: Request, org_id: str | None = None) -> Response:
+    """The answer to `spec`, across all orgs or (with `org_id`) over that org's rows alone."""
     settings: Settings = request.app.state.settings
     wire = STREAM_FORMATS["compact" if spec.format == "rows" else spec.format]
     try:
-        stream = await run_in_threadpool(request.app.state.warehouse.readonly_stream, spec.sql, wire)
+        stream = await run_in_threadpool(request.app.state.warehouse.readonly_stream, spec.sql, wire, org_id)
     except WarehouseBusy as exc:
         raise ApiError(429, "TOO_MANY_QUERIES", str(exc), limit=settings.sql_concurrency,
                        retry_after=RETRY_AFTER_S) from None

@@ -167,6 +167,19 @@ def platform_admin() -> Callable:
     return _guard(writer, "platform")
 
 
+def org_reader() -> Callable:
+    """The caller of a POST that only reads the org's data (org-scoped SQL): a key with the
+    read scope and no filters; a filtered key gets 403 naming its filters."""
+    async def reader(who: Principal = Depends(principal)) -> Principal:
+        who.require("read")
+        if who.filtered:
+            raise ApiError(403, "FORBIDDEN", "SQL reads the org's tables whole, and this key's filters "
+                           f"({_named(who.key)}) limit it to what they name: use a key without filters",
+                           filters=sorted(f for f, v in (who.key.get("filters") or {}).items() if v))
+        return who
+    return _guard(reader, "nothing (reads)")
+
+
 def signed(verify: Callable) -> Callable:
     """The caller of a route authenticated by a signature over its body instead of a key (an
     integration's webhook): `await verify(request)` returns the Principal it acts as, or raises 401."""
