@@ -24,11 +24,13 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 import schemas
+from bus.client_errors import raise_if_fatal
 from bus.logs import librdkafka_logger
 
 log = logging.getLogger(__name__)
 
 STATE_KIND = "integration_state"
+UNKNOWN_END = -1  # a partition assigned whose end offset was not asked for yet
 
 
 class Assignment:
@@ -65,18 +67,24 @@ class Assignment:
         return partition in self._owned
 
     def poll(self, timeout: float) -> None:
-        """Keep the membership alive and load assigned partitions; blocks up to `timeout` s."""
+        """Keep the membership alive and load assigned partitions; blocks up to `timeout` s.
+        Raises FatalClientError if librdkafka declares the consumer dead (the process exits
+        and its supervisor starts it again)."""
         message = self._consumer.poll(timeout)
-        if message is not None and message.error() is None:
-            self._apply(message)
+        if message is not None:
+            if message.error() is None:
+                self._apply(message)
+            else:
+                raise_if_fatal(message.error())  # anything else the client retries by itself
         if self._loading:
             self._check_loaded()
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The end each partition must be read to is asked for in poll, not here: while leaders move
+        # (a broker lost) the question fails, and an exception in this callback would end the stage.
         for tp in partitions:
             tp.offset = OFFSET_BEGINNING
-            _, high = consumer.get_watermark_offsets(TopicPartition(self._topic, tp.partition), timeout=10)
-            self._loading[tp.partition] = high
+            self._loading[tp.partition] = UNKNOWN_END
         consumer.assign(partitions)
         log.info("integrations: assigned partitions %s", sorted(self._loading))
 
@@ -103,7 +111,18 @@ class Assignment:
             self.states[record["id"]] = orjson.loads(record["body"])
 
     def _check_loaded(self) -> None:
-        positions = self._consumer.position([TopicPartition(self._topic, p) for p in self._loading])
+        for partition, end in list(self._loading.items()):
+            if end == UNKNOWN_END:
+                try:
+                    _, high = self._consumer.get_watermark_offsets(TopicPartition(self._topic, partition), timeout=2)
+                except KafkaException as exc:  # no leader yet, say: asked again on the next poll
+                    log.warning("integrations: the end of partition %d is not known yet: %s", partition, exc)
+                    continue
+                self._loading[partition] = high
+        known = [p for p, end in self._loading.items() if end != UNKNOWN_END]
+        if not known:
+            return
+        positions = self._consumer.position([TopicPartition(self._topic, p) for p in known])
         for tp in positions:
             if tp.offset >= self._loading[tp.partition] or self._loading[tp.partition] == 0:
                 del self._loading[tp.partition]
