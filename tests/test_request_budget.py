@@ -86,6 +86,26 @@ def test_a_request_costly_in_use_stops_at_its_budget_with_a_verdict_and_a_dead_l
     assert preview.verdict["errors"][0]["code"] == "BUDGET_EXCEEDED" and not preview.dead_letters
 
 
+
+def costly_org(stack, root):
+    """Another org beside the root's, with a thing and a template whose expressions fan out:
+    (its client, the template route of its thing, a body of 2,000 records for it)."""
+    import secrets
+
+    import httpx
+
+    from tests.seed import register_battery, register_battery_type
+
+    org = root.post("/v2/orgs", json={"name": f"costly {secrets.token_hex(3)}"}).json()
+    client = httpx.Client(base_url=stack.url, headers={"X-Api-Key": org["adminKey"]["key"]}, timeout=60)
+    thing = register_battery(client, *register_battery_type(client))
+    template = client.post("/v2/templates", json={
+        "name": "costly", "target": "ThingData", "records": "data.readings",
+        "timestamp": {"path": "ts", "format": "epochMillis"}, "metrics": {"status": FAN_OUT}})
+    assert template.status_code == 201, template.text
+    body = {"data": {"readings": [{"ts": 1718884800000 + i} for i in range(2000)]}}
+    return client, f"/v2/thing/{thing}/data/template/{template.json()['id']}", body
+
 def test_another_orgs_sync_requests_stay_fast_while_one_org_posts_costly_templates(kafka_bootstrap, tmp_path):
     """The probe's case on a real stack: one org posts templates that would compute for a minute
     (on main before the budget, another org's sync request waited 30 s and fell back to 202).
@@ -95,7 +115,6 @@ def test_another_orgs_sync_requests_stay_fast_while_one_org_posts_costly_templat
     lane, its median was a budget and more (618 ms against a 500 ms budget, a 15 ms baseline),
     because each victim request came just after a costly one, both released by the same verdict.
     The bound asserted is loose (a shared 2-core machine); the latencies are printed."""
-    import secrets
     import statistics
     import threading
 
@@ -111,14 +130,7 @@ def test_another_orgs_sync_requests_stay_fast_while_one_org_posts_costly_templat
     root = httpx.Client(base_url=stack.url, headers={"X-Api-Key": stack.settings.admin_key}, timeout=60)
     try:
         victim = register_battery(root, *register_battery_type(root))
-        org = root.post("/v2/orgs", json={"name": f"costly {secrets.token_hex(3)}"}).json()
-        attacker = httpx.Client(base_url=stack.url, headers={"X-Api-Key": org["adminKey"]["key"]}, timeout=60)
-        their_thing = register_battery(attacker, *register_battery_type(attacker))
-        template = attacker.post("/v2/templates", json={
-            "name": "costly", "target": "ThingData", "records": "data.readings",
-            "timestamp": {"path": "ts", "format": "epochMillis"}, "metrics": {"status": FAN_OUT}})
-        assert template.status_code == 201, template.text
-        body = {"data": {"readings": [{"ts": 1718884800000 + i} for i in range(2000)]}}
+        attacker, path, body = costly_org(stack, root)
 
         def sync_latency(i: int) -> float:
             frames = {"frames": [{**SEED_FRAMES["frames"][0], "timestamp": 1718884800000 + i}]}
@@ -135,8 +147,7 @@ def test_another_orgs_sync_requests_stay_fast_while_one_org_posts_costly_templat
 
         def attack() -> None:  # as the probe did: one client, each request waiting for its verdict
             while not stop.is_set():
-                reply = attacker.post(f"/v2/thing/{their_thing}/data/template/{template.json()['id']}",
-                                      json=body, headers={"Prefer": "wait=30"})
+                reply = attacker.post(path, json=body, headers={"Prefer": "wait=30"})
                 verdicts.append(reply.json())
 
         thread = threading.Thread(target=attack)
@@ -179,7 +190,6 @@ def test_a_set_aside_request_cut_short_by_a_processor_crash_is_judged_after_the_
     (every second) carries it and a crash loses it. The costly request takes a 3 s budget; the
     processor is SIGKILLed 2 s in, after a commit, before its verdict: after the restart it is
     judged, and a request of another org taken after it was answered meanwhile."""
-    import secrets
     import signal
 
     import httpx
@@ -194,14 +204,7 @@ def test_a_set_aside_request_cut_short_by_a_processor_crash_is_judged_after_the_
     root = httpx.Client(base_url=stack.url, headers={"X-Api-Key": stack.settings.admin_key}, timeout=60)
     try:
         victim = register_battery(root, *register_battery_type(root))
-        org = root.post("/v2/orgs", json={"name": f"costly {secrets.token_hex(3)}"}).json()
-        costly = httpx.Client(base_url=stack.url, headers={"X-Api-Key": org["adminKey"]["key"]}, timeout=60)
-        their_thing = register_battery(costly, *register_battery_type(costly))
-        template = costly.post("/v2/templates", json={
-            "name": "costly", "target": "ThingData", "records": "data.readings",
-            "timestamp": {"path": "ts", "format": "epochMillis"}, "metrics": {"status": FAN_OUT}}).json()
-        path = f"/v2/thing/{their_thing}/data/template/{template['id']}"
-        body = {"data": {"readings": [{"ts": 1718884800000 + i} for i in range(2000)]}}
+        costly, path, body = costly_org(stack, root)
         first = costly.post(path, json=body, headers={"Prefer": "wait=30"})  # makes the org costly
         assert first.json()["error"]["code"] == "BUDGET_EXCEEDED", first.text
 
