@@ -84,6 +84,9 @@ class MqttConfig(_Body):
     username: Name | None = None
     password: Secret | None = None  # secret
     keepAliveSeconds: int = Field(60, ge=5, le=3600)
+    caCertificate: str | None = Field(None, max_length=65536, pattern=r"-----BEGIN CERTIFICATE-----",
+                                      description="with mqtts://, the PEM certificate(s) of the CA that signed the "
+                                                  "broker's certificate (a private CA); default the system's CAs")
 
 
 class WebhookConfig(_Body):

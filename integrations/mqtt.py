@@ -17,6 +17,8 @@ marks the runner failed, and the stage starts a fresh one, whose session gets th
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import threading
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -60,11 +62,14 @@ class MqttRunner:
         if config.get("username"):
             self._client.username_pw_set(config["username"], secrets.get("password"))
         self._url = urlsplit(config["url"])
-        if self._url.scheme == "mqtts":
-            self._client.tls_set()
+        self._tls = None
+        if self._url.scheme == "mqtts":  # the broker's certificate and name verified, by the CA given or the system's
+            self._tls = ssl.create_default_context(cadata=config.get("caCertificate"))
+            self._client.tls_set_context(self._tls)
         self._client.reconnect_delay_set(1, 30)
         self._client.on_connect = self._connected
         self._client.on_disconnect = self._disconnected
+        self._client.on_connect_fail = self._connect_failed
         self._client.on_message = self._received
 
     def start(self) -> None:
@@ -101,6 +106,20 @@ class MqttRunner:
         if not self._stopping.is_set() and not self._refused:
             self.status.failed("receiving", f"disconnected from the broker: {reason_code}; reconnecting",
                                state="connecting")
+
+    def _connect_failed(self, client, userdata) -> None:
+        # paho retries without saying why the connection failed: a connection of our own finds out
+        # (an unknown CA, a name that does not resolve, a refused port), for the status.
+        address = (self._url.hostname, self._url.port or (8883 if self._tls else 1883))
+        try:
+            with socket.create_connection(address, timeout=5) as sock:
+                if self._tls is not None:
+                    self._tls.wrap_socket(sock, server_hostname=address[0]).close()
+            why = "the connection failed"
+        except OSError as exc:
+            why = str(exc) or type(exc).__name__
+        self.status.failed("receiving", f"cannot connect to {address[0]}:{address[1]}: {why}; retrying",
+                           state="connecting")
 
     def _received(self, client, userdata, message) -> None:
         self.status.messages_in += 1

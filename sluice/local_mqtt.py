@@ -29,16 +29,19 @@ class LocalMqttError(RuntimeError):
 
 
 class LocalMosquitto:
-    def __init__(self, state_dir: Path, port: int, users: dict[str, str] | None = None) -> None:
-        """`users`: name → password; only they may connect (none given: anyone)."""
+    def __init__(self, state_dir: Path, port: int, users: dict[str, str] | None = None,
+                 tls: tuple[Path, Path] | None = None) -> None:
+        """`users`: name → password; only they may connect (none given: anyone). `tls`: (certificate
+        chain, private key) files in PEM: the listener speaks MQTT over TLS only."""
         self.port = port
         self._dir = state_dir / "mqtt"
         self._users = users or {}
+        self._tls = tls
         self._process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self._tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -61,6 +64,7 @@ class LocalMosquitto:
         config = self._dir / "mosquitto.conf"
         config.write_text("\n".join([
             f"listener {self.port} 127.0.0.1",
+            *([f"certfile {self._tls[0]}", f"keyfile {self._tls[1]}"] if self._tls else []),
             *self._access(),
             "persistence true",
             f"persistence_location {self._dir}/",

@@ -2,13 +2,16 @@
 loopback: MQTT messages acknowledged only once durable, so a SIGKILLed stage loses and
 duplicates nothing in ClickHouse; a restarted broker reconnected to by itself; a polled feed
 resumed from its durable cursor after a restart, no page skipped, its 429 honoured; a broker
-with a password file restarted mid-stream, on MQTT 3.1.1 and 5: every reading once."""
+with a password file restarted mid-stream, on MQTT 3.1.1 and 5: every reading once; a broker
+over TLS with a private CA's certificate, verified."""
 
 from __future__ import annotations
 
 import http.server
 import secrets
 import signal
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -283,6 +286,71 @@ def test_a_broker_restarted_mid_stream_with_a_password_file_loses_and_repeats_no
         assert status["lastError"] and "disconnected" in status["lastError"]["reason"], status  # it saw the restart
     finally:
         publisher.stop()
+
+
+
+def private_ca(folder) -> tuple:
+    """A CA of our own and a broker certificate it signed for 127.0.0.1: (CA PEM file, certificate, key)."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True, timeout=60)
+
+    curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *curve, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Plant CA")
+    openssl("req", *curve, "-keyout", "broker.key", "-out", "broker.csr", "-subj", "/CN=127.0.0.1")
+    (folder / "broker.ext").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    openssl("x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "broker.pem", "-days", "2", "-extfile", "broker.ext")
+    return folder / "ca.pem", folder / "broker.pem", folder / "broker.key"
+
+
+@pytest.fixture(scope="module")
+def tls_broker(tmp_path_factory) -> Iterator[tuple[LocalMosquitto, str]]:
+    """A Mosquitto that speaks only TLS, with a certificate of a private CA; and that CA's PEM."""
+    folder = tmp_path_factory.mktemp("mqtt-tls")
+    ca, certificate, key = private_ca(folder)
+    broker = LocalMosquitto(folder, free_port(), tls=(certificate, key))
+    broker.start()
+    try:
+        yield broker, ca.read_text()
+    finally:
+        broker.stop()
+
+
+def test_mqtt_over_tls_verifies_the_broker_by_the_ca_given(stack, client, org, tls_broker):
+    broker, ca = tls_broker
+    ids = things(client, org, 3)
+    template = ok(client.post("/v2/templates", json={**TELEMETRY, "name": f"telemetry {secrets.token_hex(3)}"}),
+                  201)["id"]
+    spec = {"name": "tls", "kind": "mqtt", "templateId": template,
+            "config": {"url": broker.url, "topics": ["plant/+/telemetry"], "clientId": f"sluice-{secrets.token_hex(4)}"},
+            "resource": {"from": "message", "expression": "topicLevels[1]"},
+            "things": {f"dev-{n}": thing for n, thing in enumerate(ids)}}
+    # Without the CA, the system's CAs do not know the broker's certificate: not connected, and the status says why.
+    untrusted = ok(client.post("/v2/integrations", json=spec), 201)
+    status = eventually(lambda: (s := ok(client.get(f"/v2/integrations/{untrusted['id']}/status")))
+                        .get("lastError") and s, timeout=30)
+    assert "CERTIFICATE_VERIFY_FAILED" in status["lastError"]["reason"], status
+    assert client.delete(f"/v2/integrations/{untrusted['id']}").status_code == 204
+
+    spec["config"] = {**spec["config"], "caCertificate": ca}
+    integration = ok(client.post("/v2/integrations", json=spec), 201)
+    assert integration["config"]["caCertificate"] == ca  # a certificate is public: shown, unlike a password
+    devices = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"devices-{secrets.token_hex(3)}")
+    devices.tls_set_context(ssl.create_default_context(cadata=ca))
+    devices.connect("127.0.0.1", broker.port)
+    devices.loop_start()
+    base = 1_721_000_000_000 + secrets.randbelow(10**6) * 1000
+    try:
+        # Until the stage has subscribed, a message reaches nobody: publish a probe until one lands.
+        eventually(lambda: publish(devices, 0, base - 1, -1.0) and readings(stack, ids[:1], base - 1),
+                   timeout=60, interval=1)
+        for n in range(20):
+            for device in range(3):
+                publish(devices, device, base + n, float(n))
+        eventually(lambda: readings(stack, ids, base) == 60, timeout=60, interval=0.5)
+    finally:
+        devices.loop_stop()
+        devices.disconnect()
 
 
 def test_a_polled_feed_resumes_from_its_durable_cursor_after_a_restart(stack, client, org):
