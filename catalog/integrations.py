@@ -14,10 +14,11 @@ webhook, the integrations stage connecting) read them from their catalog view.
 from __future__ import annotations
 
 import secrets as random_secrets
+import ssl
 from typing import Annotated, Literal, Union
 
 import orjson
-from pydantic import Field, StringConstraints, ValidationError
+from pydantic import Field, StringConstraints, ValidationError, field_validator
 
 from catalog.errors import Invalid, NotFound, not_found
 from catalog.ids import derived_id, new_id
@@ -87,6 +88,17 @@ class MqttConfig(_Body):
     caCertificate: str | None = Field(None, max_length=65536, pattern=r"-----BEGIN CERTIFICATE-----",
                                       description="with mqtts://, the PEM certificate(s) of the CA that signed the "
                                                   "broker's certificate (a private CA); default the system's CAs")
+
+    @field_validator("caCertificate")
+    @classmethod
+    def _loads(cls, pem: str | None) -> str | None:
+        # Refused here, with its reason, rather than by the stage when it connects.
+        if pem is not None:
+            try:
+                ssl.create_default_context(cadata=pem)
+            except (ssl.SSLError, ValueError) as exc:
+                raise ValueError(f"not a PEM certificate TLS can use: {exc}") from None
+        return pem
 
 
 class WebhookConfig(_Body):

@@ -87,11 +87,16 @@ class Stage:
     def _start(self, org_id: str, body: dict) -> None:
         partition = partition_of(body["id"], self._assignment.partitions)
         offset = lambda: self._view.applied_offset  # noqa: E731
-        if body["kind"] == "mqtt":
-            runner = MqttRunner(body, org_id, self._producer, self._raw_topic, offset)
-        else:
-            runner = PollRunner(body, org_id, self._producer, self._raw_topic, self._state_topic, partition, offset,
-                                self._assignment.states.get(body["id"]))
+        try:
+            if body["kind"] == "mqtt":
+                runner = MqttRunner(body, org_id, self._producer, self._raw_topic, offset)
+            else:
+                runner = PollRunner(body, org_id, self._producer, self._raw_topic, self._state_topic, partition,
+                                    offset, self._assignment.states.get(body["id"]))
+        except Exception:  # a config the API let through but no runner can use: never the stage's end
+            log.exception("integration %s cannot be run; trying again in %.0f s", body["id"], RESTART_BACKOFF_MAX_S)
+            self._not_before[body["id"]] = (time.monotonic() + RESTART_BACKOFF_MAX_S, 0)
+            return
         try:
             runner.start()
         except Exception as exc:  # a broker name that does not resolve, say: report it, retry later

@@ -105,6 +105,10 @@ def test_bad_integrations_are_refused_naming_the_field(client, org):
     refused = client.post("/v2/integrations", json={**base, "things": {"d": "thg_nope"}})
     assert refused.status_code == 404 and refused.json()["error"]["details"]["field"] == "things.d"
     assert client.post("/v2/integrations", json={**base, "kind": "carrier-pigeon"}).status_code == 400
+    garbled = {"url": "mqtts://127.0.0.1:8883", "topics": ["plant/#"],
+               "caCertificate": "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"}
+    refused = client.post("/v2/integrations", json={**base, "kind": "mqtt", "config": garbled})
+    assert refused.status_code == 400 and "caCertificate" in refused.text and "PEM" in refused.text, refused.text
 
 
 def test_another_orgs_integration_is_not_found(stack, client, org):
