@@ -60,6 +60,12 @@ include-path-regex = "^/(v2/thing/|api/|v1/assets/|restapi/)"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "413", "424"]
 
 [[operations]]
+# An integration's resource expression is JMESPath (a grammar), and an MQTT caCertificate must be
+# a certificate TLS can load (PEM holding DER, which no pattern can check).
+include-name = ["POST /v2/integrations", "PATCH /v2/integrations/{integration_id}"]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "413"]
+
+[[operations]]
 # A thing's properties are checked against its type's property definitions (seed 001).
 include-name = ["POST /v2/sites/{place_id}/things", "POST /v2/fleets/{place_id}/things",
                 "PATCH /v2/things/{thing_id}"]
