@@ -29,8 +29,8 @@ CHECKOUT_RULES = Path(__file__).resolve().parent.parent / "deploy" / "alerts.yml
 
 
 def scrape_jobs(settings: Settings) -> list[dict]:
-    """The scrape configs of the stack's services: edge, processor (unless it exports nothing),
-    and a standalone sink only with a ClickHouse server."""
+    """The scrape configs of the stack's services: edge, processor and integrations stage (unless
+    they export nothing), and a standalone sink only with a ClickHouse server."""
     host = scrape_host(settings)
     edge_target: dict = {"targets": [f"{host}:{settings.http_port}"]}
     if settings.embedded_warehouse:
@@ -39,6 +39,9 @@ def scrape_jobs(settings: Settings) -> list[dict]:
     if settings.processor_metrics_port:
         jobs.append({"job_name": "sluice-processor",
                      "static_configs": [{"targets": [f"{host}:{settings.processor_metrics_port}"]}]})
+    if settings.integrations_metrics_port:
+        jobs.append({"job_name": "sluice-integrations",
+                     "static_configs": [{"targets": [f"{host}:{settings.integrations_metrics_port}"]}]})
     if not settings.embedded_warehouse and settings.sink_metrics_port:
         jobs.append({"job_name": "sluice-sink",
                      "static_configs": [{"targets": [f"{host}:{settings.sink_metrics_port}"]}]})

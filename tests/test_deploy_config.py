@@ -45,7 +45,7 @@ def local_settings(**overrides):
     from config import Settings
 
     return Settings.from_env(**{"http_host": "127.0.0.1", "http_port": 18080, "processor_metrics_port": 19464,
-                                "sink_metrics_port": 19465, **overrides})
+                                "sink_metrics_port": 19465, "integrations_metrics_port": 19466, **overrides})
 
 
 def targets(config: dict) -> dict[str, list[dict]]:
@@ -61,6 +61,7 @@ def test_the_local_config_has_no_sink_job_when_the_sinks_run_inside_the_edge():
     assert targets(config) == {
         "sluice-edge": [{"targets": ["127.0.0.1:18080"], "labels": {"sinks": "embedded"}}],
         "sluice-processor": [{"targets": ["127.0.0.1:19464"]}],
+        "sluice-integrations": [{"targets": ["127.0.0.1:19466"]}],
     }
     assert config["global"] == {"scrape_interval": "2s", "evaluation_interval": "2s"}
     assert config["rule_files"] == [str(DEPLOY / "alerts.yml")]
@@ -77,6 +78,7 @@ def test_the_local_config_scrapes_a_standalone_sink_with_a_clickhouse_server():
     assert targets(yaml.safe_load(text)) == {
         "sluice-edge": [{"targets": ["127.0.0.1:18080"]}],  # listening everywhere: scraped on loopback
         "sluice-processor": [{"targets": ["127.0.0.1:19464"]}],
+        "sluice-integrations": [{"targets": ["127.0.0.1:19466"]}],
         "sluice-sink": [{"targets": ["127.0.0.1:19465"]}],
     }
     assert "sluice-processor" not in targets(yaml.safe_load(prometheus_config(

@@ -131,7 +131,8 @@ def test_prometheus_sees_a_healthy_stack_quiet_and_a_stopped_processor_alerting(
     written = yaml.safe_load((up.state_dir / "run" / "prometheus.yml").read_text())
     generated = yaml.safe_load((up.state_dir.parent / "prometheus.yml").read_text())
     assert written["scrape_configs"] == generated["scrape_configs"]
-    assert [job["job_name"] for job in generated["scrape_configs"]] == ["sluice-edge", "sluice-processor"]
+    assert [job["job_name"] for job in generated["scrape_configs"]] == ["sluice-edge", "sluice-processor",
+                                                                       "sluice-integrations"]
 
     # Every rule of the shipped file is loaded and evaluated without error.
     shipped = {rule["alert"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]}
@@ -141,7 +142,7 @@ def test_prometheus_sees_a_healthy_stack_quiet_and_a_stopped_processor_alerting(
         return {r["name"]: r["health"] for r in rules} if all(r["health"] != "unknown" for r in rules) else {}
 
     assert eventually(evaluated, timeout=30) == {name: "ok" for name in shipped}
-    quiet = ({"sluice-edge": "up", "sluice-processor": "up"}, [])
+    quiet = ({"sluice-edge": "up", "sluice-processor": "up", "sluice-integrations": "up"}, [])
     deadline = time.monotonic() + 30  # at start, absent() holds until the first scrape
     while (seen := (prometheus.targets(), prometheus.alerts())) != quiet and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -172,7 +173,7 @@ def test_prometheus_sees_a_healthy_stack_quiet_and_a_stopped_processor_alerting(
     alerts = eventually(lambda: [a for a in prometheus.alerts() if wanted.items() <= a.items()],
                         timeout=STAGE_DOWN_FOR_S + 30, interval=1)
     assert time.monotonic() - stopped_at >= STAGE_DOWN_FOR_S  # its `for:` held it pending first
-    assert prometheus.targets() == {"sluice-edge": "up", "sluice-processor": "down"}
+    assert prometheus.targets() == {"sluice-edge": "up", "sluice-processor": "down", "sluice-integrations": "up"}
     # Every alert is about the processor: its own target down, and the edge's readiness naming it.
     assert all(a.get("job") == "sluice-processor" or a.get("component") == "processor"
                for a in prometheus.alerts()), prometheus.alerts()
