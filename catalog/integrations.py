@@ -94,9 +94,11 @@ class MqttConfig(_Body):
     def _loads(cls, pem: str | None) -> str | None:
         # Refused here, with its reason, rather than by the stage when it connects.
         if pem is not None:
+            if not pem.isascii():
+                raise ValueError("not a PEM certificate TLS can use: PEM is ASCII text")
             try:
                 ssl.create_default_context(cadata=pem)
-            except (ssl.SSLError, ValueError) as exc:
+            except (ssl.SSLError, ValueError, TypeError) as exc:
                 raise ValueError(f"not a PEM certificate TLS can use: {exc}") from None
         return pem
 

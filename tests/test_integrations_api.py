@@ -109,6 +109,9 @@ def test_bad_integrations_are_refused_naming_the_field(client, org):
                "caCertificate": "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"}
     refused = client.post("/v2/integrations", json={**base, "kind": "mqtt", "config": garbled})
     assert refused.status_code == 400 and "caCertificate" in refused.text and "PEM" in refused.text, refused.text
+    garbled["caCertificate"] = "\u00d4\u00bb-----BEGIN CERTIFICATE-----"  # not ASCII: schemathesis found a 500 here
+    refused = client.post("/v2/integrations", json={**base, "kind": "mqtt", "config": garbled})
+    assert refused.status_code == 400 and "caCertificate" in refused.text and "ASCII" in refused.text, refused.text
 
 
 def test_another_orgs_integration_is_not_found(stack, client, org):
