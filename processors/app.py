@@ -29,7 +29,7 @@ from bus import metrics
 from bus.schema_registry import SchemaRegistry
 from catalog.view import CatalogView
 from config import Settings
-from processors import fetching
+from processors import faust_consumer
 from processors.batching import batches
 from processors.handling import BatchHandler
 from processors.idempotency import IdempotencyStore
@@ -98,8 +98,8 @@ def _faust_app(settings: Settings, bootstrap: str, topics: schemas.Topics, limit
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
     )
-    # Before the first topic: the app's consumer comes from its transport (processors.fetching).
-    app.transport = fetching.Transport(app.conf.broker_consumer, app)
+    # Before the first topic: the app's consumer comes from its transport (processors.faust_consumer).
+    app.transport = faust_consumer.Transport(app.conf.broker_consumer, app)
     app.conf.producer_max_request_size = limits.output
     app.conf.consumer_max_fetch_size = limits.raw
     return app
