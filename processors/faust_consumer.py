@@ -44,7 +44,7 @@ class _Consumer(faust_aiokafka.Consumer):
 
     def _filter_committable_offsets(self, tps):
         # One pass over the messages in flight per commit, not one per partition.
-        self._floors = in_flight_floors(self._unacked_messages)
+        self._floors = in_flight_floors(self._unacked_messages, self.app.consumer_generation_id)
         try:
             return super()._filter_committable_offsets(tps)
         finally:
@@ -52,7 +52,9 @@ class _Consumer(faust_aiokafka.Consumer):
 
     def _new_offset(self, tp: TP) -> int | None:
         """The offset to commit for `tp`, never past a message of it still in flight."""
-        floors = self._floors if self._floors is not None else in_flight_floors(self._unacked_messages)
+        floors = self._floors
+        if floors is None:
+            floors = in_flight_floors(self._unacked_messages, self.app.consumer_generation_id)
         floor, acked = floors.get(tp), self._acked[tp]
         if floor is None or not acked or max(acked) < floor:
             return super()._new_offset(tp)
@@ -64,11 +66,15 @@ class _Consumer(faust_aiokafka.Consumer):
             acked.extend(later)  # Faust sorts them again at its next reckoning
 
 
-def in_flight_floors(unacked) -> dict[TP, int]:
-    """Each partition's lowest offset among the `unacked` messages not acked yet."""
+def in_flight_floors(unacked, generation: int) -> dict[TP, int]:
+    """Each partition's lowest offset among the `unacked` messages of this `generation` of the
+    group not acked yet. A message of an earlier generation is not waited for: the stream skips
+    it, and everything past the committed offset is delivered again after a rebalance."""
     floors: dict[TP, int] = {}
     for message in list(unacked):
-        if not message.acked and message.offset < floors.get(message.tp, message.offset + 1):
+        if message.acked or message.generation_id != generation:
+            continue
+        if message.offset < floors.get(message.tp, message.offset + 1):
             floors[message.tp] = message.offset
     return floors
 

@@ -46,11 +46,12 @@ TOPIC = "commits.raw"
 PARTITION = TP(TOPIC, 0)
 
 
-def delivered(consumer, *offsets: int, partition: int = 0) -> dict[int, Message]:
+def delivered(consumer, *offsets: int, partition: int = 0, generation: int | None = None) -> dict[int, Message]:
     """Messages as Faust tracks them once delivered to a stream and not acked yet."""
     messages = {}
+    generation = consumer.app.consumer_generation_id if generation is None else generation
     for offset in offsets:
-        message = Message(TOPIC, partition, offset, 0.0, 0, None, b"k", b"v", None)
+        message = Message(TOPIC, partition, offset, 0.0, 0, None, b"k", b"v", None, generation_id=generation)
         consumer.track_message(message)
         messages[offset] = message
     return messages
@@ -89,3 +90,14 @@ def test_a_message_in_flight_holds_back_only_its_own_partition(consumer):
     consumer.ack(free[10])
     consumer.ack(free[11])
     assert consumer._filter_committable_offsets([PARTITION, other]) == {other: 12}
+
+
+def test_a_message_left_from_an_earlier_generation_does_not_hold_the_commit_back(consumer):
+    """After a rebalance the stream skips what an earlier generation delivered, and delivers it
+    again from the committed offset: only this generation's messages in flight count."""
+    consumer._committed_offset[PARTITION] = 20
+    delivered(consumer, 20, generation=consumer.app.consumer_generation_id - 1)
+    again = delivered(consumer, 20, 21)
+    consumer.ack(again[20])
+    consumer.ack(again[21])
+    assert consumer._filter_committable_offsets([PARTITION]) == {PARTITION: 22}
