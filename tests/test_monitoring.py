@@ -71,8 +71,9 @@ class Prometheus:
         return reply.json()["data"]
 
     def targets(self) -> dict[str, str]:
-        """{job: health} of every active target ("up", "down", "unknown")."""
-        return {t["labels"]["job"]: t["health"] for t in self.api("targets", state="active")["activeTargets"]}
+        """{job: health} of every active target ("up", "unknown", or "down: " and the scrape's error)."""
+        return {t["labels"]["job"]: t["health"] if t["health"] != "down" else f"down: {t['lastError']}"
+                for t in self.api("targets", state="active")["activeTargets"]}
 
     def alerts(self) -> list[dict]:
         """Alerts pending or firing, each its labels and state."""
@@ -118,6 +119,12 @@ def monitored(tmp_path):
             up.stop(signal.SIGTERM)
 
 
+def diagnosis(state: Path) -> str:
+    """What the stack's supervisor and its stages' logs say, for a failure's message."""
+    tails = {log.stem: log.read_text(errors="replace").splitlines()[-15:] for log in (state / "logs").glob("*.log")}
+    return json.dumps({"children": children(state), "logs": tails}, indent=1)
+
+
 def children(state: Path) -> dict:
     try:
         return json.loads((state / "run" / "status.json").read_text())["children"]
@@ -157,7 +164,7 @@ def test_prometheus_sees_a_healthy_stack_quiet_and_a_stopped_processor_alerting(
             frames = {"frames": [{**SEED_FRAMES["frames"][0], "timestamp": 1718884800000 + sent * 1000}]}
             assert api.post(f"/v2/thing/{thing}/data", json=frames).status_code == 202
             sent += 1
-            assert (prometheus.targets(), prometheus.alerts()) == quiet
+            assert (prometheus.targets(), prometheus.alerts()) == quiet, diagnosis(up.state_dir)
             time.sleep(1)
 
     # The edge exported the topics' partition health, all healthy on one broker.
@@ -173,7 +180,9 @@ def test_prometheus_sees_a_healthy_stack_quiet_and_a_stopped_processor_alerting(
     alerts = eventually(lambda: [a for a in prometheus.alerts() if wanted.items() <= a.items()],
                         timeout=STAGE_DOWN_FOR_S + 30, interval=1)
     assert time.monotonic() - stopped_at >= STAGE_DOWN_FOR_S  # its `for:` held it pending first
-    assert prometheus.targets() == {"sluice-edge": "up", "sluice-processor": "down", "sluice-integrations": "up"}
+    targets = prometheus.targets()
+    assert targets["sluice-processor"].startswith("down: ") and targets | {"sluice-processor": "down"} == {
+        "sluice-edge": "up", "sluice-processor": "down", "sluice-integrations": "up"}, targets
     # Every alert is about the processor: its own target down, and the edge's readiness naming it.
     assert all(a.get("job") == "sluice-processor" or a.get("component") == "processor"
                for a in prometheus.alerts()), prometheus.alerts()
