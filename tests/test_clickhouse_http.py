@@ -11,6 +11,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import clickhouse_connect
 import httpx
@@ -20,6 +24,9 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from tests.test_org_sql import ESCAPES, SENT, admin_sql, orgs  # noqa: F401  (orgs: a fixture)
+
+
+CLIENTS = Path(__file__).resolve().parent / "clients"
 
 
 def base_url(stack) -> str:
@@ -175,3 +182,37 @@ def test_the_escape_corpus_is_refused_or_scoped_here_too(stack, orgs):
                 or theirs["thing"] in reply.text:
             leaks.append(f"{sql!r}: {reply.status_code} {reply.text[:300]}")
     assert not leaks, "\n".join(leaks)
+
+
+@pytest.fixture(scope="module")
+def js_client(tmp_path_factory) -> Path:
+    """A folder with ClickHouse's official JavaScript client installed from npm (pinned in
+    tests/clients/package.json) beside tests/clients/query.mjs."""
+    if not (shutil.which("node") and shutil.which("npm")):
+        pytest.skip("Node.js and npm are not installed")
+    folder = tmp_path_factory.mktemp("js")
+    for name in ("package.json", "query.mjs"):
+        shutil.copy(CLIENTS / name, folder / name)
+    try:
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=folder, check=True, timeout=180,
+                       capture_output=True)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"@clickhouse/client did not install from npm: {exc}")
+    return folder
+
+
+def test_the_official_javascript_client_sees_its_own_org(stack, orgs, js_client):
+    def run(key: str, sql: str) -> dict:
+        env = {**os.environ, "CLICKHOUSE_URL": base_url(stack), "CLICKHOUSE_PASSWORD": key,
+               "CLICKHOUSE_DATABASE": stack.settings.database, "SQL": sql}
+        done = subprocess.run(["node", "query.mjs"], cwd=js_client, env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    for name, org in orgs.items():
+        assert run(org["key"], "SELECT count() AS n, any(thing_id) AS thing FROM readings") == {
+            "rows": [{"n": SENT[name], "thing": org["thing"]}]}
+    answer = run(orgs["mine"]["key"], "SELECT * FROM system.tables")
+    assert answer["code"] == "164" and "system.tables is outside" in answer["message"], answer
+    assert run("slk_not_a_key", "SELECT 1")["code"] == "516"
