@@ -83,6 +83,10 @@ async def _answer(request: Request, state: object) -> Response:
         fmt = formats.canonical(named or params.get("default_format") or "TabSeparated")
     except ValueError as exc:
         raise ClickHouseError("UNKNOWN_FORMAT", str(exc)) from None
+    if fmt == "Native" and params.get("client_protocol_version", "0") not in ("", "0"):
+        # clickhouse-go asks for it over HTTP; the engine writes Native at revision 0 alone.
+        raise ClickHouseError("BAD_ARGUMENTS", f"Native at client_protocol_version "
+                              f"{params['client_protocol_version']} is not served: only revision 0 is")
     if params.get("database", "default") not in ("", "default", settings.database):
         raise ClickHouseError("UNKNOWN_DATABASE", f"Database {params['database']} does not exist: Sluice's "
                               f"tables are in {settings.database}")
