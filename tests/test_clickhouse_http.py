@@ -148,6 +148,12 @@ def test_ping_query_sources_and_default_format(stack, orgs):
     refused(ch(stack, key, "SELECT 1", database="system"), 81, 404)
     refused(ch(stack, key, "SELECT 1 FORMAT Nope"), 73, 404)
     refused(ch(stack, key, "SELECT count() FROM no_such_table"), 60, 404)
+    # The format and database as the JDBC driver sends them: ClickHouse's request headers.
+    by_headers = httpx.post(base_url(stack), content=b"SELECT 1 AS one", auth=("default", key), headers={
+        "X-ClickHouse-Format": "JSONEachRow", "X-ClickHouse-Database": stack.settings.database})
+    assert by_headers.json() == {"one": 1}
+    # ClickHouse's compressed answers are not served: said plainly, not sent uncompressed.
+    assert "compress=false" in refused(ch(stack, key, "SELECT 1", compress="1"), 36, 400)
     # clickhouse-go asks for Native at its own protocol revision, which the engine does not write: said plainly.
     assert "client_protocol_version" in refused(ch(stack, key, "SELECT 1 FORMAT Native",
                                                    client_protocol_version="54460"), 36, 400)
@@ -220,3 +226,37 @@ def test_the_official_javascript_client_sees_its_own_org(stack, orgs, js_client)
     assert answer["code"] == "164" and "system.tables is outside" in answer["message"], answer
     assert run("slk_not_a_key", "SELECT 1")["code"] == "516"
 
+
+
+@pytest.fixture(scope="module")
+def jdbc_driver(tmp_path_factory) -> Path:
+    """A folder with ClickHouse's JDBC driver (jdbc-v2, pinned in tests/clients/jdbc/pom.xml) and its
+    dependencies from Maven Central, beside tests/clients/jdbc/Query.java."""
+    if not (shutil.which("mvn") and shutil.which("java")):
+        pytest.skip("Maven and Java are not installed")
+    folder = tmp_path_factory.mktemp("jdbc")
+    for name in ("pom.xml", "Query.java"):
+        shutil.copy(CLIENTS / "jdbc" / name, folder / name)
+    try:
+        subprocess.run(["mvn", "-q", "-B", "dependency:copy-dependencies", "-DoutputDirectory=libs"], cwd=folder,
+                       check=True, timeout=300, capture_output=True)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"the JDBC driver did not resolve from Maven Central: {exc}")
+    return folder
+
+
+def test_the_jdbc_driver_sees_its_own_org(stack, orgs, jdbc_driver):
+    def run(key: str, sql: str) -> str:
+        env = {**os.environ, "CLICKHOUSE_PASSWORD": key, "SQL": sql,
+               "JDBC_URL": f"jdbc:clickhouse://127.0.0.1:{stack.settings.clickhouse_port}/{stack.settings.database}"
+                           "?compress=false"}
+        done = subprocess.run(["java", "-cp", "libs/*", "Query.java"], cwd=jdbc_driver, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    for name, org in orgs.items():
+        assert run(org["key"], "SELECT count() AS n, any(thing_id) AS thing FROM readings") == \
+            f"{SENT[name]}\t{org['thing']}\n"
+    assert "164" in run(orgs["mine"]["key"], "SELECT * FROM system.tables")
+    assert "516" in run("slk_not_a_key", "SELECT 1")

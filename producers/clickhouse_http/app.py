@@ -40,7 +40,8 @@ from warehouse import WarehouseBusy, WarehouseError, formats
 from warehouse.errors import ReadOnlyError
 
 #: Request parameters that are not settings.
-_PARAMS = frozenset({"query", "database", "default_format", "user", "password", "query_id", "session_id"})
+_PARAMS = frozenset({"query", "database", "default_format", "user", "password", "query_id", "session_id",
+                     "compress", "client_protocol_version"})
 
 
 def with_clickhouse(edge: Starlette, port: int) -> ASGIApp:
@@ -80,15 +81,21 @@ async def _answer(request: Request, state: object) -> Response:
     body = await _body(request, settings.max_api_body_bytes)
     sql, named = split_format(query_text(params.get("query"), body))
     try:
-        fmt = formats.canonical(named or params.get("default_format") or "TabSeparated")
+        fmt = formats.canonical(named or params.get("default_format") or request.headers.get("x-clickhouse-format")
+                                or "TabSeparated")
     except ValueError as exc:
         raise ClickHouseError("UNKNOWN_FORMAT", str(exc)) from None
+    if params.get("compress", "0") not in ("", "0", "false"):
+        # ClickHouse's own compressed framing of the answer: not served (HTTP's Content-Encoding neither).
+        raise ClickHouseError("BAD_ARGUMENTS", "compress=1 (ClickHouse's compressed answers) is not served: "
+                              "turn the client's compression off (the JDBC driver: compress=false in its URL)")
     if fmt == "Native" and params.get("client_protocol_version", "0") not in ("", "0"):
         # clickhouse-go asks for it over HTTP; the engine writes Native at revision 0 alone.
         raise ClickHouseError("BAD_ARGUMENTS", f"Native at client_protocol_version "
                               f"{params['client_protocol_version']} is not served: only revision 0 is")
-    if params.get("database", "default") not in ("", "default", settings.database):
-        raise ClickHouseError("UNKNOWN_DATABASE", f"Database {params['database']} does not exist: Sluice's "
+    database = params.get("database") or request.headers.get("x-clickhouse-database") or "default"
+    if database not in ("", "default", settings.database):
+        raise ClickHouseError("UNKNOWN_DATABASE", f"Database {database} does not exist: Sluice's "
                               f"tables are in {settings.database}")
     asked = {name: value for name, value in params.items() if name not in _PARAMS}
     try:
