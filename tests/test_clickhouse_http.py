@@ -8,6 +8,7 @@ its format come from, the error shape, and the org SQL escape corpus through thi
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
+from tests.conftest import eventually
 from tests.test_org_sql import ESCAPES, SENT, admin_sql, orgs  # noqa: F401  (orgs: a fixture)
 
 
@@ -170,6 +172,23 @@ def test_a_whole_document_format_is_bounded_and_streamed_ones_are_not(stack):
     assert "SLUICE_SQL_ROWS_MAX_BYTES" in text
     streamed = ch(stack, admin, f"{big} FORMAT TabSeparated")
     assert streamed.status_code == 200 and len(streamed.content) > stack.settings.sql_rows_max_bytes
+
+
+def test_the_sql_routes_slots_bound_it_and_a_client_going_away_frees_its_own(stack):
+    admin, url = ("default", stack.settings.admin_key), base_url(stack)
+    slow = "SELECT number, sleepEachRow(0.00001) FROM numbers(100000000000) FORMAT TabSeparated"
+    with contextlib.ExitStack() as held:
+        readers = []  # kept: a reader dropped closes its response, which frees the slot
+        for _ in range(stack.settings.sql_concurrency):
+            reply = held.enter_context(httpx.stream("POST", url, content=slow.encode(), auth=admin, timeout=30))
+            readers.append(reply.iter_bytes())
+            assert reply.status_code == 200 and next(readers[-1])  # streaming, its slot taken
+        busy = ch(stack, stack.settings.admin_key, "SELECT 1")
+        refused(busy, 202, 503)
+        assert busy.headers["Retry-After"] == "1"
+        assert ch(stack, stack.settings.admin_key, body="SELECT 1").status_code == 503
+    # The held clients went away: their queries are stopped and the slots free again.
+    assert eventually(lambda: ch(stack, stack.settings.admin_key, "SELECT 1").text == "1\n", timeout=10)
 
 
 def test_the_escape_corpus_is_refused_or_scoped_here_too(stack, orgs):
