@@ -72,6 +72,9 @@ def test_clickhouse_connect_sees_its_own_org(stack, orgs):
     with client(stack, stack.settings.admin_key) as admin:
         counts = admin.query(f"SELECT org_id, count() FROM {db}.readings WHERE org_id IN ({ids}) GROUP BY org_id")
         assert dict(counts.result_rows) == {org["id"]: SENT[name] for name, org in orgs.items()}
+        # Many blocks of Native, as the engine streams them, read back whole.
+        many = admin.query("SELECT number AS n, toString(number) AS s FROM numbers(300000)").result_rows
+        assert len(many) == 300_000 and sum(n for n, _ in many) == 299_999 * 300_000 // 2 and many[-1][1] == "299999"
 
 
 @pytest.mark.parametrize("statement", [
