@@ -82,6 +82,9 @@ class Settings:
     database: str = setting("SLUICE_DATABASE", "sluice", "The ClickHouse database holding Sluice's tables.")
     http_host: str = setting("SLUICE_HTTP_HOST", "127.0.0.1", "Where the HTTP edge listens.")
     http_port: int = setting("SLUICE_HTTP_PORT", 8080, "The HTTP edge's port.")
+    clickhouse_port: int = setting(
+        "SLUICE_CLICKHOUSE_PORT", 8123, "The edge's ClickHouse-compatible HTTP interface (on SLUICE_HTTP_HOST), "
+        "where ClickHouse clients query with a Sluice key as their password; 0 turns it off.")
     edge_workers: int = setting(
         "SLUICE_EDGE_WORKERS", 1,
         "Edge processes sharing the HTTP port; the first hosts the warehouse, the others forward reads to it.")

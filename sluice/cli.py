@@ -12,7 +12,7 @@ from config import Settings
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
-    from sluice.endpoints import endpoints_path
+    from sluice.endpoints import endpoints_path, scrape_host
     from sluice.local_kafka import LocalKafkaError
     from sluice.local_mqtt import LocalMqttError
     from sluice.local_registry import LocalRegistryError
@@ -57,11 +57,13 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     if stack.registry is not None:
         registry += f"   (local Apicurio; log {stack.registry.stdout_path})"
     mqtt = f"\n  MQTT       {stack.mqtt.url}   (local Mosquitto, for MQTT integrations)" if stack.mqtt else ""
+    clickhouse = (f"\n  ClickHouse http://{scrape_host(stack.settings)}:{stack.settings.clickhouse_port}   (ClickHouse "
+                  "clients: any user, a Sluice key as password)" if stack.settings.clickhouse_port else "")
     sink_metrics = "" if stack.settings.embedded_warehouse else (
         f"\n             http://{stack.settings.http_host}:{stack.settings.sink_metrics_port}/metrics   (sink)")
     print(f"""
 sluice is up.
-  API        {stack.url}   (OpenAPI: {stack.url}/openapi.json, docs: {stack.url}/docs)
+  API        {stack.url}   (OpenAPI: {stack.url}/openapi.json, docs: {stack.url}/docs){clickhouse}
   Kafka      {where}
   registry   {registry}{mqtt}
   warehouse  {warehouse}, database {stack.settings.database}

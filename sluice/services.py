@@ -45,7 +45,8 @@ from processors.app import ProcessorWorker, create_app as create_processor_app
 from processors.idempotency import IdempotencyStore
 from producers.app import create_app as create_edge_app
 from producers.edge.forward import ForwardToPrimary, PrimaryProbe
-from producers.edge.listeners import http_socket, primary_socket, primary_socket_path
+from producers.clickhouse_http.app import with_clickhouse
+from producers.edge.listeners import clickhouse_socket, http_socket, primary_socket, primary_socket_path
 from producers.edge.protocol import edge_protocol
 from schemas import Topics
 from schemas.topics import MessageLimits
@@ -91,6 +92,9 @@ def run_edge(settings: Settings) -> None:
     # The other edges' forwarded requests: workers on this port (SLUICE_EDGE_WORKERS), or a second
     # edge on a port of its own (`sluice edge-worker` with another SLUICE_HTTP_PORT).
     sockets = [http_socket(settings), primary_socket(settings)]
+    if settings.clickhouse_port:
+        sockets.append(clickhouse_socket(settings))
+        app = with_clickhouse(app, settings.clickhouse_port)
     watchdog.start()
     try:
         _serve(app, settings, sockets)

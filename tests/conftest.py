@@ -59,6 +59,7 @@ def session_settings(kafka_bootstrap: str, state_dir: Path, **overrides) -> Sett
         state_dir=state_dir,
         database=f"sluice_test_{token}",
         http_port=free_port(),
+        clickhouse_port=free_port(),
         processor_metrics_port=free_port(),
         sink_metrics_port=free_port(),
         integrations_metrics_port=free_port(),

@@ -4,7 +4,9 @@ and returns the rows its example promises. `sluice plot` draws the fleet to a PN
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 import json
 import re
 import secrets
@@ -221,3 +223,26 @@ def test_sluice_plot_draws_a_png(stack, fleet, monkeypatch, tmp_path, capsys):
     # A name is ambiguous across orgs only if two things share it; an unknown one is refused.
     assert cli.main(["plot", "no such thing", "acPower", "--from", "2025-03-01", "--to", "2025-03-02"]) == 1
     assert "no thing named" in capsys.readouterr().err
+
+
+def test_the_clickhouse_connect_walkthrough_runs_two_of_the_pages_queries_with_an_org_key(stack, fleet, monkeypatch):
+    """"Connect your tool": its Python block, as written but for the port, the database and the
+    org id, connects clickhouse-connect to the stack's ClickHouse port with the fleet's org key."""
+    section = DOC.read_text().split("## Connect your tool", 1)[1]
+    snippet = re.search(r"^```python\n(.*?)^```", section, re.M | re.S).group(1)
+    queries = [sql for _, sql in sql_blocks()]
+    for sql in re.findall(r'"""\n(.*?)"""', snippet, re.S):
+        assert sql in queries, f"the walkthrough's query is not one of the page's examples:\n{sql}"
+    db = stack.settings.database
+    snippet = (snippet.replace("port=8123", f"port={stack.settings.clickhouse_port}")
+               .replace('database="sluice"', f'database="{db}"').replace("sluice.", f"{db}.")
+               .replace("'org_demo'", f"'{fleet['org']}'"))
+    monkeypatch.setenv("SLUICE_KEY", fleet["key"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(snippet, "docs/analytics.md", "exec"), {})
+    lines = out.getvalue().splitlines()
+    assert lines[:2] == ["Inverter 1: 1055.4 W on average, 1110.0 W at most",
+                         "Inverter 2: 860.0 W on average, 910.0 W at most"], lines
+    assert lines[2].split() == ["site", "things", "names"], lines
+    assert lines[3].split()[:3] == ["North", "Field", "3"] and "Inverter 3" in lines[3], lines

@@ -86,7 +86,7 @@ def test_up_with_registry_serves_it_on_loopback_restarts_it_and_stops_it(tmp_pat
     registry_port = free_port()
     state = tmp_path / "state"
     env = {**os.environ, "SLUICE_STATE_DIR": str(state), "SLUICE_KAFKA_PORT": str(kafka_port),
-           "SLUICE_REGISTRY_PORT": str(registry_port)}
+           "SLUICE_REGISTRY_PORT": str(registry_port), "SLUICE_CLICKHOUSE_PORT": str(free_port())}
     for name in ("KAFKA_BOOTSTRAP_SERVERS", "CLICKHOUSE_URL", "SLUICE_ADMIN_KEY", "SLUICE_TOPIC_PREFIX",
                  "SLUICE_SCHEMA_REGISTRY_URL", "SLUICE_WITH_REGISTRY"):
         env.pop(name, None)

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import eventually
-from tests.kafka_fixture import free_http_and_kafka_ports
+from tests.kafka_fixture import free_http_and_kafka_ports, free_port
 
 
 def processes_of(state_dir: Path) -> list[int]:
@@ -39,7 +39,8 @@ class Up:
     def __init__(self, state_dir: Path, http_port: int, kafka_port: int, label: str | None = None,
                  **env: str) -> None:
         self.state_dir, self.url = state_dir, f"http://127.0.0.1:{http_port}"
-        env = {**os.environ, "SLUICE_STATE_DIR": str(state_dir), "SLUICE_KAFKA_PORT": str(kafka_port), **env}
+        env = {**os.environ, "SLUICE_STATE_DIR": str(state_dir), "SLUICE_KAFKA_PORT": str(kafka_port),
+               "SLUICE_CLICKHOUSE_PORT": str(free_port()), **env}
         for name in ("KAFKA_BOOTSTRAP_SERVERS", "CLICKHOUSE_URL", "SLUICE_ADMIN_KEY", "SLUICE_TOPIC_PREFIX"):
             env.pop(name, None)
         self.log_path = state_dir.parent / f"{label or state_dir.name}-up.log"

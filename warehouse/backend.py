@@ -25,7 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from warehouse import guard, scoping
+from warehouse import formats, guard, scoping
 from warehouse.ddl import identifier
 from warehouse.errors import ReadOnlyError, WarehouseBusy, WarehouseError, WarehouseUnavailable
 from warehouse.limits import QueryLimits, settings_clause
@@ -192,9 +192,11 @@ class Warehouse(abc.ABC):
         finally:
             release()
 
-    def readonly_stream(self, sql: str, fmt: str, org_id: str | None = None) -> QueryStream:
+    def readonly_stream(self, sql: str, fmt: str, org_id: str | None = None,
+                        output: Mapping[str, str] | None = None) -> QueryStream:
         """readonly_query's checks, limits and slot, then the result in ClickHouse
-        output format `fmt` (one of STREAM_FORMATS' values) as a QueryStream.
+        output format `fmt` (the engine's name of one of warehouse.formats.FORMATS) as a
+        QueryStream; `output` names output settings (output_format_*) to write it with.
         With `org_id`, the query sees only that org's rows of the analyst tables and
         nothing else (warehouse.scoping; ReadOnlyError for anything that reaches out).
 
@@ -203,9 +205,10 @@ class Warehouse(abc.ABC):
         WarehouseError from next(). The slot (and on embedded chDB its session)
         is held until the stream is exhausted, fails or is closed.
         """
-        if fmt not in STREAM_FORMATS.values():
+        if fmt not in formats.FORMATS.values():
             raise ValueError(f"unknown stream format {fmt!r}")
-        wrapped = self._readonly_sql(sql, output=True) if org_id is None else self._org_sql(sql, org_id)
+        chosen = formats.output_settings(output or {})
+        wrapped = (self._readonly_sql(sql, chosen) if org_id is None else self._org_sql(sql, org_id, chosen))
         release = self._take_analyst_slot()
         try:
             chunks = self._stream(wrapped, fmt)
@@ -214,7 +217,7 @@ class Warehouse(abc.ABC):
             raise
         return QueryStream(chunks, lambda: self._kill(wrapped.tag), release)
 
-    def _org_sql(self, sql: str, org_id: str) -> "AnalystSql":
+    def _org_sql(self, sql: str, org_id: str, output: Mapping[str, Any]) -> "AnalystSql":
         """`sql` run in `org_id`'s database of views, after the engine's parse of it names
         nothing outside them; raises ReadOnlyError."""
         scoped = scoping.org_database(self.database, org_id)
@@ -223,7 +226,7 @@ class Warehouse(abc.ABC):
                 for statement in scoping.view_statements(self.database, org_id):
                     self.command(statement)
                 self._scoped_orgs.add(org_id)
-        wrapped = self._readonly_sql(scoping.pointed(sql, self.database, scoped), output=True)
+        wrapped = self._readonly_sql(scoping.pointed(sql, self.database, scoped), output)
         ast = "\n".join(row[0] for row in self.query(f"EXPLAIN AST {wrapped.canonical}").rows)
         databases = {row[0] for row in self.query("SELECT name FROM system.databases").rows}
         scoping.check_scoped(ast, self.database, scoped, databases)
@@ -248,8 +251,9 @@ class Warehouse(abc.ABC):
         """Stop the analyst query tagged `tag` wherever it runs (ASYNC: does not wait for it to end)."""
         self.command(f"KILL QUERY WHERE Settings['log_comment'] = {quote_string(tag)} ASYNC")
 
-    def _readonly_sql(self, sql: str, output: bool = False) -> "AnalystSql":
-        """The user's query wrapped to run with readonly=1 within the analyst limits; raises ReadOnlyError."""
+    def _readonly_sql(self, sql: str, output: Mapping[str, Any] | None = None) -> "AnalystSql":
+        """The user's query wrapped to run with readonly=1 within the analyst limits, written
+        (when `output` is given) with the output settings of a stream and those; raises ReadOnlyError."""
         guard.check_readonly(sql)  # our reading of the text: clear refusals, no engine round trip
         # Then ClickHouse parses the text itself: formatQuery rejects several
         # statements (chDB would otherwise run them all) and gives back one
@@ -273,8 +277,8 @@ class Warehouse(abc.ABC):
         # SETTINGS makes the whole query readonly (inner SETTINGS cannot undo it;
         # readonly = 1, not 2: 2 lets table functions such as file() through).
         # Output settings and the limits come first: once readonly = 1 applies, none can change.
-        output_settings = ("output_format_json_quote_64bit_integers = 0, "
-                           "output_format_json_quote_denormals = 1, " if output else "")
+        output_settings = "" if output is None else settings_clause(
+            {"output_format_json_quote_64bit_integers": 0, "output_format_json_quote_denormals": 1, **output}) + ", "
         tag = f"sluice-sql:{uuid.uuid4().hex}"
         limits = settings_clause({**self.limits.for_analysts(), "log_comment": tag})
         tail = f"SETTINGS {output_settings}{limits}, readonly = 1"

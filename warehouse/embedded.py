@@ -31,7 +31,7 @@ from typing import Any
 import pyarrow as pa
 from chdb import session as chdb_session
 
-from warehouse import arrowconv, ddl, literals, migrations
+from warehouse import arrowconv, ddl, formats, literals, migrations
 from warehouse.backend import (
     AnalystSql,
     Column,
@@ -206,11 +206,16 @@ class ChdbWarehouse(Warehouse):
         # Any other statement on the session ends a streaming query, so the
         # session stays checked out from the first chunk to the last.
         with self._session(self._analysts, sql.database) as session:
+            if formats.is_whole(fmt):
+                # One document (JSON, Parquet, Arrow): chDB's stream would write one per chunk.
+                yield self._whole(session, sql.text, fmt)
+                return
             try:
                 stream = session.send_query(sql.text, fmt)
             except Exception as exc:
                 raise WarehouseError(str(exc).strip(), error_code(str(exc))) from exc
             header = None  # chDB repeats a WithNames format's header in every chunk: keep the first
+            sent = False
             try:
                 while True:
                     try:
@@ -227,17 +232,23 @@ class ChdbWarehouse(Warehouse):
                         elif line == header:
                             data = data[len(line):]
                     if data:
+                        sent = True
                         yield data
             finally:
                 stream.close()
-            if header is None and fmt.endswith("WithNames"):
-                # No rows: a stream writes nothing, not even the names a query answers in full.
-                try:
-                    names = session.query(sql.empty, fmt).bytes()
-                except Exception as exc:
-                    raise WarehouseError(str(exc).strip(), error_code(str(exc))) from exc
+            if not sent:
+                # No rows: a stream writes nothing, not even the names (or Native's empty
+                # block) a query answers in full.
+                names = self._whole(session, sql.empty, fmt)
                 if names:
                     yield names
+
+    @staticmethod
+    def _whole(session: chdb_session.Session, sql: str, fmt: str) -> bytes:
+        try:
+            return session.query(sql, fmt).bytes() or b""
+        except Exception as exc:
+            raise WarehouseError(str(exc).strip(), error_code(str(exc))) from exc
 
     def close(self) -> None:
         """Close the idle sessions now and each one in use when its statement or

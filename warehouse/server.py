@@ -102,7 +102,7 @@ class ServerWarehouse(Warehouse):
     def command(self, sql: str) -> None:
         self._call(self._client.command, sql)
 
-    def _org_sql(self, sql: str, org_id: str) -> AnalystSql:
+    def _org_sql(self, sql: str, org_id: str, output: Mapping[str, Any]) -> AnalystSql:
         # clickhouse-connect sends one client-wide database; an org's views need their own per query.
         raise ReadOnlyError("org-scoped SQL needs the embedded warehouse for now; on a ClickHouse server, "
                             "query through the platform-admin key")

@@ -72,20 +72,22 @@ class Streamed(Response):
     """A 200 sending `first` and then the rest of `source` as it comes (no Content-Length).
 
     A failure after the first chunk can no longer change the status: the body then
-    ends with one line `{"error": {...}}` (`error_of` makes the ApiError from the
-    exception) and the connection is closed without the body's end, so no client
-    takes the cut result for a whole one.
+    ends with the error (`error_of` makes the ApiError from the exception; by default
+    one line `{"error": {...}}`, else what `error_text` makes of it) and the connection
+    is closed without the body's end, so no client takes the cut result for a whole one.
     """
 
     def __init__(self, source: Watched, first: bytes, media_type: str,
-                 error_of: Callable[[Exception], ApiError]):
+                 error_of: Callable[[Exception], ApiError], headers: dict[str, str] | None = None,
+                 error_text: Callable[[ApiError], bytes] | None = None):
         self.status_code = 200
         self.media_type = media_type
         self.background = None
-        self.init_headers()  # no body: no Content-Length
+        self.init_headers(headers)  # no body: no Content-Length
         self.source = source
         self.first = first
         self.error_of = error_of
+        self.error_text = error_text or (lambda error: json.dumps(error.body()).encode() + b"\n")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sent, ended_line = 0, True
@@ -102,7 +104,7 @@ class Streamed(Response):
         except Exception as exc:  # the engine failed mid-stream
             error = self.error_of(exc)
             log.warning("admin SQL cut short after %d bytes: %s", sent, error.message)
-            line = (b"" if ended_line else b"\n") + json.dumps(error.body()).encode() + b"\n"
+            line = (b"" if ended_line else b"\n") + self.error_text(error)
             with contextlib.suppress(Exception):
                 await send({"type": "http.response.body", "body": line, "more_body": True})
             # Returning without the last body message makes the server close the connection.

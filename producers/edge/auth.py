@@ -94,10 +94,16 @@ async def principal(request: Request) -> Principal:
     secret = secret or bearer
     if not secret:
         raise ApiError(401, "UNAUTHORIZED", "missing API key (X-Api-Key or Authorization: Bearer)")
-    expected = request.app.state.platform_key_hash
+    return holder(request.app.state, secret)
+
+
+def holder(state: object, secret: str) -> Principal:
+    """The caller holding key `secret`, found with the edge app's `state` (its platform-admin
+    key's hash, its catalog), or 401."""
+    expected = state.platform_key_hash  # type: ignore[attr-defined]
     if expected and hmac.compare_digest(keys.hash_secret(secret), expected):
         return Principal(DEFAULT_ORG, PLATFORM_KEY)
-    found = request.app.state.catalog.authenticate(secret)
+    found = state.catalog.authenticate(secret)  # type: ignore[attr-defined]
     if found is None:
         raise ApiError(401, "UNAUTHORIZED", "invalid or revoked API key")
     return Principal(*found)
@@ -171,13 +177,18 @@ def org_reader() -> Callable:
     """The caller of a POST that only reads the org's data (org-scoped SQL): a key with the
     read scope and no filters; a filtered key gets 403 naming its filters."""
     async def reader(who: Principal = Depends(principal)) -> Principal:
-        who.require("read")
-        if who.filtered:
-            raise ApiError(403, "FORBIDDEN", "SQL reads the org's tables whole, and this key's filters "
-                           f"({_named(who.key)}) limit it to what they name: use a key without filters",
-                           filters=sorted(f for f, v in (who.key.get("filters") or {}).items() if v))
+        require_sql_reader(who)
         return who
     return _guard(reader, "nothing (reads)")
+
+
+def require_sql_reader(who: Principal) -> None:
+    """Raise 403 unless `who` may run org-scoped SQL: the read scope, and no filters."""
+    who.require("read")
+    if who.filtered:
+        raise ApiError(403, "FORBIDDEN", "SQL reads the org's tables whole, and this key's filters "
+                       f"({_named(who.key)}) limit it to what they name: use a key without filters",
+                       filters=sorted(f for f, v in (who.key.get("filters") or {}).items() if v))
 
 
 def signed(verify: Callable) -> Callable:

@@ -25,13 +25,23 @@ def primary_socket_path(settings: Settings) -> Path:
 
 def http_socket(settings: Settings) -> socket.socket:
     """The HTTP port, bound (shared with the other workers when there are several), not yet listening."""
-    family = socket.AF_INET6 if ":" in settings.http_host else socket.AF_INET
+    # Only with several workers: with one, a second edge on the port must fail loudly, as before.
+    return _tcp_socket(settings.http_host, settings.http_port, shared=settings.edge_workers > 1)
+
+
+def clickhouse_socket(settings: Settings) -> socket.socket:
+    """The ClickHouse-compatible interface's port (SLUICE_CLICKHOUSE_PORT), bound, not yet listening:
+    the primary's alone, which holds the warehouse."""
+    return _tcp_socket(settings.http_host, settings.clickhouse_port, shared=False)
+
+
+def _tcp_socket(host: str, port: int, shared: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if settings.edge_workers > 1:
-        # Only then: with one worker, a second edge on the port must fail loudly, as before.
+    if shared:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((settings.http_host, settings.http_port))
+    sock.bind((host, port))
     sock.set_inheritable(True)
     return sock
 
