@@ -22,12 +22,13 @@ import time
 from fastapi.routing import APIRoute
 from starlette.datastructures import QueryParams
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bus import metrics
 from producers import dialects
 from producers.edge.admission import Admission, Shed
 from producers.edge.errors import ApiError
+from producers.edge.exchange import Exchange
 from producers.edge.submit import PREFER_WAIT
 
 _TRUE = frozenset({"1", "true", "yes", "on"})  # what FastAPI reads as a true bool
@@ -92,20 +93,7 @@ class ShedOverload:
                 scope["route"] = route  # the request metrics label it by its route
                 await shed_reply(scope["path"], shed, self._prefix)(scope, receive, send)
                 return
-        body, status = 0, 500
-
-        async def counting_receive() -> Message:
-            nonlocal body
-            message = await receive()
-            body += len(message.get("body", b""))
-            return message
-
-        async def status_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        await self.app(scope, counting_receive, status_send)
-        if status < 300:
-            self._admission.accepted(key, body, time.monotonic())
+        exchange = Exchange(receive, send)
+        await self.app(scope, exchange.receive, exchange.send)
+        if exchange.status < 300:
+            self._admission.accepted(key, exchange.body, time.monotonic())
