@@ -10,7 +10,13 @@ for a warm-up and `hold` seconds, and for the measured part:
 - freshness p50/p99: for requests to a few probe things, the client's 202 → the first poll
   (every 50 ms) that finds the request's first row.
 After each load the bench waits until its rows stop arriving, so the next starts drained.
-Blocks for about 6 minutes (under a minute with --quick).
+
+Then the highest offered rate whose lags stay flat for a minute, found by bisection between
+0.5× and 2× the drain (4 steps; 2 of 10 s with --quick): a rate holds when nothing is shed
+and the lag of the processors (raw) and of the readings sink (frames), summed, grew by less
+than two seconds' worth of the offered requests from the first to the last 10 s of the
+minute. Each step starts drained.
+Blocks for about 11 minutes (about 2 with --quick).
 """
 
 from __future__ import annotations
@@ -22,11 +28,13 @@ from bench.end_to_end import (CONCURRENCY, FRAMES, FRESH_POLL_S, METRICS, PROBES
                               _drain, _Probe, _read_samples, _visible, _within)
 from bench.loadgen import collect, launch, percentile
 from bench.stack_setup import BenchStack, Fleet
+from bench.stage_monitor import StageMonitor
 
 MULTIPLES = (1.0, 1.25, 1.5, 2.0)
 TARGET_GOODPUT = 0.9  # × drain, at 1.25× and 2× (issue 25)
 TARGET_FRESHNESS_P99_MS = 2000  # under 2× overload
 SETTLED_S = 3.0  # a load's rows have all arrived when the count stood still this long
+LAG_EVERY_S = 2.0
 
 
 def run(ctx: Context) -> list[Row]:
@@ -41,8 +49,57 @@ def run(ctx: Context) -> list[Row]:
                                            "what the multiples below are of")]
         for multiple in MULTIPLES:
             rows += _offer(bench, fleet, slots, plan, multiple, drain, warmup, hold)
+        minute, steps = (10.0, 2) if ctx.quick else (60.0, 4)
+        flat, tried = _highest_flat(bench, fleet, slots, plan, drain, minute, steps)
+        rows.append(Row("overload.flat_values_per_s", f"overload: highest rate with flat lags for {minute:.0f} s",
+                        "values/s", Stat.of([flat]), baseline="overload.drain_values_per_s",
+                        note=f"bisection between 0.5× and 2× drain: {'; '.join(tried)}"))
         bench.check_alive()
     return rows
+
+
+def _highest_flat(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan, drain: float, minute: float,
+                  steps: int) -> tuple[float, list[str]]:
+    """(the highest rate found to hold, 0 if none; each rate tried and what it did)."""
+    monitor = StageMonitor(bench, bench.pids())
+    low, high, best, tried = 0.5 * drain, 2.0 * drain, 0.0, []
+    try:
+        for _ in range(steps):
+            monitor.wait_drained(plan.drain_cap)
+            rate = (low + high) / 2
+            holds, what = _holds(bench, fleet, slots, monitor, rate, minute)
+            tried.append(f"{rate:,.0f} {what}")
+            if holds:
+                best, low = rate, rate
+            else:
+                high = rate
+        monitor.wait_drained(plan.drain_cap)
+    finally:
+        monitor.close()
+    return best, tried
+
+
+def _holds(bench: BenchStack, fleet: Fleet, slots: Slots, monitor: StageMonitor, values_per_s: float,
+           minute: float) -> tuple[bool, str]:
+    """Offer `values_per_s` for `minute` seconds: (whether the lags stayed flat and nothing was shed, why)."""
+    rate = values_per_s / VALUES
+    base, end = slots.take(requests=int(rate * minute) + 4 * CONCURRENCY)
+    process = launch(bench.url, bench.key, fleet.thing_ids, frames=FRAMES, metrics=METRICS,
+                     concurrency=2 * CONCURRENCY, duration=minute, rate=round(rate, 2), ts_base=base)
+    lags: list[tuple[float, int]] = []
+    started = time.time()
+    while process.poll() is None:
+        lags.append((time.time() - started, sum(monitor.lags().values())))
+        time.sleep(LAG_EVERY_S)
+    result = collect(process, timeout=30)
+    _within(result, end)
+    edge = min(10.0, minute / 3)
+    first = [n for t, n in lags if t <= edge] or [0]
+    last = [n for t, n in lags if t >= minute - edge] or [lags[-1][1] if lags else 0]
+    grew = sum(last) / len(last) - sum(first) / len(first)
+    shed = result["errors"].get("503", 0)
+    holds = not shed and grew < 2 * rate
+    return holds, f"{'flat' if holds else 'grew'} (lag {grew:+,.0f} messages, {shed} shed)"
 
 
 def _offer(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan, multiple: float, drain: float,
