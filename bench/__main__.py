@@ -16,7 +16,8 @@ from pathlib import Path
 from bench.common import Context, free_port
 from bench.report import table, write_json
 
-STAGES = ("edge", "processor", "sink", "kafka_engine", "end_to_end", "ingest_topic", "backfill", "rollups", "sync")
+STAGES = ("edge", "processor", "sink", "kafka_engine", "end_to_end", "overload", "ingest_topic", "backfill", "rollups",
+          "sync")
 NO_BROKER = {"rollups"}  # stages that need no Kafka broker
 
 

@@ -36,6 +36,13 @@ PRODUCE_QUEUE = Gauge("sluice_edge_produce_queue_messages",
                       "Messages the edge's raw producer holds, not yet acknowledged by the broker.")
 HTTP_REJECTS = Counter("sluice_http_rejects_total",
                        "Requests refused for a limit or an outage (408, 413, 429, 503), by status.", ["status"])
+EDGE_SHED = Counter("sluice_edge_shed_total",
+                    "Ingest requests shed (503) because the pipeline is behind, by reason: `heavy_key` (a key above "
+                    "its fair share, over the bound) or `backlog` (every async request, past twice the bound).",
+                    ["reason"])
+STAGE_BACKLOG = Gauge("sluice_stage_backlog_seconds",
+                      "Work waiting in front of a stage, in seconds of its recent drain rate, by consumer group "
+                      "(the edge's admission view).", ["group"])
 
 # Processor
 RAW_MESSAGES = Counter("sluice_processor_messages_total", "Raw requests taken from the raw topic.")

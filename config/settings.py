@@ -109,6 +109,10 @@ class Settings:
     rate_limit: float = setting(
         "SLUICE_RATE_LIMIT", 500.0, "Ingest requests per second per API key (per edge instance); 0 turns it off.")
     rate_burst: float = setting("SLUICE_RATE_BURST", 1000.0, "The burst allowed above the rate limit.")
+    admit_backlog_s: float = setting(
+        "SLUICE_ADMIT_BACKLOG_S", 15.0, "Seconds of drain allowed to wait in front of the processors or a sink; "
+        "past it the edge sheds async ingest requests (503 with Retry-After), the keys above their fair share "
+        "first, every async request past twice it. 0 turns shedding off.")
     max_wait_s: float = setting(
         "SLUICE_MAX_WAIT_S", 30.0, "The longest a sync request (`Prefer: wait=N`) is held for its verdict.")
     processor_batch: int = setting("SLUICE_PROCESSOR_BATCH", 500, "Raw messages a processor takes at once.")

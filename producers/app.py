@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 import schemas
 from bus import metrics
+from bus.backlog_watch import BacklogWatch
 from bus.health import health
 from catalog.access import DEFAULT_ORG
 from catalog.integrations import TOLERANCE_MAX_S
@@ -29,6 +30,7 @@ from producers import dialects
 from producers.api import (access, admin, datasources, definitions, harbors, ingest_log, integrations, latest, org_sql,
                            places, series, streams, templates)
 from producers.edge import error_handlers
+from producers.edge.admission import Admission
 from producers.edge.auth import undeclared_writes
 from producers.edge.fast_ingest import FastIngest, FastRoute, fast_routes
 from producers.edge.limits import BodyLimit
@@ -36,6 +38,7 @@ from producers.edge.metrics import RequestMetrics, metrics_endpoint
 from producers.edge.rate_limit import RateLimiter
 from producers.edge.raw_producer import RawProducer
 from producers.edge.results_listener import ResultsListener
+from producers.edge.shedding import ShedOverload
 from producers.edge.webhook_replays import accepted_signatures
 from producers.edge.webhook_signature import SeenSignatures
 from producers.openapi import document
@@ -60,8 +63,8 @@ def bootstrap_admin(catalog: Catalog) -> None:
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI):
-    """The catalog view caught up, then the raw producer, the results listener and the webhook
-    signatures accepted so far; stopped in reverse."""
+    """The catalog view caught up, then the raw producer, the results listener, the webhook
+    signatures accepted so far and (when shedding is on) the backlog view; stopped in reverse."""
     settings, bootstrap, topics = app.state.settings, app.state.bootstrap, app.state.topics
     view = CatalogView(bootstrap, topics.catalog)
     view.start()
@@ -81,9 +84,15 @@ async def lifespan(app: FastAPI):
     accepted.start()
     if not await run_in_threadpool(accepted.wait_ready, 60):
         raise RuntimeError("the accepted webhook signatures (idempotency topic) were not read within 60 s")
+    if settings.admit_backlog_s > 0:  # the view the edge sheds by (producers.edge.shedding)
+        app.state.backlog_watch = BacklogWatch(bootstrap, settings.topic_prefix,
+                                               (topics.processors_group, topics.sink_groups))
+        app.state.backlog_watch.start()
     try:
         yield
     finally:
+        if settings.admit_backlog_s > 0:
+            app.state.backlog_watch.stop()
         accepted.stop()
         app.state.results.stop()
         app.state.raw_producer.close()
@@ -145,6 +154,9 @@ def create_app(settings: Settings, bootstrap: str, warehouse: Warehouse) -> Fast
     app.add_middleware(FastIngest, routes=fast_ingest_routes(app))
     app.add_middleware(BodyLimit, ingest_limit=settings.max_body_bytes, other_limit=settings.max_api_body_bytes,
                        ingest_limit_paths=integrations.LARGE_BODY_PATHS)
+    # Outside the body limits: a shed request is answered before any of its body is read.
+    app.add_middleware(ShedOverload, routes=ingest_routes(), admission=Admission(settings.admit_backlog_s),
+                       topic_prefix=settings.topic_prefix)
     app.add_middleware(RequestMetrics)  # added last: outside every other, so it sees their answers too
     return app
 

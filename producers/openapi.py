@@ -45,8 +45,8 @@ DESCRIPTIONS = {
     415: "UNSUPPORTED_CONTENT_ENCODING: a Content-Encoding other than gzip, zstd or identity",
     424: "TYPE_NOT_INITIALIZED: the thing has no type",
     429: "RATE_LIMITED or TOO_MANY_CONNECTIONS; see Retry-After",
-    503: "UNAVAILABLE: not ready, the broker is unreachable, or the warehouse could not answer within its bounds "
-         "(`details.setting`); see Retry-After",
+    503: "UNAVAILABLE: not ready, the broker is unreachable, the pipeline is behind (async ingest shed, "
+         "`details.reason`), or the warehouse could not answer within its bounds (`details.setting`); see Retry-After",
 }
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
 SECURITY_SCHEMES = {

@@ -66,6 +66,11 @@ class Topics:
         return f"{self.prefix}processors"
 
     @property
+    def sink_groups(self) -> str:
+        """The start of every sink's consumer group name (`{prefix}sink-readings`, …; sinks.warehouse_sinks)."""
+        return f"{self.prefix}sink-"
+
+    @property
     def catalog(self) -> str:
         return self.name(CATALOG)
 

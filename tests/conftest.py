@@ -65,6 +65,9 @@ def session_settings(kafka_bootstrap: str, state_dir: Path, **overrides) -> Sett
         integrations_metrics_port=free_port(),
         admin_key="",
         sink_batch_ms=200,
+        # Off: tests that pause a stage or send bursts on purpose would meet 503s on a busy machine.
+        # tests/test_shedding.py turns it on.
+        admit_backlog_s=0.0,
     )
     return dataclasses.replace(base, **overrides)
 

@@ -78,7 +78,7 @@ STATUSES = {
     422: "idempotency_key_reused: the key was used with another body",
     424: "preset_not_installed: machine insights need the org's iso15143-3 preset",
     429: "rate_limited or too_many_connections; see Retry-After",
-    503: "unavailable: the broker is unreachable; see Retry-After",
+    503: "unavailable: the broker is unreachable, or the pipeline is behind (async requests shed); see Retry-After",
 }
 
 

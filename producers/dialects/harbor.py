@@ -55,7 +55,7 @@ STATUSES = {
     415: "UNSUPPORTED_CONTENT_ENCODING: a Content-Encoding other than gzip, zstd or identity",
     422: "IDEMPOTENCY_KEY_REUSED: the key was used with another body",
     429: "RATE_LIMITED or TOO_MANY_CONNECTIONS; see Retry-After",
-    503: "UNAVAILABLE: the broker is unreachable; see Retry-After",
+    503: "UNAVAILABLE: the broker is unreachable, or the pipeline is behind (async requests shed); see Retry-After",
 }
 OPENAPI = {
     "security": [{"ApiKey": []}, {"Bearer": []}],

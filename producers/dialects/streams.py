@@ -111,7 +111,7 @@ _STATUSES = {
     413: "PAYLOAD_TOO_LARGE: the body, as sent or inflated, exceeds 1 MiB (`details.limit`)",
     415: "UNSUPPORTED_CONTENT_ENCODING: a Content-Encoding other than gzip, zstd or identity",
     429: "RATE_LIMITED: too many requests; see Retry-After",
-    503: "UNAVAILABLE: the broker is unreachable; see Retry-After",
+    503: "UNAVAILABLE: the broker is unreachable, or the pipeline is behind (async requests shed); see Retry-After",
 }
 
 

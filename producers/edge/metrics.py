@@ -12,9 +12,10 @@ import time
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bus import metrics
+from producers.edge.exchange import Exchange
 
 REJECTED = {408, 413, 429, 503}
 
@@ -28,32 +29,17 @@ class RequestMetrics:
             await self.app(scope, receive, send)
             return
         started = time.monotonic()
-        status = 500  # what the client sees when the app raises before answering
-        body = 0
-
-        async def counting_receive() -> Message:
-            nonlocal body
-            message = await receive()
-            if message["type"] == "http.request":
-                body += len(message.get("body", b""))
-            return message
-
-        async def status_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        exchange = Exchange(receive, send)
         try:
-            await self.app(scope, counting_receive, status_send)
+            await self.app(scope, exchange.receive, exchange.send)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            metrics.HTTP_REQUESTS.labels(route, scope["method"], str(status)).inc()
+            metrics.HTTP_REQUESTS.labels(route, scope["method"], str(exchange.status)).inc()
             metrics.HTTP_DURATION.labels(route).observe(time.monotonic() - started)
-            if body:
-                metrics.HTTP_BODY.labels(route).observe(body)
-            if status in REJECTED:
-                metrics.HTTP_REJECTS.labels(str(status)).inc()
+            if exchange.body:
+                metrics.HTTP_BODY.labels(route).observe(exchange.body)
+            if exchange.status in REJECTED:
+                metrics.HTTP_REJECTS.labels(str(exchange.status)).inc()
 
 
 async def metrics_endpoint(request: Request) -> Response:

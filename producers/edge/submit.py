@@ -25,7 +25,7 @@ from producers.edge.errors import ApiError
 from producers.edge.raw_producer import ProducerUnavailable
 
 DEFAULT_WAIT_S = 10.0
-_PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 MAX_IDEMPOTENCY_KEY = 255
 CATALOG_CATCH_UP_S = 5.0  # bounds a sync reply's wait for the catalog view after its verdict
 
@@ -57,7 +57,7 @@ class Submitted:
 
 def requested_wait(request: Request, wait: bool, max_wait: float) -> float | None:
     """Seconds to wait for the verdict (RFC 7240 `Prefer: wait=N`, or `?wait=true`), or None."""
-    match = _PREFER_WAIT.search(request.headers.get("prefer", ""))
+    match = PREFER_WAIT.search(request.headers.get("prefer", ""))
     if match:
         return min(float(match.group(1)), max_wait)
     return min(DEFAULT_WAIT_S, max_wait) if wait else None
