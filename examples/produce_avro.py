@@ -54,7 +54,8 @@ def main() -> int:
         print("set SLUICE_API_KEY to an API key with the write scope", file=sys.stderr)
         return 2
 
-    registry = SchemaRegistryClient({"url": args.registry})
+    # The registry client waits forever by default; bounded, it retries a request left unanswered.
+    registry = SchemaRegistryClient({"url": args.registry, "timeout": 10})
     producer = SerializingProducer({
         "bootstrap.servers": args.bootstrap,
         # acks=all + idempotence: a message that reports delivered is durable and written once.

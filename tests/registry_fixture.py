@@ -16,6 +16,19 @@ from sluice.local_registry import LocalRegistry
 from tests.kafka_fixture import free_port
 
 
+_started: list[LocalRegistry] = []
+
+
+def registry_log_tail(lines: int = 40) -> str:
+    """The end of the session registry's log, for a failure's message ("" for an external one)."""
+    if not _started:
+        return ""
+    try:
+        return "\n".join(_started[0].stdout_path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return repr(exc)
+
+
 @pytest.fixture(scope="session")
 def schema_registry(tmp_path_factory) -> Iterator[str]:
     """The registry's Confluent-API base URL, e.g. ``http://127.0.0.1:PORT/apis/ccompat/v7``.
@@ -27,6 +40,7 @@ def schema_registry(tmp_path_factory) -> Iterator[str]:
         yield external.rstrip("/")
         return
     registry = LocalRegistry(tmp_path_factory.mktemp("registry"), port=free_port())
+    _started.append(registry)
     registry.start()
     try:
         yield registry.url

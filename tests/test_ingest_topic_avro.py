@@ -28,6 +28,7 @@ from tests.conftest import eventually, session_settings
 from tests.kafka_fixture import free_port
 from tests.seed import SEED_FRAMES, register_battery, register_battery_type
 from tests.test_ingest_topic import dead_letter_reason, produce, readings, sql, verdict
+from tests.registry_fixture import registry_log_tail
 from tests.warehouse_probe import optimized
 
 MESSAGES = 150
@@ -58,7 +59,10 @@ def avro_stack(kafka_bootstrap, schema_registry, tmp_path_factory):
 
 def avro_producer(settings, registry_url: str) -> SerializingProducer:
     """What a user writes: the shipped schema, the registry's serializer, the thing id as the key."""
-    registry = SchemaRegistryClient({"url": registry_url})
+    # confluent-kafka's registry client waits forever by default: a request the registry never
+    # answered held a CI run's sender at its first message until the session ended. Bounded, the
+    # client retries it (max.retries) and a registry that stays silent is an error with its reason.
+    registry = SchemaRegistryClient({"url": registry_url, "timeout": 10})
     return SerializingProducer({
         "bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True,
         "key.serializer": StringSerializer("utf_8"),
@@ -179,7 +183,8 @@ def diagnose(registry_url: str, bootstrap: str) -> str:
     except (OSError, subprocess.SubprocessError) as exc:
         listening = repr(exc)
     return (f"\nthe registry {registry_url} answers now: {answer}\nlistening on {sorted(ports)}:\n{listening}"
-            f"\nenvironment proxies: {({k: v for k, v in os.environ.items() if 'proxy' in k.lower()})}")
+            f"\nenvironment proxies: {({k: v for k, v in os.environ.items() if 'proxy' in k.lower()})}"
+            f"\nthe registry's log ends:\n{registry_log_tail()}")
 
 
 class Forwarder:
