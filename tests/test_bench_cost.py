@@ -44,7 +44,7 @@ def test_cpu_seconds_per_million_values_per_process_and_end_to_end():
     assert cost == pytest.approx({"edge": 1.0, "edge_http": 0.25, "edge_inserts": 0.5, "edge_merges": 0.15,
                                   "edge_other": 0.1, "processor": 0.5, "broker": 0.25, "loadgen": 0.2,
                                   "end_to_end": 1.75})  # edge + processor + broker, not the client
-    assert dominant(cost) == ("edge_inserts", pytest.approx(0.5))
+    assert dominant(cost) == ("sinks and merges", pytest.approx(0.65))  # inserts and merges: one stage
 
 
 def test_numbered_instances_are_one_process_and_an_ended_one_counts_until_its_last_sample():
@@ -67,7 +67,7 @@ def test_cost_rows_carry_the_target_and_land_in_results_json():
     rows = cost_rows("overload", "overload 1×", cost, "a note")
     end_to_end = next(r for r in rows if r.key == f"overload.{KEY}.end_to_end")
     assert end_to_end.target == 3.0 and end_to_end.lower_is_better
-    assert "dominated by edge_inserts (1.20 of 3.50)" in end_to_end.note
+    assert "dominated by sinks and merges (1.20 of 3.50)" in end_to_end.note
     assert all(r.target is None for r in rows if r is not end_to_end)
     assert goals(end_to_end, {}) == [("≤ 3", False)]
     other = Row("overload.goodput_ratio_1x", "goodput", "×", Stat.of([1.0]))
