@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bench.common import Row
+from bench.cpu_cost import results_entry
 
 VERSIONS = ("confluent-kafka", "faust-streaming", "aiokafka", "fastavro", "chdb", "clickhouse-connect",
             "fastapi", "uvicorn")
@@ -107,6 +108,7 @@ def write_json(rows: list[Row], path: Path, parameters: dict) -> dict:
     small = [by_key[k].stat.median for k in ("edge.requests_per_s.1x10", "edge.requests_per_s.1x10.workers2")
              if k in by_key]
     document["edge_small_requests_per_s"] = max(small) if small else None
+    document["cpu_seconds_per_million_values"] = results_entry(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2) + "\n")
     return document

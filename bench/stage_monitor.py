@@ -5,7 +5,8 @@ Every `every` seconds it records, per stage, what a reader needs to see a lag gr
   processors' group and of the frames topic in the readings sink's group;
 - the readings sink's insert time and rows so far (the edge's /metrics), hence its duty cycle;
 - CPU seconds of every service (utime + stime of its process tree, from /proc), and of the
-  edge's threads by name, which tells chDB's merges from its inserts and from Python;
+  edge's threads by name, and by kind of work (`bench.cpu_cost`: HTTP, the sinks' inserts,
+  chDB's merges, other), which tells chDB's merges from its inserts and from Python;
 - rarely (`parts_every`), the readings table's active parts and running merges: those
   queries go through the edge's admin SQL and take embedded chDB's one lock, as the sink does.
 
@@ -23,6 +24,7 @@ from pathlib import Path
 import httpx
 import schemas
 from bench import fixtures as fx
+from bench.cpu_cost import ThreadCpu
 from bench.stack_setup import BenchStack, cpu_seconds, descendants
 from bus.lag import LagCollector
 
@@ -47,6 +49,7 @@ class StageMonitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._parts_at = 0.0
+        self._edge_work = ThreadCpu()
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -56,6 +59,7 @@ class StageMonitor:
         self.samples = []
         self._stop.clear()
         self._parts_at = 0.0
+        self._edge_work = ThreadCpu()
         self._thread = threading.Thread(target=self._run, name="stage-monitor", daemon=True)
         self._thread.start()
         return self
@@ -88,7 +92,9 @@ class StageMonitor:
         out: dict = {"t": time.time(), **self.lags()}
         out.update(self._sink())
         out["cpu_s"] = {name: round(_tree_cpu(pid), 2) for name, pid in self.pids.items()}
-        out["edge_threads_cpu_s"] = _threads_cpu(self.pids["edge"])
+        threads = _threads(self.pids["edge"])
+        out["edge_threads_cpu_s"] = _by_name(threads)
+        out["edge_work_cpu_s"] = self._edge_work.add(threads)
         if out["t"] >= self._parts_at:
             self._parts_at = out["t"] + self.parts_every
             out.update(self._parts())
@@ -150,7 +156,8 @@ class StageMonitor:
             lines.append(f"+{b['t'] - kept[0]['t']:4.0f} s lag raw {b['raw_lag']:6,} frames {b['frames_lag']:6,}; "
                          f"sink {rows:9,.0f} rows/s, inserting {duty:4.0%} of the time{parts}")
         return lines + [f"CPU (cores): {_shares(kept, 'cpu_s', 99)}",
-                        f"edge threads (cores): {_shares(kept, 'edge_threads_cpu_s', 8)}"]
+                        f"edge threads (cores): {_shares(kept, 'edge_threads_cpu_s', 8)}",
+                        f"edge work (cores): {_shares(kept, 'edge_work_cpu_s', 4)}"]
 
 
 def _shares(samples: list[dict], field: str, top: int) -> str:
@@ -173,14 +180,22 @@ def _tree_cpu(pid: int) -> float:
     return total
 
 
-def _threads_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds of `pid`'s live threads, summed by thread name (digits dropped: pools number their threads)."""
-    out: dict[str, float] = {}
+def _threads(pid: int) -> dict[int, tuple[str, float]]:
+    """Thread id → (its OS name, its CPU seconds) for `pid`'s live threads."""
+    out: dict[int, tuple[str, float]] = {}
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
             stat = (task / "stat").read_text()
         except OSError:
             continue
-        name = re.sub(r"\d+$", "", stat[stat.index("(") + 1:stat.rindex(")")]) or "?"
-        out[name] = round(out.get(name, 0.0) + cpu_seconds(stat), 2)
+        out[int(task.name)] = (stat[stat.index("(") + 1:stat.rindex(")")], cpu_seconds(stat))
+    return out
+
+
+def _by_name(threads: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds summed by thread name (digits dropped: pools number their threads)."""
+    out: dict[str, float] = {}
+    for name, cpu in threads.values():
+        name = re.sub(r"\d+$", "", name) or "?"
+        out[name] = round(out.get(name, 0.0) + cpu, 2)
     return out

@@ -35,7 +35,7 @@ from bus.health import health
 from bus.logs import librdkafka_logger
 from sinks.chain import SinkChain, SinkPolicy
 from sinks.committing import Committer
-from sinks.inserting import MAX_BACKOFF_S, InsertAbandoned, InsertBatch, Inserting
+from sinks.inserting import MAX_BACKOFF_S, InsertAbandoned, InsertBatch, Inserting, name_thread
 from sinks.progress_watch import ProgressWatch
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ class SinkConsumer:
         self._inserting.closing.set()
 
     def run(self) -> None:
+        name_thread(self.name)
         try:
             self._subscribe()
             self.health.ok()
