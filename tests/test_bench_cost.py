@@ -80,3 +80,14 @@ def test_a_shed_request_and_an_accepted_one_are_told_apart_by_least_squares():
     loads = [(accepted * a + shed * s, a, s) for a, s in ((300, 0), (370, 0), (400, 100), (420, 600))]
     assert request_costs(loads) == pytest.approx((accepted, shed))
     assert request_costs([(0.6, 300, 0), (0.74, 370, 0)]) is None  # nothing shed: no figure for it
+
+
+def test_goodput_is_also_taken_against_the_highest_flat_rate():
+    from bench.overload import _against_flat
+
+    rows = [Row("overload.goodput_ratio_2x", "overload at 2×: goodput ÷ drain", "×", Stat.of([0.64]), target=0.9),
+            Row("overload.shed_share_2x", "overload at 2×: requests shed (503)", "×", Stat.of([0.63]))]
+    [row] = _against_flat(rows, drain=441_000, flat=304_000)
+    assert row.key == "overload.goodput_vs_flat_2x" and row.target == 0.9
+    assert row.stat.median == pytest.approx(0.64 * 441_000 / 304_000)
+    assert _against_flat(rows, drain=441_000, flat=0.0) == []  # no rate held: nothing to divide by
