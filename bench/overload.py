@@ -8,7 +8,9 @@ for a warm-up and `hold` seconds, and for the measured part:
   polled every second through the edge's admin SQL) ÷ the same run's drain;
 - shed share: the requests answered 503 ÷ all sent;
 - freshness p50/p99: for requests to a few probe things, the client's 202 → the first poll
-  (every 50 ms) that finds the request's first row.
+  (every 50 ms) that finds the request's first row;
+- another key's sync replies: SYNC_RATE requests/s of one frame with `Prefer: wait=5` beside the
+  load, p99 of the 200s (a sync request is never shed; a reply past 5 s is a 202, counted apart).
 After each load the bench waits until its rows stop arriving, so the next starts drained.
 
 What a million values cost (`bench.cpu_cost`): while each load runs, `bench.stage_monitor`
@@ -45,6 +47,8 @@ from bench.stage_monitor import StageMonitor
 MULTIPLES = (1.0, 1.25, 1.5, 2.0)
 TARGET_GOODPUT = 0.9  # × drain, at 1.25× and 2× (issue 25)
 TARGET_FRESHNESS_P99_MS = 2000  # under 2× overload
+TARGET_SYNC_P99_MS = 100  # another key's sync replies under 2× overload
+SYNC_RATE = 5  # requests/s of one frame, `Prefer: wait=5`, from a key of its own, beside each load
 SETTLED_S = 3.0  # a load's rows have all arrived when the count stood still this long
 LAG_EVERY_S = 2.0
 CPU_EVERY_S = 4.0  # the stage monitor's period while a load runs (each sample scrapes the edge's /metrics)
@@ -57,6 +61,8 @@ def run(ctx: Context) -> list[Row]:
     slots = Slots()
     with BenchStack(ctx, "overload") as bench:
         fleet = bench.register(things=plan.things)
+        other_key = bench.client.post("/v2/api-keys", json={"name": "sync beside the overload",
+                                                            "scopes": ["write"]}).raise_for_status().json()["key"]
         drain = _drain(bench, fleet, slots, plan)
         rows = [Row("overload.drain_values_per_s", "overload: pipeline drain values/s", "values/s",
                     Stat.of([drain]), note="a burst accepted at full speed, its start → 90 % of it visible; "
@@ -67,7 +73,8 @@ def run(ctx: Context) -> list[Row]:
             idle = _idle(bench, fleet, slots, monitor, IDLE_S if not ctx.quick else 2 * CPU_EVERY_S)
             spent = {}
             for multiple in MULTIPLES:
-                offered, spent[multiple] = _offer(bench, fleet, slots, plan, multiple, drain, warmup, hold, monitor)
+                offered, spent[multiple] = _offer(bench, fleet, slots, plan, multiple, drain, warmup, hold, monitor,
+                                                  other_key)
                 rows += offered
         finally:
             monitor.close()
@@ -227,13 +234,19 @@ def _cost(spent: dict[float, _Spent], idle: _Spent) -> list[Row]:
 
 
 def _offer(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan, multiple: float, drain: float,
-           warmup: float, hold: float, monitor: StageMonitor) -> tuple[list[Row], _Spent]:
+           warmup: float, hold: float, monitor: StageMonitor, other_key: str) -> tuple[list[Row], _Spent]:
     rate = multiple * drain / VALUES  # requests/s
     base, end = slots.take(requests=int(rate * (warmup + hold)) + 4 * CONCURRENCY)
     samples_path = bench.settings.state_dir / f"overload-{base}.csv"
     process = launch(bench.url, bench.key, fleet.thing_ids, frames=FRAMES, metrics=METRICS,
                      concurrency=2 * CONCURRENCY, warmup=warmup, duration=hold, rate=round(rate, 2), ts_base=base,
                      samples=samples_path)
+    # Another key's sync requests beside the load: never shed, they wait for their verdict behind the backlog
+    # of the raw topic only (their own partition's share of it).
+    sync_base, _ = slots.take(requests=int(SYNC_RATE * (warmup + hold)) + 16)
+    syncing = launch(bench.url, other_key, fleet.thing_ids[PROBES:PROBES + 4] or fleet.thing_ids, frames=1,
+                     metrics=METRICS, concurrency=4, warmup=warmup, duration=hold, rate=SYNC_RATE,
+                     ts_base=sync_base, sync=True)
     monitor.start(loadgen=process.pid)
     probe = _Probe(bench, fleet.metric_ids[0], fleet.thing_ids[:PROBES], base, end)
     counts: list[tuple[float, int]] = []
@@ -253,6 +266,7 @@ def _offer(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan, multiple: 
                 all((t, ts) in probe.seen for t, ts, _ in expected) and _settled(counts))):
             break
         time.sleep(FRESH_POLL_S)
+    synced = collect(syncing, timeout=60)
     bench.check_alive()
     start, stop = result["started_at"], result["ended_at"]
     goodput = (_count_at(counts, stop) - _count_at(counts, start)) / max(stop - start, 1e-9)
@@ -274,6 +288,12 @@ def _offer(bench: BenchStack, fleet: Fleet, slots: Slots, plan: Plan, multiple: 
         Row(f"overload.freshness_p99_ms_{tag}", f"overload {words}: freshness p99", "ms",
             Stat.of([percentile(ages, 99) * 1000]), lower_is_better=True,
             target=TARGET_FRESHNESS_P99_MS if multiple == 2.0 else None, note=fresh_note),
+        Row(f"overload.sync_p99_ms_{tag}", f"overload {words}: another key's sync reply p99", "ms",
+            Stat.of([synced["p99_ms"]]), lower_is_better=True,
+            target=TARGET_SYNC_P99_MS if multiple == 2.0 else None,
+            note=f"{SYNC_RATE} requests/s of 1 frame, Prefer: wait=5; {synced['ok']} of {synced['requests']} "
+                 f"answered 200, p50 {synced['p50_ms']:.0f} ms" + (f", others {synced['errors']}"
+                                                                  if synced["errors"] else "")),
     ]
     return rows, _spent(monitor.samples, counts, probe.query_at + [t for t, _ in counts], result)
 
