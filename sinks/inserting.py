@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 from arroyo.types import Message
-from setproctitle import setthreadtitle
 
 from bus import metrics
 from sinks.batches import Batch
@@ -32,9 +32,15 @@ MAX_BACKOFF_S = 10.0
 def name_thread(name: str) -> None:
     """Names the calling thread for the OS (15 bytes show): every Python thread is "python" there, and a
     sink shares its process with the HTTP edge, whose CPU `top -H` and the bench tell apart by the name.
-    Not the main thread, whose name is the process's."""
-    if threading.current_thread() is not threading.main_thread():
-        setthreadtitle(name)
+    Not the main thread, whose name is the process's. Written to the thread's own `comm` rather than
+    through setproctitle: installed, that library is also picked up by Faust, whose process title then
+    overwrites the processor's /proc environ."""
+    if threading.current_thread() is threading.main_thread():
+        return
+    try:
+        Path(f"/proc/self/task/{threading.get_native_id()}/comm").write_text(name[:15])
+    except OSError:
+        pass  # not Linux: the name is only for the operator's eyes
 
 
 class InsertAbandoned(Exception):

@@ -6,9 +6,11 @@ insert abandoned at a join commits nothing."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from arroyo.processing.strategies import MessageRejected
@@ -16,7 +18,7 @@ from arroyo.types import BrokerValue, Message, Partition, Topic
 
 from sinks.batches import dedup_token
 from sinks.chain import SinkChain, SinkPolicy
-from sinks.inserting import InsertAbandoned, Inserting
+from sinks.inserting import InsertAbandoned, Inserting, name_thread
 
 P0, P1 = Partition(Topic("frames"), 0), Partition(Topic("frames"), 1)
 
@@ -138,3 +140,22 @@ def test_a_refused_insert_is_retried_and_one_abandoned_at_a_join_commits_nothing
         strategy.join()
     strategy.terminate()
     assert [e for e in recorder.events if e[0] == "commit"] == [("commit", {P0: 1})]
+
+
+def test_a_sink_thread_is_named_for_the_os_and_the_process_is_not_renamed():
+    """Per-thread CPU (`top -H`, the bench) tells a sink from the HTTP edge it shares a process with by the
+    thread's OS name; the process keeps its own name and environment (what `ps` and /proc show)."""
+    before = (Path("/proc/self/comm").read_text(), Path("/proc/self/environ").read_bytes())
+    named = {}
+
+    def run() -> None:
+        name_thread("sink-readings-and-more")
+        named["comm"] = Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    name_thread("not the main thread's")  # the main thread's name is the process's: left alone
+    assert named["comm"] == "sink-readings-a"  # the OS keeps 15 bytes
+    assert (Path("/proc/self/comm").read_text(), Path("/proc/self/environ").read_bytes()) == before
+    assert f"PATH={os.environ['PATH']}".encode() in before[1].split(b"\0")
